@@ -1,0 +1,73 @@
+"""Device meshes, multi-host start-up and host -> global array helpers.
+
+One mesh helper for the whole package: axis 'data' splits queries (and training
+batches), axis 'bank' splits the rows of the real bank.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+DATA, BANK = "data", "bank"
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+  """Starts JAX's distributed runtime when running on several hosts.
+
+  With no arguments JAX auto-detects the cluster (TPU pods, SLURM, Open MPI, ...);
+  on a single host with nothing to detect this is a no-op.
+  """
+  if jax.distributed.is_initialized():
+    return
+  if coordinator_address is None and num_processes is None and process_id is None:
+    try:
+      jax.distributed.initialize()
+    except (ValueError, RuntimeError):
+      pass  # nothing to auto-detect: a single-process run
+    return
+  if coordinator_address is None or num_processes is None or process_id is None:
+    raise ValueError("multi-host needs all of coordinator_address, num_processes and process_id "
+                     f"(got {coordinator_address!r}, {num_processes!r}, {process_id!r})")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
+def make_mesh(data: int | None = None, bank: int | None = None) -> jax.sharding.Mesh:
+  """A ('data', 'bank') mesh over all devices.
+
+  By default every device holds a slice of the bank (data = 1): memory per device
+  falls with the number of devices and queries need no all-to-all.
+  """
+  n = jax.device_count()
+  if data is None and bank is None:
+    data = 1
+  if data is None:
+    data = n // bank
+  if bank is None:
+    bank = n // data
+  if data * bank != n:
+    raise ValueError(f"mesh data={data} x bank={bank} does not use the {n} devices")
+  return jax.make_mesh((data, bank), (DATA, BANK),
+                       axis_types=(jax.sharding.AxisType.Explicit,) * 2)
+
+
+def data_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """Batch-leading arrays split over every device of the mesh (both axes)."""
+  return NamedSharding(mesh, P(tuple(mesh.axis_names)))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local: np.ndarray, mesh: jax.sharding.Mesh, spec: P | None = None) -> jax.Array:
+  """Assembles a global array from each process's slice of the batch."""
+  sharding = NamedSharding(mesh, spec if spec is not None else P(tuple(mesh.axis_names)))
+  return jax.make_array_from_process_local_data(sharding, np.asarray(local))
+
+
+def is_chief() -> bool:
+  """Process 0 writes files and metrics; the others only compute."""
+  return jax.process_index() == 0
