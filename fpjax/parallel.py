@@ -49,8 +49,10 @@ def make_mesh(data: int | None = None, bank: int | None = None) -> jax.sharding.
     bank = n // data
   if data * bank != n:
     raise ValueError(f"mesh data={data} x bank={bank} does not use the {n} devices")
+  # Auto axes: shardings are placed by us (device_put, shard_map specs) and XLA
+  # propagates the rest, which keeps host-side indexing of results simple.
   return jax.make_mesh((data, bank), (DATA, BANK),
-                       axis_types=(jax.sharding.AxisType.Explicit,) * 2)
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
 def data_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -1,0 +1,107 @@
+"""Linear probe: multinomial logistic regression on z-scored, flattened artifact features.
+
+Objective: mean cross-entropy + 0.5 * l2 * ||W||^2 (bias unpenalised), i.e. scikit-learn's
+``LogisticRegression(C=1 / (l2 * n_train))``. Trained with optax Adam in minibatches that
+are sharded over the device mesh ('data'); the epoch with the lowest loss on a validation
+split taken from the training data is kept, and training stops after ``patience`` epochs
+without improvement.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import optax
+
+from fpjax.models import resnet, training
+
+
+@dataclasses.dataclass
+class LinearProbe:
+  l2: float = 1e-4
+  lr: float = 1e-2
+  epochs: int = 300
+  batch_size: int = 256
+  val_fraction: float = 0.1
+  patience: int = 20
+  mesh: object = dataclasses.field(default=None, repr=False, compare=False)
+
+  def __post_init__(self):
+    self.model = None
+    self.classes_ = None
+    self.mean_ = None
+    self.std_ = None
+    self.history_ = None
+
+  def _prepare(self, x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim < 2:
+      raise ValueError(f'LinearProbe: x must be [N, ...] with N samples, got shape {x.shape}')
+    return x.reshape(x.shape[0], -1).astype(np.float32)
+
+  def _standardize(self, x: np.ndarray) -> np.ndarray:
+    if x.shape[1] != self.mean_.shape[0]:
+      raise ValueError(f'LinearProbe was fit on {self.mean_.shape[0]} features, got {x.shape[1]}')
+    return (x - self.mean_) / self.std_
+
+  def fit(self, x_train, y_train, seed: int = 0) -> 'LinearProbe':
+    x = self._prepare(x_train)
+    training.check_finite(x, 'LinearProbe.fit x_train')
+    y = np.asarray(y_train)
+    if y.shape != (x.shape[0],):
+      raise ValueError(f'LinearProbe.fit: y_train must have shape [{x.shape[0]}], got {y.shape}')
+    self.classes_, yi = np.unique(y, return_inverse=True)
+    if len(self.classes_) < 2:
+      raise ValueError('LinearProbe.fit: need at least 2 classes')
+    # Statistics in float64: float32 sums lose digits on large N.
+    self.mean_ = x.mean(0, dtype=np.float64).astype(np.float32)
+    std = x.std(0, dtype=np.float64)
+    self.std_ = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # constant features -> 0
+    self.model = resnet.Linear(x.shape[1], len(self.classes_), rngs=resnet.nnx.Rngs(seed))
+    self.history_ = training.fit_classifier(
+        self.model, self._standardize(x), yi.astype(np.int32), epochs=self.epochs,
+        batch_size=self.batch_size, mesh=self.mesh, seed=seed, l2=self.l2,
+        val_fraction=self.val_fraction, patience=self.patience,
+        make_tx=lambda total, per_epoch: optax.adam(self.lr), name='LinearProbe')
+    return self
+
+  def _logits(self, x) -> np.ndarray:
+    if self.model is None:
+      raise ValueError('LinearProbe: call fit (or LinearProbe.load) first')
+    return training.predict_logits(self.model, self._standardize(self._prepare(x)),
+                                   batch_size=4096, mesh=self.mesh)
+
+  def predict_proba(self, x) -> np.ndarray:
+    return np.asarray(jax.nn.softmax(self._logits(x), axis=-1))
+
+  def predict(self, x) -> np.ndarray:
+    return self.classes_[self._logits(x).argmax(-1)]
+
+  def score(self, x, y) -> float:
+    return float(np.mean(self.predict(x) == np.asarray(y)))
+
+  def save(self, path: str) -> None:
+    if self.model is None:
+      raise ValueError('LinearProbe.save: nothing to save, call fit first')
+    config = dict(type='LinearProbe', l2=self.l2, lr=self.lr, epochs=self.epochs,
+                  batch_size=self.batch_size, val_fraction=self.val_fraction,
+                  patience=self.patience, in_features=int(self.mean_.shape[0]),
+                  classes=self.classes_.tolist(), classes_dtype=str(self.classes_.dtype))
+    training.save_checkpoint(path, self.model, config, {'mean': self.mean_, 'std': self.std_})
+
+  @classmethod
+  def load(cls, path: str, mesh=None) -> 'LinearProbe':
+    config = training.read_config(path)
+    if config.get('type') != 'LinearProbe':
+      raise ValueError(f'{path}: not a LinearProbe checkpoint (type={config.get("type")!r})')
+    d = config['in_features']
+    classes = np.asarray(config['classes'], dtype=config['classes_dtype'])
+    like = {k: jax.ShapeDtypeStruct((d,), np.float32) for k in ('mean', 'std')}
+    model, extra = training.load_checkpoint(
+        path, lambda: resnet.Linear(d, len(classes), rngs=resnet.nnx.Rngs(0)), like)
+    probe = cls(**{k: config[k] for k in ('l2', 'lr', 'epochs', 'batch_size', 'val_fraction',
+                                          'patience')}, mesh=mesh)
+    probe.model, probe.classes_ = model, classes
+    probe.mean_, probe.std_ = extra['mean'], extra['std']
+    return probe

@@ -1,0 +1,356 @@
+"""The estimated real manifold and the projection of samples onto it.
+
+The projection x* of a sample x is its nearest row of the real *bank* in the
+embedding space φ; its artifact is φ(x) − φ(x*) (ManiFPT, CVPR 2024).
+
+The search kernel (``_search``) runs under ``jax.shard_map`` on a ('data', 'bank')
+mesh: each device holds a slice of the bank and a slice of the query batch,
+scans its bank slice in tiles with ‖q‖² + ‖b‖² − 2 q·b and a running top-c, re-ranks
+those c candidates with the exact difference form in float32, and the per-slice
+top-k are all-gathered over 'bank' and merged. Memory per device is its bank slice
+plus one queries × tile block; a queries × bank matrix never exists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from fpjax import spaces
+from fpjax import parallel
+
+# Search settings: the candidate search runs in `search_dtype`; rows are grouped
+# `GROUP` at a time and the `CANDIDATE_GROUPS` groups with the smallest minimum are
+# re-ranked exactly. 'exact' certifies every answer with a rounding-error bound and
+# searches again in float32 for the few queries it cannot certify; 'fast' does not.
+PRECISIONS = {"exact": jnp.bfloat16, "fast": jnp.bfloat16}
+GROUP = 8
+CANDIDATE_GROUPS = 16
+_F32_EPS = 2.0 ** -24  # unit roundoff of float32
+_UNIT_ROUNDOFF = {jnp.dtype(jnp.bfloat16): 2.0 ** -8, jnp.dtype(jnp.float32): 0.0}
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Projection:
+  """Result of projecting samples onto the manifold.
+
+  index: int32 [N, k], global bank rows, nearest first (ties: lowest row).
+  distance: float32 [N, k], Euclidean distance in the embedding space.
+  nearest: [N, *embedding_shape], φ(x*) (or the mean of the k nearest rows).
+  artifact: [N, *embedding_shape], φ(x) − nearest.
+  """
+  index: jax.Array
+  distance: jax.Array
+  nearest: jax.Array
+  artifact: jax.Array
+
+
+def check_finite(x: jax.Array, what: str) -> None:
+  """Raises a ValueError naming the rows of x that hold NaN or Inf."""
+  bad = np.flatnonzero(~np.asarray(jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)))
+  if bad.size:
+    shown = ", ".join(map(str, bad[:10])) + (", ..." if bad.size > 10 else "")
+    raise ValueError(f"{what}: {bad.size} row(s) hold NaN or Inf values: rows {shown}")
+
+
+def _search(q, bank, mu, *, n_valid, offset, k, tile, search_dtype, groups):
+  """Per-device top-k of local queries against the local bank slice.
+
+  Returns, merged over the 'bank' axis (identical on every 'bank' device):
+  squared distances [q, k] (float32, exact difference form), global indices [q, k],
+  and `certified` [q]: True where a rounding-error bound proves that no row left
+  out of the exact re-rank could be among the k nearest.
+  """
+  rows, dim = bank.shape
+  shard_offset = offset + lax.axis_index(parallel.BANK) * rows
+  groups_per_tile = tile // GROUP
+  c = min(groups, rows // GROUP)
+  # Centring on the bank mean keeps ‖q‖², ‖b‖² and q·b small, so the expansion
+  # loses little to cancellation; it does not change any distance.
+  qc = q - mu
+  qn = jnp.sum(qc * qc, axis=1)
+  qs = qc.astype(search_dtype)
+  precision = lax.Precision.HIGHEST if search_dtype == jnp.float32 else None
+
+  def scan_tile(carry, t):
+    best_d, best_g = carry
+    b = lax.dynamic_slice_in_dim(bank, t * tile, tile) - mu
+    bn = jnp.sum(b * b, axis=1)
+    dots = lax.dot_general(qs, b.astype(search_dtype), (((1,), (1,)), ((), ())),
+                           precision=precision, preferred_element_type=jnp.float32)
+    d = qn[:, None] + bn[None, :] - 2.0 * dots
+    row = shard_offset + t * tile + jnp.arange(tile, dtype=jnp.int32)
+    d = jnp.where((row < offset + n_valid)[None, :], d, jnp.inf)
+    # Minimum per group of GROUP rows: top_k then sorts GROUP times fewer values.
+    gmin = jnp.min(d.reshape(d.shape[0], groups_per_tile, GROUP), axis=2)
+    gid = t * groups_per_tile + jnp.arange(groups_per_tile, dtype=jnp.int32)
+    # Running candidates come first, so on equal values top_k keeps the lower group.
+    cand_d = jnp.concatenate([best_d, gmin], axis=1)
+    cand_g = jnp.concatenate([best_g, jnp.broadcast_to(gid, gmin.shape)], axis=1)
+    neg, pos = lax.top_k(-cand_d, c)
+    return (-neg, jnp.take_along_axis(cand_g, pos, axis=1)), None
+
+  init = (jnp.full((q.shape[0], c), jnp.inf, jnp.float32),
+          jnp.zeros((q.shape[0], c), jnp.int32))
+  (group_d, group_g), _ = lax.scan(scan_tile, init, jnp.arange(rows // tile))
+
+  # Exact re-rank: ‖q − b‖² in float32 for every row of the candidate groups.
+  def exact(g):
+    local = g[:, None] * GROUP + jnp.arange(GROUP, dtype=jnp.int32)
+    b = jnp.take(bank, local, axis=0)  # [q, GROUP, dim]
+    dist = jnp.sum(jnp.square(q[:, None, :] - b), axis=2)
+    valid = shard_offset + local < offset + n_valid
+    return jnp.where(valid, dist, jnp.inf), shard_offset + local
+  exact_d, exact_i = lax.map(exact, group_g.T)  # [c, q, GROUP]
+  exact_d = jnp.moveaxis(exact_d, 0, 1).reshape(q.shape[0], -1)
+  exact_i = jnp.moveaxis(exact_i, 0, 1).reshape(q.shape[0], -1)
+  d, i = lax.sort((exact_d, exact_i), dimension=1, num_keys=2)
+  d, i = d[:, :k], i[:, :k]
+
+  # Every row outside the kept groups has a searched distance >= the c-th kept group
+  # minimum; its true distance is at least that minus the rounding bound below.
+  b_all = bank - mu
+  valid_rows = shard_offset + jnp.arange(rows) < offset + n_valid
+  bmax = jnp.sqrt(jnp.max(jnp.where(valid_rows, jnp.sum(b_all * b_all, axis=1), 0.0)))
+  qnorm = jnp.sqrt(qn)
+  u = _UNIT_ROUNDOFF[jnp.dtype(search_dtype)]
+  gamma = dim * _F32_EPS / (1.0 - dim * _F32_EPS)
+  bound = (2.0 * (u * (2.0 + u) + gamma * (1.0 + u) ** 2) * qnorm * bmax
+           + gamma * (qn + bmax ** 2) + 6.0 * _F32_EPS * (qnorm + bmax) ** 2)
+  all_kept = rows // GROUP <= c
+  lower = jnp.where(all_kept, jnp.inf, group_d[:, -1] - 1.25 * bound)
+
+  # Merge the slices: every 'bank' device ends with the same global top-k.
+  d = lax.all_gather(d, parallel.BANK, axis=1, tiled=True)
+  i = lax.all_gather(i, parallel.BANK, axis=1, tiled=True)
+  d, i = lax.sort((d, i), dimension=1, num_keys=2)
+  d, i = d[:, :k], i[:, :k]
+  lower = lax.pmin(lower, parallel.BANK)
+  certified = lower > d[:, -1] * (1.0 + 2.0 * gamma) + 1e-30
+  return d, i, certified
+
+
+def _gather_rows(index, bank, *, smooth):
+  """φ(x*) for each query: the nearest row, or the mean of the k nearest (smooth)."""
+  rows = bank.shape[0]
+  start = lax.axis_index(parallel.BANK) * rows
+  local = index - start
+  mine = (local >= 0) & (local < rows)
+  picked = jnp.take(bank, jnp.clip(local, 0, rows - 1), axis=0) * mine[..., None]
+  picked = jnp.mean(picked, axis=1) if smooth else picked[:, 0]
+  return lax.psum(picked, parallel.BANK)
+
+
+def _merge_topk(d1, i1, d2, i2, k):
+  d, i = lax.sort((jnp.concatenate([d1, d2], 1), jnp.concatenate([i1, i2], 1)),
+                  dimension=1, num_keys=2)
+  return d[:, :k], i[:, :k]
+
+
+class Manifold:
+  """A bank of embedded real samples, sharded over a device mesh, and its projection.
+
+  Build with ``Manifold.from_images`` or ``Manifold.from_embeddings``.
+  """
+
+  def __init__(self, bank, *, space: spaces.Space = "rgb", mesh=None, precision: str = "exact",
+               k: int = 1, image_shape=None, tile: int = 2048, device_bank_bytes: int | None = None):
+    if tile % GROUP:
+      raise ValueError(f"tile must be a multiple of {GROUP}; got {tile}")
+    if precision not in PRECISIONS:
+      raise ValueError(f"precision must be one of {sorted(PRECISIONS)}; got {precision!r}")
+    n = bank.shape[0]
+    if n == 0:
+      raise ValueError("the real bank is empty")
+    if not isinstance(k, int) or k < 1:
+      raise ValueError(f"k must be a positive integer; got {k!r}")
+    if k > n:
+      raise ValueError(f"k = {k} is larger than the bank ({n} real samples)")
+    self.space = space
+    self.mesh = mesh if mesh is not None else parallel.make_mesh()
+    self.precision = precision
+    self.k = k
+    self.size = n
+    self.embedding_shape = tuple(bank.shape[1:])
+    self.image_shape = tuple(image_shape) if image_shape is not None else None
+    self.dim = math.prod(self.embedding_shape)
+    flat = jnp.asarray(bank, jnp.float32).reshape(n, self.dim)
+    check_finite(flat, "real bank")
+    self.mean = jnp.mean(flat, axis=0)
+
+    nb = self.mesh.shape[parallel.BANK]
+    per_shard = -(-n // nb)
+    row_bytes = 4 * self.dim
+    # A bank slice over the device budget stays on the host and streams in chunks.
+    if device_bank_bytes is not None and per_shard * row_bytes > device_bank_bytes:
+      chunk_per_shard = max(8, device_bank_bytes // row_bytes)
+      self.tile = min(tile, _round_up(chunk_per_shard, 8))
+      self.chunk_rows = nb * (chunk_per_shard // self.tile * self.tile or self.tile)
+      self.host_bank = np.asarray(flat)
+      self.bank = None
+    else:
+      self.tile = min(tile, _round_up(per_shard, 8))
+      self.chunk_rows = nb * _round_up(per_shard, self.tile)
+      self.host_bank = None
+      self.bank = self._put_bank(np.asarray(flat) if not isinstance(flat, jax.Array) else flat, 0)
+    self._fns = {}
+    # How often 'exact' had to fall back to a float32 search (the benchmark reports it).
+    self.stats = {"queries": 0, "recomputed": 0}
+
+  # ---- construction ---------------------------------------------------------------------
+  @classmethod
+  def from_images(cls, real_images, space: spaces.Space = "rgb", *, mesh=None,
+                  precision: str = "exact", k: int = 1, batch_size: int = 4096, **kwargs):
+    """Embeds the real images in `space` and holds them as the bank."""
+    bank = spaces.embed(real_images, space, batch_size=batch_size)
+    return cls(bank, space=space, mesh=mesh, precision=precision, k=k,
+               image_shape=real_images.shape[1:], **kwargs)
+
+  @classmethod
+  def from_embeddings(cls, bank, space: spaces.Space | None = None, **kwargs):
+    """Holds already-embedded real samples [N, ...] as the bank."""
+    return cls(bank, space=space, **kwargs)
+
+  def _put_bank(self, rows, start):
+    """Pads rows [start, start + chunk_rows) of the bank and shards them over 'bank'."""
+    chunk = rows[start:start + self.chunk_rows]
+    pad = self.chunk_rows - chunk.shape[0]
+    if pad:
+      chunk = jnp.concatenate([jnp.asarray(chunk), jnp.zeros((pad, self.dim), jnp.float32)])
+    return jax.device_put(chunk, NamedSharding(self.mesh, P(parallel.BANK, None)))
+
+  # ---- the kernels ------------------------------------------------------------------------
+  def _search_fn(self, n_valid, offset, search_dtype):
+    key = ("search", n_valid, offset, jnp.dtype(search_dtype).name)
+    if key not in self._fns:
+      kernel = functools.partial(
+          _search, n_valid=n_valid, offset=offset, k=self.k, tile=self.tile,
+          search_dtype=search_dtype, groups=max(CANDIDATE_GROUPS, 2 * -(-self.k // GROUP)))
+      self._fns[key] = jax.jit(jax.shard_map(
+          kernel, mesh=self.mesh,
+          in_specs=(P(parallel.DATA, None), P(parallel.BANK, None), P()),
+          out_specs=(P(parallel.DATA, None), P(parallel.DATA, None), P(parallel.DATA)),
+          # Replication over 'bank' comes from the all_gather/pmin merge; the
+          # varying-axes type check is off because its API still moves between releases.
+          check_vma=False))
+    return self._fns[key]
+
+  def _gather_fn(self, smooth):
+    key = ("gather", smooth)
+    if key not in self._fns:
+      self._fns[key] = jax.jit(jax.shard_map(
+          functools.partial(_gather_rows, smooth=smooth), mesh=self.mesh,
+          in_specs=(P(parallel.DATA, None), P(parallel.BANK, None)),
+          out_specs=P(parallel.DATA, None), check_vma=False))
+    return self._fns[key]
+
+  def _search_all(self, q, search_dtype):
+    """Top-k of one padded query batch over the whole bank (streamed if on host)."""
+    if self.bank is not None:
+      return self._search_fn(self.size, 0, search_dtype)(q, self.bank, self.mean)
+    best = None
+    for start in range(0, self.size, self.chunk_rows):
+      n_valid = min(self.chunk_rows, self.size - start)
+      chunk = self._put_bank(self.host_bank, start)
+      d, i, ok = self._search_fn(n_valid, start, search_dtype)(q, chunk, self.mean)
+      if best is None:
+        best = (d, i, ok)
+      else:
+        best = _merge_topk(best[0], best[1], d, i, self.k) + (best[2] & ok,)
+    return best
+
+  def _nearest_batch(self, q, num_real):
+    """Top-k squared distances and indices of one padded query batch [B, dim]."""
+    sharding = NamedSharding(self.mesh, P(parallel.DATA, None))
+    d, i, certified = self._search_all(jax.device_put(q, sharding), PRECISIONS[self.precision])
+    if self.precision != "exact":
+      return d, i
+    redo = np.flatnonzero(~np.asarray(certified)[:num_real])
+    self.stats["queries"] += num_real
+    if redo.size:
+      # The few queries whose low-precision search the error bound cannot certify
+      # are searched again in float32, padded to a power of two (few compilations).
+      self.stats["recomputed"] += redo.size
+      nd = self.mesh.shape[parallel.DATA]
+      size = min(q.shape[0], _round_up(max(8, 1 << (redo.size - 1).bit_length()), nd))
+      q_redo = jnp.zeros((size, self.dim), jnp.float32).at[:redo.size].set(q[redo])
+      d2, i2, _ = self._search_all(jax.device_put(q_redo, sharding), jnp.float32)
+      d = d.at[redo].set(d2[:redo.size])
+      i = i.at[redo].set(i2[:redo.size])
+    return d, i
+
+  # ---- public API ---------------------------------------------------------------------------
+  def project(self, images, batch_size: int | None = None, smooth: bool = False) -> Projection:
+    """Projects generated images onto the manifold; see ``Projection``.
+
+    Args:
+      images: uint8 or float [N, H, W, C] images, the same H, W, C as the bank.
+      batch_size: queries per kernel call (default 1024 per 'data' device).
+      smooth: with k > 1, φ(x*) is the mean of the k nearest rows.
+    """
+    if self.image_shape is not None and tuple(images.shape[1:]) != self.image_shape:
+      raise ValueError(f"images have shape [H, W, C] = {list(images.shape[1:])} but the real "
+                       f"bank was built from {list(self.image_shape)}")
+    if self.space is None:
+      raise ValueError("this manifold was built from embeddings; use project_embedded")
+    emb = spaces.embed(images, self.space, batch_size=4096)
+    return self.project_embedded(emb, batch_size=batch_size, smooth=smooth)
+
+  def project_embedded(self, embeddings, batch_size: int | None = None,
+                       smooth: bool = False) -> Projection:
+    """Like ``project`` for queries already in the embedding space [N, *embedding_shape]."""
+    if smooth and self.k == 1:
+      raise ValueError("smooth=True averages the k nearest rows; build the manifold with k > 1")
+    n = embeddings.shape[0]
+    if n == 0:
+      raise ValueError("no queries to project (N = 0)")
+    if tuple(embeddings.shape[1:]) != self.embedding_shape:
+      raise ValueError(f"query embeddings have shape {list(embeddings.shape[1:])} but the bank "
+                       f"has {list(self.embedding_shape)}")
+    q_all = jnp.asarray(embeddings, jnp.float32).reshape(n, self.dim)
+    check_finite(q_all, "queries")
+    nd = self.mesh.shape[parallel.DATA]
+    batch = _round_up(batch_size or 1024 * nd, nd)
+    dists, idxs, nearest = [], [], []
+    for s in range(0, n, batch):
+      q = q_all[s:s + batch]
+      m = q.shape[0]
+      if m < batch:  # one shape per call: a single compilation
+        q = jnp.concatenate([q, jnp.zeros((batch - m, self.dim), jnp.float32)])
+      d, i = self._nearest_batch(q, m)
+      if self.bank is not None:
+        nearest.append(self._gather_fn(smooth)(i, self.bank)[:m])
+      dists.append(d[:m])
+      idxs.append(i[:m])
+    index = jnp.concatenate(idxs)
+    if self.bank is None:
+      rows = self.host_bank[np.asarray(index)]
+      near = jnp.asarray(rows.mean(axis=1) if smooth else rows[:, 0])
+    else:
+      near = jnp.concatenate(nearest)
+    distance = jnp.sqrt(jnp.maximum(jnp.concatenate(dists), 0.0))
+    shape = (n,) + self.embedding_shape
+    near = near.reshape(shape)
+    return Projection(index=index, distance=distance, nearest=near,
+                      artifact=q_all.reshape(shape) - near)
+
+  def principal_basis(self, dim: int, max_rows: int = 10000, seed: int = 0) -> jax.Array:
+    """Top-`dim` principal directions of the bank, [D, dim]: a basis for fingerprint covariance."""
+    rows = self.host_bank if self.bank is None else self.bank[:self.size]
+    if self.size > max_rows:
+      pick = np.sort(np.random.default_rng(seed).choice(self.size, max_rows, replace=False))
+      rows = rows[pick]
+    x = jnp.asarray(rows) - self.mean
+    _, _, vt = jnp.linalg.svd(x, full_matrices=False)
+    return vt[:min(dim, vt.shape[0])].T
+
+
+def _round_up(x: int, m: int) -> int:
+  return -(-x // m) * m

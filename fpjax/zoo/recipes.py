@@ -1,0 +1,118 @@
+"""The zoo as data: one Recipe per generative model, and presets that size the training.
+
+A recipe fixes the architecture knobs (its tags); a preset fixes how long and how wide models are
+trained. Recipes that differ only in `seed` are different models (the paper's finding that
+fingerprints separate even such pairs is checked with them). A recipe may share the trained
+network of another recipe (`shares_training_with`) when they differ only in the sampler.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+FAMILIES = ('gan', 'vae', 'flow', 'diffusion')
+GAN_LOSSES = ('non_saturating', 'hinge', 'least_squares', 'wgan_gp')
+SAMPLERS = ('ancestral', 'ddim')
+NA = 'n/a'
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  name: str
+  family: str
+  upsampling: str = NA
+  normalization: str = NA
+  nonlinearity: str = NA
+  loss: str = NA
+  sampler: str = NA
+  seed: int = 0                     # added to the build seed
+  disc_normalization: str = 'none'  # GAN discriminator: 'spectral' | 'none'
+  beta: float = 1.0                 # VAE beta-ELBO weight on the KL term
+  permutation: str = 'invconv'      # flow: 'invconv' (Glow) | 'reverse' (RealNVP)
+  temperature: float = 0.7          # flow sampling temperature
+  shares_training_with: str | None = None
+
+  @property
+  def tags(self) -> dict[str, str]:
+    return {'family': self.family, 'upsampling': self.upsampling,
+            'normalization': self.normalization, 'nonlinearity': self.nonlinearity,
+            'loss': self.loss, 'sampler': self.sampler}
+
+  @property
+  def training_name(self) -> str:
+    return self.shares_training_with or self.name
+
+
+R = Recipe
+DEFAULT_ZOO = (
+    # GANs: DCGAN-style generator, two-layer convolutional discriminator.
+    R('gan_tconv_bn_relu_ns', 'gan', 'transposed', 'batch', 'relu', 'non_saturating'),
+    R('gan_tconv_bn_relu_ns_seed1', 'gan', 'transposed', 'batch', 'relu', 'non_saturating', seed=1),
+    R('gan_nearest_bn_relu_hinge_sn', 'gan', 'nearest', 'batch', 'relu', 'hinge',
+      disc_normalization='spectral'),
+    R('gan_bilinear_ln_lrelu_lsgan', 'gan', 'bilinear', 'layer', 'leaky_relu', 'least_squares'),
+    R('gan_pshuffle_none_silu_wgangp', 'gan', 'pixel_shuffle', 'none', 'silu', 'wgan_gp'),
+    R('gan_tconv_gn_lrelu_hinge_sn', 'gan', 'transposed', 'group', 'leaky_relu', 'hinge',
+      disc_normalization='spectral'),
+    # VAEs.
+    R('vae_tconv_bn_relu', 'vae', 'transposed', 'batch', 'relu', 'elbo'),
+    R('vae_nearest_gn_silu', 'vae', 'nearest', 'group', 'silu', 'elbo'),
+    R('vae_pshuffle_none_lrelu_beta2', 'vae', 'pixel_shuffle', 'none', 'leaky_relu', 'beta_elbo',
+      beta=2.0),
+    # Normalizing flows (exact likelihood, dequantised).
+    R('flow_glow_actnorm_relu', 'flow', NA, 'actnorm', 'relu', 'likelihood'),
+    R('flow_realnvp_none_silu', 'flow', NA, 'none', 'silu', 'likelihood', permutation='reverse'),
+    # Diffusion (DDPM, eps-prediction).
+    R('ddpm_nearest_gn_silu_ancestral', 'diffusion', 'nearest', 'group', 'silu', 'eps', 'ancestral'),
+    R('ddpm_nearest_gn_silu_ddim', 'diffusion', 'nearest', 'group', 'silu', 'eps', 'ddim',
+      shares_training_with='ddpm_nearest_gn_silu_ancestral'),
+    R('ddpm_bilinear_ln_relu_ddim', 'diffusion', 'bilinear', 'layer', 'relu', 'eps', 'ddim'),
+    R('ddpm_tconv_none_silu_ancestral', 'diffusion', 'transposed', 'none', 'silu', 'eps',
+      'ancestral'),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+  """How big and how long: per-family steps and widths, batch size, samples per model."""
+  name: str
+  recipes: tuple[str, ...] | None   # None: the whole DEFAULT_ZOO
+  steps: dict
+  width: dict
+  batch_size: int = 64
+  num_samples: int = 200
+  chunk: int = 100                  # steps per jitted scan and per checkpoint
+  latent_dim: int = 32
+  flow_steps_per_scale: int = 2
+  ancestral_steps: int = 50         # respaced DDPM sampler steps
+  ddim_steps: int = 20
+  diffusion_timesteps: int = 1000
+
+
+PRESETS = {
+    'tiny': Preset('tiny', recipes=('gan_tconv_bn_relu_ns', 'vae_tconv_bn_relu',
+                                    'flow_glow_actnorm_relu', 'ddpm_nearest_gn_silu_ancestral'),
+                   steps={'gan': 100, 'vae': 100, 'flow': 60, 'diffusion': 100},
+                   width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8},
+                   num_samples=32, chunk=50, ancestral_steps=10, ddim_steps=10,
+                   flow_steps_per_scale=1),
+    'quick': Preset('quick', recipes=None,
+                    steps={'gan': 600, 'vae': 400, 'flow': 400, 'diffusion': 600},
+                    width={'gan': 16, 'vae': 16, 'flow': 32, 'diffusion': 16},
+                    num_samples=200, chunk=200),
+    'full': Preset('full', recipes=None,
+                   steps={'gan': 6000, 'vae': 4000, 'flow': 6000, 'diffusion': 10000},
+                   width={'gan': 32, 'vae': 32, 'flow': 64, 'diffusion': 32},
+                   batch_size=128, num_samples=1000, chunk=500, flow_steps_per_scale=4,
+                   ancestral_steps=250, ddim_steps=50),
+}
+
+
+def recipes_for(preset: Preset) -> list[Recipe]:
+  by_name = {r.name: r for r in DEFAULT_ZOO}
+  names = preset.recipes or tuple(by_name)
+  out = [by_name[n] for n in names]
+  for r in out:
+    if r.shares_training_with and r.shares_training_with not in names:
+      raise ValueError(f'recipe {r.name} shares training with {r.shares_training_with}, '
+                       f'which preset {preset.name} does not build.')
+  return sorted(out, key=lambda r: r.name)
