@@ -34,13 +34,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                              num_processes=num_processes, process_id=process_id)
 
 
-def make_mesh(data: int | None = None, bank: int | None = None) -> jax.sharding.Mesh:
-  """A ('data', 'bank') mesh over all devices.
+def make_mesh(data: int | None = None, bank: int | None = None,
+              devices=None) -> jax.sharding.Mesh:
+  """A ('data', 'bank') mesh over all devices (or the given ones).
 
   By default every device holds a slice of the bank (data = 1): memory per device
   falls with the number of devices and queries need no all-to-all.
   """
-  n = jax.device_count()
+  n = len(devices) if devices is not None else jax.device_count()
   if data is None and bank is None:
     data = 1
   if data is None:
@@ -52,7 +53,7 @@ def make_mesh(data: int | None = None, bank: int | None = None) -> jax.sharding.
   # Auto axes: shardings are placed by us (device_put, shard_map specs) and XLA
   # propagates the rest, which keeps host-side indexing of results simple.
   return jax.make_mesh((data, bank), (DATA, BANK),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
 
 
 def data_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
