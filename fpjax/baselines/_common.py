@@ -1,0 +1,106 @@
+"""Shared plumbing of the baselines: input checks, batched jitted features, the two classifier kinds.
+
+Linear baselines train the attribution LinearProbe on their hand-crafted features (one way
+of training linear models in fpjax); CNN baselines train an Attributor (ResNet / SmallCNN).
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from fpjax.attribution.attributor import Attributor
+from fpjax.attribution.probe import LinearProbe
+from fpjax.models import training
+
+
+def float_images(images, who: str) -> np.ndarray:
+  from fpjax.spaces import as_float_images
+  try:
+    return np.asarray(as_float_images(images))
+  except ValueError as e:
+    raise ValueError(f'{who}: {e}') from None
+
+
+def batched(fn, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+  """fn (jnp, per-batch) over x in padded batches sharded over all devices."""
+  return training.apply_batched(jax.jit(fn), x, batch_size=batch_size,
+                                mesh=training.default_mesh())
+
+
+def check_labels(x, labels, who):
+  labels = np.asarray(labels)
+  if labels.shape != (len(x),):
+    raise ValueError(f'{who}.fit: labels must have shape [{len(x)}], got {labels.shape}')
+  return labels
+
+
+class LinearBaseline:
+  """Hand-crafted features -> LinearProbe. Subclasses define ``QUICK`` and ``_features``."""
+  QUICK: dict = {}
+  PROBE_KEYS = ('l2', 'lr', 'epochs', 'batch_size', 'val_fraction', 'patience')
+
+  def __init__(self, seed: int = 0, **cfg):
+    unknown = set(cfg) - set(self.QUICK)
+    if unknown:
+      raise ValueError(f'{type(self).__name__}: unknown options {sorted(unknown)}; '
+                       f'known: {sorted(self.QUICK)}')
+    self.seed = seed
+    self.cfg = dict(self.QUICK, **cfg)
+    self.probe = None
+
+  def _features(self, x):  # jnp float images [B,H,W,C] in [0,1] -> [B, D]
+    raise NotImplementedError
+
+  def features(self, images) -> np.ndarray:
+    x = float_images(images, type(self).__name__)
+    return batched(self._features, x)
+
+  def fit(self, images, labels):
+    f = self.features(images)
+    labels = check_labels(f, labels, type(self).__name__)
+    self.probe = LinearProbe(**{k: self.cfg[k] for k in self.PROBE_KEYS if k in self.cfg})
+    self.probe.fit(f, labels, seed=self.seed)
+    return self
+
+  def predict(self, images) -> np.ndarray:
+    if self.probe is None:
+      raise ValueError(f'{type(self).__name__}: call fit first')
+    return self.probe.predict(self.features(images))
+
+
+class CNNBaseline:
+  """A network trained end to end on (pre-processed) images; features = penultimate vector."""
+  QUICK: dict = {}
+
+  def __init__(self, seed: int = 0, **cfg):
+    unknown = set(cfg) - set(self.QUICK)
+    if unknown:
+      raise ValueError(f'{type(self).__name__}: unknown options {sorted(unknown)}; '
+                       f'known: {sorted(self.QUICK)}')
+    self.seed = seed
+    self.cfg = dict(self.QUICK, **cfg)
+    self.attributor = None
+
+  def _inputs(self, images) -> np.ndarray:
+    return float_images(images, type(self).__name__)
+
+  def _augment(self):
+    return None
+
+  def fit(self, images, labels):
+    x = self._inputs(images)
+    labels = check_labels(x, labels, type(self).__name__)
+    self.attributor = Attributor('quick', augment=self._augment(), **self.cfg)
+    self.attributor.fit(x, labels, seed=self.seed)
+    return self
+
+  def _trained(self) -> Attributor:
+    if self.attributor is None:
+      raise ValueError(f'{type(self).__name__}: features/predict need a trained network; call fit first')
+    return self.attributor
+
+  def predict(self, images) -> np.ndarray:
+    return self._trained().predict(self._inputs(images))
+
+  def features(self, images) -> np.ndarray:
+    return self._trained().features(self._inputs(images))
