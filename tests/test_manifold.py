@@ -1,0 +1,192 @@
+"""The projection kernel against a float64 brute force and FAISS IndexFlatL2."""
+import faiss
+import numpy as np
+import pytest
+
+import fpjax
+
+
+def brute_force(bank, queries, k):
+  """float64 squared distances and the k nearest rows (ties: lowest row)."""
+  b = bank.reshape(len(bank), -1).astype(np.float64)
+  q = queries.reshape(len(queries), -1).astype(np.float64)
+  d2 = (q * q).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * q @ b.T
+  d2 = np.maximum(d2, 0)
+  # Recompute the leading candidates in the difference form: exact in float64.
+  order = np.argsort(d2, axis=1, kind="stable")[:, :k + 8]
+  exact = ((q[:, None, :] - b[order]) ** 2).sum(-1)
+  idx = np.empty((len(q), k), np.int64)
+  dist = np.empty((len(q), k))
+  for r in range(len(q)):
+    o = np.lexsort((order[r], exact[r]))[:k]
+    idx[r], dist[r] = order[r][o], exact[r][o]
+  return idx, np.sqrt(dist), d2
+
+
+def assert_same_neighbours(got_idx, got_dist, ref_idx, ref_dist, d2, rel=1e-5):
+  """Indices equal the reference except on float32 ties, where distances agree."""
+  same = got_idx == ref_idx
+  rows = np.nonzero(~same.all(1))[0]
+  for r in rows:
+    ours = np.sqrt(d2[r, got_idx[r]])
+    np.testing.assert_allclose(ours, ref_dist[r], rtol=rel, atol=1e-6,
+                               err_msg=f"query {r}: not a tie, a wrong neighbour")
+  np.testing.assert_allclose(got_dist, ref_dist, rtol=1e-5, atol=1e-5)
+  return len(rows)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_exact_matches_float64_on_random_data(k, rng):
+  bank = rng.random((1500, 6, 6, 3)).astype(np.float32)
+  queries = rng.random((300, 6, 6, 3)).astype(np.float32)
+  proj = fpjax.Manifold.from_images(bank, "rgb", k=k, tile=256).project(queries, batch_size=128)
+  ref_idx, ref_dist, d2 = brute_force(bank, queries, k)
+  ties = assert_same_neighbours(np.asarray(proj.index), np.asarray(proj.distance), ref_idx, ref_dist, d2)
+  assert ties == 0  # continuous random data has no float32 ties
+  assert proj.index.dtype == np.int32 and proj.distance.dtype == np.float32
+
+
+@pytest.mark.parametrize("space", ["rgb", "freq", "dct"])
+def test_exact_on_real_digits_matches_float64_and_faiss(space, mnist):
+  images = mnist[0]
+  bank_images, query_images = images[:3000], images[4000:4400]
+  manifold = fpjax.Manifold.from_images(bank_images, space, k=3)
+  proj = manifold.project(query_images)
+  bank = np.asarray(fpjax.embed(bank_images, space))
+  queries = np.asarray(fpjax.embed(query_images, space))
+  ref_idx, ref_dist, d2 = brute_force(bank, queries, 3)
+  assert_same_neighbours(np.asarray(proj.index), np.asarray(proj.distance), ref_idx, ref_dist, d2)
+  # FAISS as an independent oracle for the nearest row.
+  index = faiss.IndexFlatL2(bank[0].size)
+  index.add(bank.reshape(len(bank), -1))
+  fd, fi = index.search(queries.reshape(len(queries), -1), 1)
+  disagree = np.asarray(proj.index)[:, 0] != fi[:, 0]
+  np.testing.assert_allclose(np.sqrt(d2[np.nonzero(disagree)[0], fi[disagree, 0]]),
+                             ref_dist[disagree, 0], rtol=1e-4)
+  assert disagree.mean() < 0.01
+
+
+def test_artifact_is_embedding_minus_nearest(mnist):
+  bank_images, query_images = mnist[0][:2000], mnist[0][2000:2100]
+  proj = fpjax.Manifold.from_images(bank_images, "freq").project(query_images)
+  bank = np.asarray(fpjax.embed(bank_images, "freq"))
+  queries = np.asarray(fpjax.embed(query_images, "freq"))
+  idx = np.asarray(proj.index)[:, 0]
+  np.testing.assert_array_equal(np.asarray(proj.nearest), bank[idx])
+  np.testing.assert_allclose(np.asarray(proj.artifact), queries - bank[idx], atol=1e-6)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(proj.artifact).reshape(100, -1), axis=1),
+                             np.asarray(proj.distance)[:, 0], rtol=1e-5)
+
+
+def test_real_bank_images_have_zero_artifact(mnist):
+  bank = mnist[0][:500]
+  proj = fpjax.Manifold.from_images(bank, "rgb").project(bank[:50])
+  np.testing.assert_array_equal(np.asarray(proj.distance)[:, 0], 0)
+  assert not np.asarray(proj.artifact).any()
+
+
+def test_smooth_projection_is_mean_of_k_nearest(rng):
+  bank = rng.random((400, 16)).astype(np.float32)
+  queries = rng.random((20, 16)).astype(np.float32)
+  proj = fpjax.Manifold.from_embeddings(bank, k=5).project_embedded(queries, smooth=True)
+  ref_idx, _, _ = brute_force(bank, queries, 5)
+  np.testing.assert_allclose(np.asarray(proj.nearest), bank[ref_idx].mean(1), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(proj.artifact), queries - bank[ref_idx].mean(1), atol=1e-6)
+
+
+def test_exact_ties_resolve_to_lowest_row(rng):
+  bank = rng.random((300, 8)).astype(np.float32)
+  bank[200] = bank[17]
+  bank[250] = bank[17]
+  proj = fpjax.Manifold.from_embeddings(bank, k=3).project_embedded(bank[[17, 200]])
+  np.testing.assert_array_equal(np.asarray(proj.index), [[17, 200, 250]] * 2)
+
+
+def test_uncertified_queries_fall_back_to_float32(rng):
+  # Rows that differ by less than bfloat16 can resolve: the bf16 search cannot
+  # certify its answer, so 'exact' must search again in float32 and still be exact.
+  # Two tight clusters far apart: centring on the bank mean cannot shrink the rows.
+  base = np.where(np.arange(600)[:, None] % 2, 1.0, -1.0) * np.ones((1, 64))
+  bank = (base + rng.normal(scale=1e-4, size=(600, 64))).astype(np.float32)
+  queries = (base[:50] + rng.normal(scale=1e-4, size=(50, 64))).astype(np.float32)
+  manifold = fpjax.Manifold.from_embeddings(bank, tile=128)
+  proj = manifold.project_embedded(queries, batch_size=32)
+  ref_idx, ref_dist, d2 = brute_force(bank, queries, 1)
+  assert manifold.stats["float32"] > 0 and manifold.stats["direct"] > 0
+  assert_same_neighbours(np.asarray(proj.index), np.asarray(proj.distance), ref_idx, ref_dist, d2,
+                         rel=1e-4)
+
+
+def test_fast_mode_is_exact_on_real_digits(mnist):
+  bank_images, query_images = mnist[0][:4000], mnist[0][4000:]
+  fast = fpjax.Manifold.from_images(bank_images, precision="fast").project(query_images)
+  exact = fpjax.Manifold.from_images(bank_images, precision="exact").project(query_images)
+  rate = np.mean(np.asarray(fast.index) == np.asarray(exact.index))
+  assert rate >= 0.999
+
+
+def test_bank_streamed_from_host_gives_same_answer(mnist):
+  bank_images, query_images = mnist[0][:3000], mnist[0][3000:3300]
+  on_device = fpjax.Manifold.from_images(bank_images, k=2).project(query_images)
+  streamed_manifold = fpjax.Manifold.from_images(bank_images, k=2,
+                                                 device_bank_bytes=700 * 784 * 4)
+  assert streamed_manifold.bank is None and streamed_manifold.chunk_rows < 3000
+  streamed = streamed_manifold.project(query_images)
+  np.testing.assert_array_equal(np.asarray(streamed.index), np.asarray(on_device.index))
+  np.testing.assert_array_equal(np.asarray(streamed.artifact), np.asarray(on_device.artifact))
+
+
+def test_batch_size_does_not_change_results(mnist):
+  manifold = fpjax.Manifold.from_images(mnist[0][:1000])
+  a = manifold.project(mnist[0][1000:1300], batch_size=64)
+  b = manifold.project(mnist[0][1000:1300], batch_size=1024)
+  np.testing.assert_array_equal(np.asarray(a.index), np.asarray(b.index))
+
+
+def test_principal_basis_is_orthonormal(mnist):
+  basis = np.asarray(fpjax.Manifold.from_images(mnist[0][:500]).principal_basis(8))
+  assert basis.shape == (784, 8)
+  np.testing.assert_allclose(basis.T @ basis, np.eye(8), atol=1e-4)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+def test_k_larger_than_bank(rng):
+  with pytest.raises(ValueError, match="larger than the bank"):
+    fpjax.Manifold.from_images(rng.random((5, 4, 4, 1)).astype(np.float32), k=6)
+
+
+def test_empty_inputs(rng):
+  with pytest.raises(ValueError, match="empty"):
+    fpjax.Manifold.from_images(np.zeros((0, 4, 4, 1), np.uint8))
+  manifold = fpjax.Manifold.from_images(rng.random((5, 4, 4, 1)).astype(np.float32))
+  with pytest.raises(ValueError, match="empty"):
+    manifold.project(np.zeros((0, 4, 4, 1), np.uint8))
+
+
+def test_nan_and_inf_rows_are_named(rng):
+  bank = rng.random((20, 4, 4, 1)).astype(np.float32)
+  bad_bank = bank.copy()
+  bad_bank[7, 1, 1, 0] = np.nan
+  with pytest.raises(ValueError, match=r"real bank: 1 row\(s\).*rows 7"):
+    fpjax.Manifold.from_images(bad_bank)
+  queries = rng.random((10, 4, 4, 1)).astype(np.float32)
+  queries[3, 0, 0, 0] = np.inf
+  queries[8, 2, 2, 0] = np.nan
+  with pytest.raises(ValueError, match=r"queries: 2 row\(s\).*rows 3, 8"):
+    fpjax.Manifold.from_images(bank).project(queries)
+
+
+def test_shape_and_channel_mismatch(rng):
+  manifold = fpjax.Manifold.from_images(rng.random((20, 8, 8, 1)).astype(np.float32))
+  with pytest.raises(ValueError, match=r"\[8, 8, 3\].*\[8, 8, 1\]"):
+    manifold.project(rng.random((3, 8, 8, 3)).astype(np.float32))
+  with pytest.raises(ValueError, match=r"\[6, 6, 1\]"):
+    manifold.project(rng.random((3, 6, 6, 1)).astype(np.float32))
+
+
+def test_bad_settings(rng):
+  bank = rng.random((20, 4)).astype(np.float32)
+  with pytest.raises(ValueError, match="precision"):
+    fpjax.Manifold.from_embeddings(bank, precision="half")
+  with pytest.raises(ValueError, match="k > 1"):
+    fpjax.Manifold.from_embeddings(bank).project_embedded(bank, smooth=True)

@@ -1,0 +1,78 @@
+"""Embedding spaces against float64 numpy / scipy references."""
+import numpy as np
+import pytest
+import scipy.fft
+
+import fpjax
+
+
+def _float(images):
+  return images.astype(np.float64) / 255.0 if images.dtype == np.uint8 else images.astype(np.float64)
+
+
+def reference(images, space):
+  x = _float(images)
+  if space == "rgb":
+    return x
+  if space == "freq":
+    f = np.fft.fftshift(np.fft.fft2(x, axes=(1, 2)), axes=(1, 2))
+    return np.log(np.abs(f) + 1e-12)
+  if space == "dct":
+    return np.log(np.abs(scipy.fft.dctn(x, type=2, axes=(1, 2), norm="ortho")) + 1e-12)
+  raise AssertionError(space)
+
+
+def assert_matches_reference(images, space):
+  got = np.asarray(fpjax.embed(images, space))
+  ref = reference(images, space)
+  assert got.shape == images.shape and got.dtype == np.float32
+  # log(|F| + 1e-12) is ill-conditioned where |F| ~ 0 (float32 leaves ~1e-7 of noise
+  # there): compare where the magnitude is sizeable, and check the rest is small.
+  keep = ref > np.log(1e-2) if space != "rgb" else np.ones_like(ref, bool)
+  np.testing.assert_allclose(got[keep], ref[keep], rtol=1e-4, atol=1e-4)
+  assert np.all(got[~keep] < np.log(1e-2) + 0.1)
+
+
+@pytest.mark.parametrize("space", ["rgb", "freq", "dct"])
+def test_spaces_match_numpy_on_real_digits(space, mnist):
+  assert_matches_reference(mnist[0][:64], space)
+
+
+@pytest.mark.parametrize("space", ["rgb", "freq", "dct"])
+def test_spaces_match_numpy_on_random_colour_floats(space, rng):
+  assert_matches_reference(rng.random((5, 12, 10, 3)).astype(np.float32), space)
+
+
+def test_uint8_and_float_inputs_agree(mnist):
+  u8 = mnist[0][:8]
+  np.testing.assert_allclose(np.asarray(fpjax.embed(u8, "rgb")),
+                             np.asarray(fpjax.embed(u8.astype(np.float32) / 255, "rgb")), atol=1e-7)
+
+
+def test_batched_embedding_equals_whole(mnist):
+  x = mnist[0][:50]
+  np.testing.assert_array_equal(np.asarray(fpjax.embed(x, "freq", batch_size=16)),
+                                np.asarray(fpjax.embed(x, "freq")))
+
+
+def test_callable_space_plugs_in(mnist):
+  encoder = lambda x: x.reshape(x.shape[0], -1)[:, :10] * 2.0
+  out = np.asarray(fpjax.embed(mnist[0][:4], encoder))
+  np.testing.assert_allclose(out, mnist[0][:4].reshape(4, -1)[:, :10] / 255.0 * 2.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 8, 8), np.uint8), r"\[N, H, W, C\]"),
+    (np.zeros((2, 8, 8, 2), np.uint8), "1 or 3 channels"),
+    (np.zeros((0, 8, 8, 1), np.uint8), "empty"),
+    (np.full((2, 8, 8, 1), 200.0, np.float32), r"\[0, 1\]"),
+    (np.zeros((2, 8, 8, 1), np.int64), "dtype"),
+])
+def test_bad_images_are_refused(bad, message):
+  with pytest.raises(ValueError, match=message):
+    fpjax.embed(bad, "rgb")
+
+
+def test_unknown_space():
+  with pytest.raises(ValueError, match="unknown embedding space"):
+    fpjax.embed(np.zeros((1, 4, 4, 1), np.uint8), "wavelet")
