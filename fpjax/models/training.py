@@ -81,7 +81,8 @@ def apply_batched(fn: Callable[[jax.Array], jax.Array], x: np.ndarray, *, batch_
 
 def check_finite(x: np.ndarray, what: str) -> None:
   if not np.all(np.isfinite(x)):
-    bad = int(np.argmax(~np.isfinite(x.reshape(x.shape[0], -1)).any(axis=1)))
+    row_ok = np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+    bad = int(np.argmin(row_ok))
     raise ValueError(f'{what}: row {bad} contains NaN or inf')
 
 

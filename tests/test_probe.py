@@ -1,0 +1,52 @@
+"""LinearProbe against scikit-learn's LogisticRegression on the same standardized features."""
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from fpjax.attribution import LinearProbe
+
+
+def _blobs(seed=0, n=2000, k=5, d=20):
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(k, d)) * 0.6
+  y = rng.integers(0, k, n)
+  x = centers[y] + rng.normal(size=(n, d)) + 3.0
+  x[:, 0] *= 100.0  # badly scaled feature: standardization must handle it
+  return x.astype(np.float32), y
+
+
+def test_probe_matches_sklearn_logistic_regression():
+  x, y = _blobs()
+  xtr, ytr, xte, yte = x[:1200], y[:1200], x[1200:], y[1200:]
+  l2 = 1e-3
+  probe = LinearProbe(l2=l2).fit(xtr, ytr, seed=0)
+  scaler = StandardScaler().fit(xtr.astype(np.float64))
+  # mean CE + l2/2 ||W||^2  <=>  C = 1 / (l2 * n_train)
+  ref = LogisticRegression(C=1.0 / (l2 * len(xtr)), max_iter=5000)
+  ref.fit(scaler.transform(xtr), ytr)
+  acc = probe.score(xte, yte)
+  ref_acc = ref.score(scaler.transform(xte), yte)
+  assert abs(acc - ref_acc) <= 0.01, (acc, ref_acc)
+  # Class probabilities agree on most samples, not just the argmax.
+  agree = np.mean(probe.predict(xte) == ref.predict(scaler.transform(xte)))
+  assert agree > 0.95
+
+
+def test_probe_labels_save_load_and_errors(tmp_path):
+  x, y = _blobs(n=300, k=3, d=4)
+  names = np.array(['gan', 'vae', 'flow'])[y]
+  probe = LinearProbe(epochs=30).fit(x.reshape(300, 2, 2), names, seed=1)  # flattened inside
+  pred = probe.predict(x.reshape(300, 2, 2))
+  assert set(pred) <= {'gan', 'vae', 'flow'}
+  probe.save(str(tmp_path / 'probe'))
+  loaded = LinearProbe.load(str(tmp_path / 'probe'))
+  np.testing.assert_array_equal(loaded.predict_proba(x), probe.predict_proba(x))
+  np.testing.assert_array_equal(loaded.predict(x), pred)
+  bad = x.copy()
+  bad[7, 1] = np.nan
+  try:
+    LinearProbe().fit(bad, y)
+  except ValueError as e:
+    assert 'row 7' in str(e)
+  else:
+    raise AssertionError('NaN input accepted')
