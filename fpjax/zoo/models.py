@@ -318,7 +318,12 @@ class ResBlock(nnx.Module):
 
 
 class UNet(nnx.Module):
-  """Small DDPM U-Net (two resolutions below the image) predicting the noise eps."""
+  """Small DDPM U-Net predicting the noise eps.
+
+  Residual blocks run at H/2 and H/4 only (full-resolution blocks cost most of the time on CPU);
+  the last upsampling (the knob) returns to full resolution, where a skip from the input
+  convolution and one 3x3 convolution produce eps.
+  """
 
   def __init__(self, image_shape, width, upsampling, normalization, nonlinearity, *, rngs):
     c = image_shape[-1]
@@ -327,7 +332,6 @@ class UNet(nnx.Module):
     self.t1 = nnx.Linear(width, td, rngs=rngs)
     self.t2 = nnx.Linear(td, td, rngs=rngs)
     self.cin = nnx.Conv(c, width, (3, 3), rngs=rngs)
-    self.r1 = ResBlock(width, width, td, normalization, nonlinearity, rngs=rngs)
     self.d1 = nnx.Conv(width, 2 * width, (3, 3), strides=(2, 2), rngs=rngs)
     self.r2 = ResBlock(2 * width, 2 * width, td, normalization, nonlinearity, rngs=rngs)
     self.d2 = nnx.Conv(2 * width, 2 * width, (3, 3), strides=(2, 2), rngs=rngs)
@@ -335,16 +339,17 @@ class UNet(nnx.Module):
     self.u2 = Upsample(upsampling, 2 * width, 2 * width, rngs=rngs)
     self.r3 = ResBlock(4 * width, 2 * width, td, normalization, nonlinearity, rngs=rngs)
     self.u1 = Upsample(upsampling, 2 * width, width, rngs=rngs)
-    self.r4 = ResBlock(2 * width, width, td, normalization, nonlinearity, rngs=rngs)
-    self.nout = Norm(normalization, width, rngs=rngs)
+    self.nout = Norm(normalization, 2 * width, rngs=rngs)
+    self.cout1 = nnx.Conv(2 * width, width, (3, 3), rngs=rngs)
     self.cout = nnx.Conv(width, c, (3, 3), kernel_init=nnx.initializers.zeros, rngs=rngs)
     self.act = activation(nonlinearity)
 
   def __call__(self, x, t, train: bool):
     temb = self.t2(jax.nn.silu(self.t1(timestep_embedding(t, self.width))))
-    h1 = self.r1(self.cin(x), temb, train)
-    h2 = self.r2(self.d1(h1), temb, train)
+    h1 = self.cin(x)
+    h2 = self.r2(self.d1(self.act(h1)), temb, train)
     h = self.mid(self.d2(h2), temb, train)
     h = self.r3(jnp.concatenate([self.u2(h), h2], axis=-1), temb, train)
-    h = self.r4(jnp.concatenate([self.u1(h), h1], axis=-1), temb, train)
-    return self.cout(self.act(self.nout(h, train)))
+    h = jnp.concatenate([self.u1(h), h1], axis=-1)
+    h = self.act(self.cout1(self.act(self.nout(h, train))))
+    return self.cout(h)

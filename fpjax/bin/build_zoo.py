@@ -1,0 +1,23 @@
+r"""Builds the GM zoo: python -m fpjax.bin.build_zoo --preset=quick --real=mnist5k --workdir=DIR."""
+from absl import app
+from absl import flags
+
+from fpjax import zoo
+
+_PRESET = flags.DEFINE_enum('preset', 'quick', sorted(zoo.PRESETS), 'Zoo size and training length.')
+_REAL = flags.DEFINE_enum('real', 'mnist5k', ['mnist5k', 'mnist5k_0to4', 'mnist5k_5to9', 'digits'],
+                          'Embedded real dataset the models are trained on.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (images/, grids/, zoo.json).',
+                               required=True)
+_SEED = flags.DEFINE_integer('seed', 0, 'Build seed: same seed, same zoo.')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Samples per model (default: preset).')
+
+
+def main(argv):
+  del argv
+  zoo.build_zoo(_WORKDIR.value, preset=_PRESET.value, real=_REAL.value, seed=_SEED.value,
+                num_samples=_NUM_SAMPLES.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,166 @@
+"""Builds the zoo: train every recipe of a preset, sample it, score it, write it to WORKDIR.
+
+On disk (written by process 0):
+  WORKDIR/images/<model>/<i:06d>.png   samples (uint8, the real data's shape)
+  WORKDIR/grids/<model>.png            8x8 grid of the first 64 samples
+  WORKDIR/checkpoints/<model>/         orbax checkpoints (resume an interrupted build)
+  WORKDIR/models/<model>.json          the model's zoo.json entry, written once it is complete
+  WORKDIR/zoo.json                     written last (atomic rename): its presence = complete zoo
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from absl import logging
+import numpy as np
+from PIL import Image
+import tqdm
+
+from fpjax.data import load_image_folder, load_real
+from fpjax.data.sources import ImageSet
+from fpjax.zoo import quality as quality_lib
+from fpjax.zoo import recipes as recipes_lib
+from fpjax.zoo import train as train_lib
+
+ZOO_JSON = 'zoo.json'
+
+
+def _write_json_atomic(path: str, obj) -> None:
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=1, sort_keys=False)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def save_grid(path: str, images: np.ndarray, rows: int = 8) -> None:
+  n = min(len(images), rows * rows)
+  h, w, c = images.shape[1:]
+  grid = np.zeros((rows * h, rows * w, c), np.uint8)
+  for i in range(n):
+    r, q = divmod(i, rows)
+    grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = images[i]
+  img = Image.fromarray(grid[..., 0] if c == 1 else grid)
+  scale = max(1, 224 // (rows * h))  # small images (8x8 digits) are enlarged to be visible
+  img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST).save(path)
+
+
+def _write_images(folder: str, images: np.ndarray) -> None:
+  tmp = folder + '.tmp'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  for i, img in enumerate(images):
+    Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(
+        os.path.join(tmp, f'{i:06d}.png'))
+  shutil.rmtree(folder, ignore_errors=True)
+  os.replace(tmp, folder)
+
+
+def _config(preset: str, real: str, seed: int, num_samples: int, image_shape) -> dict:
+  return {'real': real, 'preset': preset, 'seed': seed, 'num_samples': num_samples,
+          'image_shape': list(image_shape)}
+
+
+def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: int = 0,
+              num_samples: int | None = None, progress: bool = True) -> dict:
+  """Trains, samples and scores the zoo of `preset` on real data `real`; returns zoo.json.
+
+  Deterministic: the same arguments give the same losses and images. Rebuilding a complete
+  zoo is a no-op; an interrupted build resumes (finished models are kept, a model in training
+  resumes from its latest orbax checkpoint).
+  """
+  if preset not in recipes_lib.PRESETS:
+    raise ValueError(f'unknown preset {preset!r}; expected one of {sorted(recipes_lib.PRESETS)}.')
+  p = recipes_lib.PRESETS[preset]
+  data = load_real(real)
+  n = p.num_samples if num_samples is None else int(num_samples)
+  if n < 1:
+    raise ValueError(f'num_samples must be >= 1, got {n}.')
+  config = _config(preset, real, seed, n, data.image_shape)
+  zoo_path = os.path.join(workdir, ZOO_JSON)
+  if os.path.exists(zoo_path):
+    with open(zoo_path, encoding='utf-8') as f:
+      zoo = json.load(f)
+    if {k: zoo.get(k) for k in config} != config:
+      raise ValueError(f'{zoo_path} holds a zoo built with {({k: zoo.get(k) for k in config})}, '
+                       f'not {config}; use another workdir.')
+    logging.info('build_zoo: %s is complete; nothing to do.', zoo_path)
+    return zoo
+
+  os.makedirs(os.path.join(workdir, 'models'), exist_ok=True)
+  os.makedirs(os.path.join(workdir, 'grids'), exist_ok=True)
+  os.makedirs(os.path.join(workdir, 'images'), exist_ok=True)
+  recipes = recipes_lib.recipes_for(p)
+  trained = {}  # training_name -> (modules, steps, final_loss), for recipes sharing a network
+  reference = None
+  total_steps = sum(p.steps[r.family] for r in recipes if r.shares_training_with is None)
+  bar = tqdm.tqdm(total=total_steps, desc=f'zoo {preset}/{real}', unit='step',
+                  disable=not progress, smoothing=0.1)
+  t_start = time.time()
+  entries = []
+  for r in recipes:
+    entry_path = os.path.join(workdir, 'models', f'{r.name}.json')
+    if os.path.exists(entry_path):
+      with open(entry_path, encoding='utf-8') as f:
+        entry = json.load(f)
+      if entry.get('config') == config:
+        if r.shares_training_with is None:
+          bar.update(p.steps[r.family])
+        entries.append(entry)
+        continue
+    model_seed = seed * 1000 + r.seed
+    t0 = time.time()
+    if r.training_name not in trained:
+      donor = next(x for x in recipes if x.name == r.training_name)
+      trained[r.training_name] = train_lib.train(
+          donor, p, data.train_images, model_seed,
+          os.path.join(workdir, 'checkpoints', r.training_name),
+          progress=bar.update if r.shares_training_with is None else None)
+    modules, steps, final_loss = trained[r.training_name]
+    t1 = time.time()
+    samples = train_lib.sample(r, p, modules, n, model_seed + 1, data.image_shape)
+    _write_images(os.path.join(workdir, 'images', r.name), samples)
+    save_grid(os.path.join(workdir, 'grids', f'{r.name}.png'), samples)
+    if reference is None:
+      reference = quality_lib.QualityReference(data.train_images, data.test_images, seed)
+    entry = {'name': r.name, 'family': r.family, 'tags': r.tags, 'seed': model_seed,
+             'steps': steps, 'final_loss': final_loss, 'num_samples': n,
+             'quality': reference(samples), 'config': config,
+             'train_seconds': round(t1 - t0, 2), 'sample_seconds': round(time.time() - t1, 2)}
+    _write_json_atomic(entry_path, entry)
+    entries.append(entry)
+    q = entry['quality']
+    logging.info('zoo: %s loss %.4f, to-manifold %.3f (real %.3f, noise %.3f), diversity %.2f, '
+                 'train %.1fs sample %.1fs', r.name, final_loss, q['sample_to_manifold'],
+                 q['real_test_to_manifold'], q['noise_to_manifold'], q['diversity'],
+                 t1 - t0, time.time() - t1)
+  bar.close()
+  models = []
+  for e in entries:
+    e = dict(e)
+    for k in ('config', 'train_seconds', 'sample_seconds'):
+      e.pop(k, None)  # timings vary run to run; zoo.json must not
+    models.append(e)
+  zoo = {'real': real, 'preset': preset, 'seed': seed, 'num_samples': n,
+         'image_shape': list(data.image_shape), 'models': models}
+  _write_json_atomic(zoo_path, zoo)
+  logging.info('build_zoo: %d models in %.1fs -> %s', len(models), time.time() - t_start, zoo_path)
+  return zoo
+
+
+def load_zoo(workdir: str) -> tuple[ImageSet, dict]:
+  """Reads a complete zoo: (ImageSet of all samples, labels = model index, zoo.json dict)."""
+  zoo_path = os.path.join(workdir, ZOO_JSON)
+  if not os.path.exists(zoo_path):
+    raise ValueError(f'{zoo_path} not found: the zoo in {workdir} is missing or incomplete.')
+  with open(zoo_path, encoding='utf-8') as f:
+    meta = json.load(f)
+  images = load_image_folder(os.path.join(workdir, 'images'))
+  names = [m['name'] for m in meta['models']]
+  if images.class_names != names:
+    raise ValueError(f'{workdir}/images holds models {images.class_names}, zoo.json lists {names}.')
+  return images, meta
