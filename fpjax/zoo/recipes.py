@@ -28,7 +28,7 @@ class Recipe:
   disc_normalization: str = 'none'  # GAN discriminator: 'spectral' | 'none'
   beta: float = 1.0                 # VAE beta-ELBO weight on the KL term
   permutation: str = 'invconv'      # flow: 'invconv' (Glow) | 'reverse' (RealNVP)
-  temperature: float = 0.7          # flow sampling temperature
+  temperature: float = 0.6          # flow sampling temperature
   shares_training_with: str | None = None
 
   @property
@@ -96,9 +96,9 @@ PRESETS = {
                    num_samples=32, chunk=50, ancestral_steps=10, ddim_steps=10,
                    flow_steps_per_scale=1),
     'quick': Preset('quick', recipes=None,
-                    steps={'gan': 800, 'vae': 600, 'flow': 600, 'diffusion': 1000},
-                    width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8},
-                    batch_size=32, num_samples=200, chunk=200),
+                    steps={'gan': 600, 'vae': 400, 'flow': 600, 'diffusion': 600},
+                    width={'gan': 8, 'vae': 8, 'flow': 32, 'diffusion': 8},
+                    batch_size=32, num_samples=200, chunk=200, flow_steps_per_scale=3),
     'full': Preset('full', recipes=None,
                    steps={'gan': 6000, 'vae': 4000, 'flow': 6000, 'diffusion': 10000},
                    width={'gan': 32, 'vae': 32, 'flow': 64, 'diffusion': 32},
