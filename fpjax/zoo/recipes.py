@@ -91,9 +91,9 @@ class Preset:
 PRESETS = {
     'tiny': Preset('tiny', recipes=('gan_tconv_bn_relu_ns', 'vae_tconv_bn_relu',
                                     'flow_glow_actnorm_relu', 'ddpm_nearest_gn_silu_ancestral'),
-                   steps={'gan': 100, 'vae': 100, 'flow': 50, 'diffusion': 100},
+                   steps={'gan': 300, 'vae': 300, 'flow': 100, 'diffusion': 200},
                    width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8},
-                   num_samples=32, chunk=50, ancestral_steps=10, ddim_steps=10,
+                   num_samples=32, chunk=100, ancestral_steps=10, ddim_steps=10,
                    flow_steps_per_scale=1),
     'quick': Preset('quick', recipes=None,
                     steps={'gan': 600, 'vae': 400, 'flow': 600, 'diffusion': 600},

@@ -1,0 +1,103 @@
+"""The GM zoo: recipe table, output format, no-op rebuild, determinism, resume, sample quality."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fpjax import zoo
+from fpjax.data import load_real
+from fpjax.zoo import recipes, train
+
+TAG_KEYS = {'family', 'upsampling', 'normalization', 'nonlinearity', 'loss', 'sampler'}
+
+
+def test_recipe_table_covers_families_and_knobs():
+  table = recipes.DEFAULT_ZOO
+  assert len(table) >= 12 and len({r.name for r in table}) == len(table)
+  assert {r.family for r in table} == set(recipes.FAMILIES)
+  for knob, at_least in [('upsampling', 4), ('normalization', 4), ('nonlinearity', 3),
+                         ('loss', 6), ('sampler', 2)]:
+    values = {r.tags[knob] for r in table} - {recipes.NA}
+    assert len(values) >= at_least, (knob, values)
+  # Two models differing only in seed.
+  pairs = [(a, b) for a in table for b in table if a.name < b.name and
+           dataclasses.replace(a, name='', seed=0) == dataclasses.replace(b, name='', seed=0)]
+  assert pairs
+  for r in table:
+    assert set(r.tags) == TAG_KEYS
+
+
+@pytest.fixture(scope='module')
+def tiny_zoo(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('zoo'))
+  meta = zoo.build_zoo(workdir, preset='tiny', real='digits', seed=0, progress=False)
+  return workdir, meta
+
+
+def test_zoo_output_format(tiny_zoo):
+  workdir, meta = tiny_zoo
+  with open(os.path.join(workdir, 'zoo.json')) as f:
+    assert json.load(f) == meta
+  assert meta['real'] == 'digits' and meta['preset'] == 'tiny' and meta['image_shape'] == [8, 8, 1]
+  assert {m['family'] for m in meta['models']} == set(recipes.FAMILIES)
+  for m in meta['models']:
+    assert set(m['tags']) == TAG_KEYS and m['tags']['family'] == m['family']
+    assert set(m['quality']) == {'sample_to_manifold', 'real_test_to_manifold',
+                                 'noise_to_manifold', 'diversity'}
+    assert np.isfinite(m['final_loss']) and m['steps'] > 0 and m['num_samples'] == 32
+    files = sorted(os.listdir(os.path.join(workdir, 'images', m['name'])))
+    assert len(files) == 32 and files[0] == '000000.png'
+    assert os.path.exists(os.path.join(workdir, 'grids', m['name'] + '.png'))
+  images, meta2 = zoo.load_zoo(workdir)
+  assert meta2 == meta and images.images.shape == (4 * 32, 8, 8, 1)
+  assert images.class_names == [m['name'] for m in meta['models']]
+
+
+def test_zoo_rebuild_is_a_noop_and_config_is_checked(tiny_zoo):
+  workdir, meta = tiny_zoo
+  path = os.path.join(workdir, 'zoo.json')
+  before = os.stat(path).st_mtime_ns
+  assert zoo.build_zoo(workdir, preset='tiny', real='digits', seed=0, progress=False) == meta
+  assert os.stat(path).st_mtime_ns == before
+  with pytest.raises(ValueError, match='another workdir'):
+    zoo.build_zoo(workdir, preset='tiny', real='digits', seed=1, progress=False)
+
+
+def test_zoo_samples_near_manifold_and_diverse(tiny_zoo):
+  _, meta = tiny_zoo
+  for m in meta['models']:
+    q = m['quality']
+    # Real held-out images set the floor, uniform noise the ceiling.
+    assert q['real_test_to_manifold'] < q['sample_to_manifold'] < 0.8 * q['noise_to_manifold'], m
+    assert q['diversity'] > 0.05, m  # not one repeated image
+
+
+def test_quickly_trained_ddpm_samples_look_like_digits(tiny_zoo):
+  _, meta = tiny_zoo
+  q = {m['family']: m['quality'] for m in meta['models']}['diffusion']
+  gap = q['noise_to_manifold'] - q['real_test_to_manifold']
+  # Samples close most of the gap between noise and real held-out digits, and do not collapse.
+  assert q['sample_to_manifold'] < q['real_test_to_manifold'] + 0.4 * gap
+  assert q['diversity'] > 0.3
+
+
+def test_training_is_deterministic_and_resumes(tmp_path):
+  real = load_real('digits')
+  r = [x for x in recipes.DEFAULT_ZOO if x.family == 'gan'][0]
+  p = dataclasses.replace(recipes.PRESETS['tiny'], steps={'gan': 40}, chunk=20)
+  half = dataclasses.replace(p, steps={'gan': 20})
+  m1, _, loss1 = train.train(r, p, real.train_images, 3, str(tmp_path / 'a'))
+  train.train(r, half, real.train_images, 3, str(tmp_path / 'b'))  # "interrupted" at step 20
+  m2, steps, loss2 = train.train(r, p, real.train_images, 3, str(tmp_path / 'b'))
+  assert steps == 40 and loss1 == loss2
+  s1 = train.sample(r, p, m1, 16, 5, real.image_shape)
+  s2 = train.sample(r, p, m2, 16, 5, real.image_shape)
+  np.testing.assert_array_equal(s1, s2)
+  assert not np.array_equal(s1, train.sample(r, p, m1, 16, 6, real.image_shape))
+
+
+def test_unknown_preset():
+  with pytest.raises(ValueError, match='unknown preset'):
+    zoo.build_zoo('/nonexistent', preset='huge')
