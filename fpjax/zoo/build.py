@@ -1,6 +1,6 @@
 """Builds the zoo: train every recipe of a preset, sample it, score it, write it to WORKDIR.
 
-On disk (written by process 0):
+On disk (build_zoo is a single-process job):
   WORKDIR/images/<model>/<i:06d>.png   samples (uint8, the real data's shape)
   WORKDIR/grids/<model>.png            8x8 grid of the first 64 samples
   WORKDIR/checkpoints/<model>/         orbax checkpoints (resume an interrupted build)
