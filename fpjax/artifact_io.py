@@ -1,0 +1,284 @@
+"""Artifact files on disk: the format compute_artifacts writes, and safe readers for arrays.
+
+Layout of a compute_artifacts work directory (format "fpjax.artifacts/1"):
+
+  WORKDIR/artifacts/shard-00000.npz ...  one file per checkpoint interval, fields
+      artifact  float32 [n, *embedding_shape]   φ(x) − φ(x*)
+      distance  float32 [n, k]                  Euclidean distance to the k nearest bank rows
+      index     int32   [n, k]                  bank rows of the k nearest, nearest first
+      label     int32   [n]                     generative-model label (class_names[label])
+      row       int64   [n]                     row of the image in index.json's `files`
+  WORKDIR/artifacts/index.json   space, k, embedding_shape, class_names, files, shards
+  WORKDIR/fingerprint/stats.npz  FingerprintStats.finalize() of every model
+  WORKDIR/fingerprint/summary.json  per-model count, mean distance, mean |artifact|, FDR
+  WORKDIR/metrics.jsonl          progress metrics, one JSON object a line (process 0)
+  WORKDIR/checkpoints/           orbax checkpoints of an unfinished run
+  WORKDIR/COMPLETE               written last: without it the directory is a partial run
+
+Every file is written to a temporary name in the same folder and renamed into place
+(`os.replace` is atomic), so a reader never sees half a file under a final name.
+
+Readers never unpickle: `load_array` reads .npy/.npz with allow_pickle=False and checks the
+header against the file size before allocating anything, so a corrupt or hostile file gives a
+ValueError naming the file instead of a crash, a huge allocation or code execution.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+
+FORMAT = "fpjax.artifacts/1"
+SHARD_FIELDS = ("artifact", "distance", "index", "label", "row")
+COMPLETE = "COMPLETE"
+# Refuse arrays larger than this unless the caller raises the limit: a tiny file whose header
+# (or zip entry) claims terabytes is a decompression bomb, not data.
+DEFAULT_MAX_BYTES = 16 << 30
+
+
+# ------------------------------------------------------------------------------ atomic writes
+
+
+def _atomic(path: str, write) -> str:
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def save_npz(path: str, **arrays) -> str:
+  """Writes arrays to `path` (.npz, uncompressed) atomically."""
+  return _atomic(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+
+def save_json(path: str, obj: Any) -> str:
+  """Writes JSON to `path` atomically."""
+  return _atomic(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
+
+
+def load_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path}: unreadable JSON: {e}") from e
+
+
+# ------------------------------------------------------------------------------ safe readers
+
+
+def check_inside(path: str, root: str) -> str:
+  """Real path of `path`; ValueError if it (through symlinks) leaves `root`."""
+  real, real_root = os.path.realpath(path), os.path.realpath(root)
+  if os.path.commonpath([real, real_root]) != real_root:
+    raise ValueError(f"{path}: resolves to {real}, outside the data root {real_root}; refused.")
+  return real
+
+
+def check_name(name: str, what: str = "model name") -> str:
+  """A name used as a folder/file name: no path separator, no '..', not empty."""
+  if (not isinstance(name, str) or not name or ".." in name or "/" in name or "\\" in name
+      or os.sep in name or name.startswith(".") or "\x00" in name):
+    raise ValueError(f"{what} {name!r} is not a safe file name (empty, '..', leading '.' "
+                     "or a path separator); refused.")
+  return name
+
+
+def _npy_header(f, path: str):
+  try:
+    version = np.lib.format.read_magic(f)
+  except ValueError as e:
+    raise ValueError(f"{path}: not a .npy array (wrong magic bytes): {e}") from e
+  try:
+    if version == (1, 0):
+      shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+      shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+      shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # pylint: disable=protected-access
+  except (ValueError, SyntaxError) as e:
+    raise ValueError(f"{path}: corrupt .npy header: {e}") from e
+  return shape, fortran, np.dtype(dtype)
+
+
+def _check_dtype(dtype: np.dtype, path: str) -> None:
+  if dtype.hasobject:
+    raise ValueError(f"{path}: holds Python objects (dtype {dtype}); loading it would unpickle "
+                     "arbitrary code, refused (allow_pickle stays off). Save plain numeric arrays.")
+  if dtype.kind not in "biuf":
+    raise ValueError(f"{path}: dtype {dtype} is not a numeric array dtype.")
+
+
+def _load_npy(path: str, max_bytes: int) -> np.ndarray:
+  size = os.path.getsize(path)
+  with open(path, "rb") as f:
+    shape, _, dtype = _npy_header(f, path)
+    _check_dtype(dtype, path)
+    need = math.prod(shape) * dtype.itemsize
+    if need > max_bytes:
+      raise ValueError(f"{path}: header claims shape {shape} of {dtype} = {need} bytes, over the "
+                       f"limit of {max_bytes} bytes; refused (pass max_bytes to raise it).")
+    have = size - f.tell()
+    if have != need:
+      raise ValueError(f"{path}: header claims shape {shape} of {dtype} = {need} bytes but the "
+                       f"file holds {have}; truncated or corrupt.")
+  try:
+    return np.load(path, allow_pickle=False)
+  except (ValueError, OSError) as e:
+    raise ValueError(f"{path}: unreadable .npy: {e}") from e
+
+
+def _load_npz(path: str, max_bytes: int) -> dict[str, np.ndarray]:
+  try:
+    zf = zipfile.ZipFile(path)
+  except (zipfile.BadZipFile, OSError) as e:
+    raise ValueError(f"{path}: not a .npz archive (wrong magic or corrupt zip): {e}") from e
+  out = {}
+  with zf:
+    total = 0
+    for info in zf.infolist():
+      total += info.file_size
+      if total > max_bytes:
+        raise ValueError(f"{path}: archive expands to over {max_bytes} bytes (entry "
+                         f"{info.filename}); decompression bomb refused.")
+      if not info.filename.endswith(".npy"):
+        raise ValueError(f"{path}: entry {info.filename!r} is not a .npy array.")
+      name = f"{path}[{info.filename[:-4]}]"
+      try:
+        with zf.open(info) as f:
+          shape, _, dtype = _npy_header(f, name)
+          _check_dtype(dtype, name)
+          need = math.prod(shape) * dtype.itemsize
+          if need + f.tell() != info.file_size:
+            raise ValueError(f"{name}: header claims {need} bytes but the entry holds "
+                             f"{info.file_size - f.tell()}; corrupt.")
+        with zf.open(info) as f:
+          out[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+      except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"{name}: corrupt archive entry: {e}") from e
+  return out
+
+
+def load_array(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES, root: str | None = None):
+  """Reads a .npy (-> ndarray) or .npz (-> dict of ndarrays) without ever unpickling.
+
+  Every problem is a ValueError naming the file: missing, not a regular file, a symlink out of
+  `root` (when given), wrong magic, corrupt or truncated header, object (pickled) arrays,
+  non-numeric dtypes, sizes over `max_bytes` (decompression bombs).
+  """
+  path = os.fspath(path)
+  if root is not None:
+    check_inside(path, root)
+  if not os.path.exists(path):
+    raise ValueError(f"{path}: no such file.")
+  if not os.path.isfile(path):
+    raise ValueError(f"{path}: not a regular file.")
+  if path.endswith(".npy"):
+    return _load_npy(path, max_bytes)
+  if path.endswith(".npz"):
+    return _load_npz(path, max_bytes)
+  raise ValueError(f"{path}: expected a .npy or .npz file.")
+
+
+def load_images(path: str, **kwargs) -> np.ndarray:
+  """Images [N, H, W, C] from a .npy (or the 'images' entry of a .npz), checked.
+
+  uint8 (0-255) or float in [0, 1], C in {1, 3}; NaN/Inf or out-of-range values are a
+  ValueError naming the file and the first bad image.
+  """
+  a = load_array(path, **kwargs)
+  if isinstance(a, dict):
+    if "images" not in a:
+      raise ValueError(f"{path}: .npz has no 'images' entry (has {sorted(a)}).")
+    a = a["images"]
+  if a.ndim != 4 or a.shape[-1] not in (1, 3) or a.shape[0] == 0:
+    raise ValueError(f"{path}: expected images [N, H, W, C] with C in {{1, 3}} and N > 0; got "
+                     f"shape {a.shape}.")
+  if a.dtype == np.uint8:
+    return a
+  if a.dtype.kind != "f":
+    raise ValueError(f"{path}: images must be uint8 or float in [0, 1]; got dtype {a.dtype}.")
+  flat = a.reshape(a.shape[0], -1)
+  bad = ~np.all(np.isfinite(flat), axis=1)
+  if bad.any():
+    raise ValueError(f"{path}: {int(bad.sum())} image(s) hold NaN or Inf, first at row "
+                     f"{int(np.flatnonzero(bad)[0])}.")
+  out = (flat.min(axis=1) < 0) | (flat.max(axis=1) > 1)
+  if out.any():
+    raise ValueError(f"{path}: float images must lie in [0, 1]; row {int(np.flatnonzero(out)[0])} "
+                     f"spans [{flat[out].min():.3g}, {flat[out].max():.3g}].")
+  return a.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ artifacts
+
+
+def is_complete(workdir: str) -> bool:
+  return os.path.isfile(os.path.join(workdir, COMPLETE))
+
+
+def read_index(workdir: str) -> dict:
+  """index.json of a *finished* compute_artifacts run (ValueError for a partial one)."""
+  if not is_complete(workdir):
+    raise ValueError(f"{workdir}: no {COMPLETE} marker: the run is unfinished or failed; rerun "
+                     "compute_artifacts with the same --workdir to resume it.")
+  index = load_json(os.path.join(workdir, "artifacts", "index.json"))
+  if index.get("format") != FORMAT:
+    raise ValueError(f"{workdir}/artifacts/index.json: format {index.get('format')!r}, "
+                     f"expected {FORMAT!r}.")
+  return index
+
+
+def read_shard(workdir: str, name: str) -> dict[str, np.ndarray]:
+  folder = os.path.join(workdir, "artifacts")
+  check_name(name, "shard file name")
+  shard = load_array(os.path.join(folder, name), root=folder)
+  missing = [f for f in SHARD_FIELDS if f not in shard]
+  if missing:
+    raise ValueError(f"{folder}/{name}: missing fields {missing}.")
+  return shard
+
+
+def iter_shards(workdir: str):
+  """Yields (shard name, dict of fields) of a finished run, in row order."""
+  for entry in read_index(workdir)["shards"]:
+    shard = read_shard(workdir, entry["file"])
+    if len(shard["row"]) != entry["rows"]:
+      raise ValueError(f"{workdir}/artifacts/{entry['file']}: {len(shard['row'])} rows, index.json "
+                       f"says {entry['rows']}.")
+    yield entry["file"], shard
+
+
+def read_artifacts(workdir: str, fields=SHARD_FIELDS) -> dict[str, np.ndarray]:
+  """All rows of a finished run, concatenated (fits in memory for moderate runs)."""
+  parts = {f: [] for f in fields}
+  for _, shard in iter_shards(workdir):
+    for f in fields:
+      parts[f].append(shard[f])
+  index = read_index(workdir)
+  k = index["k"]
+  empty = {"artifact": (0, *index["embedding_shape"]), "distance": (0, k), "index": (0, k),
+           "label": (0,), "row": (0,)}
+  return {f: np.concatenate(v) if v else np.zeros(empty[f]) for f, v in parts.items()}
+
+
+def read_fingerprint(workdir: str) -> tuple[dict[str, np.ndarray], dict]:
+  """(FingerprintStats.finalize() arrays, summary.json) of a finished run."""
+  read_index(workdir)
+  stats = load_array(os.path.join(workdir, "fingerprint", "stats.npz"))
+  return stats, load_json(os.path.join(workdir, "fingerprint", "summary.json"))
