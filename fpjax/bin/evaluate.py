@@ -1,0 +1,49 @@
+r"""The paper's evaluation on one GM dataset: Tables 1-3, open set, figures, report.md.
+
+python -m fpjax.bin.evaluate --gm=DIR --workdir=OUT [--real=mnist5k] [--spaces=rgb,freq,dct,sl,ssl]
+    [--seeds=3] [--baselines=all] [--classifiers=probe,attributor] [--cross=TRAIN_GM:TEST_GM,...]
+"""
+from absl import app
+from absl import flags
+
+from fpjax import analysis
+
+_GM = flags.DEFINE_string('gm', None, 'Zoo workdir (has zoo.json) or image-folder root '
+                          'root/<model>/*.png.', required=True)
+_REAL = flags.DEFINE_string('real', None, 'Real dataset the models imitate (fpjax.data.load_real '
+                            'name); default: the zoo\'s own. Required for an image folder.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.', required=True)
+_SPACES = flags.DEFINE_list('spaces', list(analysis.MANIFPT_SPACES), 'ManiFPT spaces.')
+_SEEDS = flags.DEFINE_integer('seeds', 3, 'Classifier seeds (mean ± std over them).')
+_BASELINES = flags.DEFINE_list('baselines', ['all'], "Baselines ('all', 'none' or names).")
+_CLASSIFIERS = flags.DEFINE_list('classifiers', ['probe', 'attributor'], 'On the artifacts.')
+_CROSS = flags.DEFINE_list('cross', [], 'Table 2 pairs TRAIN_GM:TEST_GM (zoo workdirs).')
+_SHOTS = flags.DEFINE_integer('shots', 10, 'Few-shot enrolment samples per new model.')
+_ATTRIBUTOR_EPOCHS = flags.DEFINE_integer('attributor_epochs', None,
+                                          'Attributor epochs (default: its quick preset, 15).')
+_ENCODER_STEPS = flags.DEFINE_integer('encoder_steps', None, 'SL/SSL training steps '
+                                      '(default: the encoders\' quick preset).')
+
+
+def _baselines(values):
+  if values == ['all']:
+    return None
+  return [] if values == ['none'] else values
+
+
+def main(argv):
+  del argv
+  cfg = None
+  if _ATTRIBUTOR_EPOCHS.value:
+    e = _ATTRIBUTOR_EPOCHS.value
+    cfg = {'attributor': dict(epochs=e, milestones=(max(1, e * 8 // 15), max(1, e * 12 // 15)))}
+  steps = ({'sl': _ENCODER_STEPS.value, 'ssl': _ENCODER_STEPS.value}
+           if _ENCODER_STEPS.value else None)
+  analysis.evaluate(_GM.value, _REAL.value, _WORKDIR.value, spaces=_SPACES.value,
+                    seeds=_SEEDS.value, baselines=_baselines(_BASELINES.value),
+                    classifiers=_CLASSIFIERS.value, cross=[p.split(':', 1) for p in _CROSS.value],
+                    shots=_SHOTS.value, cfg=cfg, encoder_steps=steps)
+
+
+if __name__ == '__main__':
+  app.run(main)
