@@ -54,7 +54,11 @@ class Projection:
 
 def check_finite(x: jax.Array, what: str) -> None:
   """Raises a ValueError naming the rows of x that hold NaN or Inf."""
-  bad = np.flatnonzero(~np.asarray(jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)))
+  if isinstance(x, np.ndarray):
+    finite = np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+  else:
+    finite = parallel.to_host(jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1))
+  bad = np.flatnonzero(~finite)
   if bad.size:
     shown = ", ".join(map(str, bad[:10])) + (", ..." if bad.size > 10 else "")
     raise ValueError(f"{what}: {bad.size} row(s) hold NaN or Inf values: rows {shown}")
@@ -189,9 +193,11 @@ class Manifold:
     self.embedding_shape = tuple(bank.shape[1:])
     self.image_shape = tuple(image_shape) if image_shape is not None else None
     self.dim = math.prod(self.embedding_shape)
-    flat = jnp.asarray(bank, jnp.float32).reshape(n, self.dim)
+    # The bank is assembled on the host and sent to each device as its slice only, so
+    # a bank that fits the devices together never has to fit one device whole.
+    flat = parallel.to_host(bank).astype(np.float32, copy=False).reshape(n, self.dim)
     check_finite(flat, "real bank")
-    self.mean = jnp.mean(flat, axis=0)
+    self.mean = jnp.asarray(flat.mean(axis=0, dtype=np.float64), jnp.float32)
 
     nb = self.mesh.shape[parallel.BANK]
     per_shard = -(-n // nb)
@@ -201,13 +207,13 @@ class Manifold:
       chunk_per_shard = max(8, device_bank_bytes // row_bytes)
       self.tile = min(tile, _round_up(chunk_per_shard, 8))
       self.chunk_rows = nb * (chunk_per_shard // self.tile * self.tile or self.tile)
-      self.host_bank = np.asarray(flat)
+      self.host_bank = flat
       self.bank = None
     else:
       self.tile = min(tile, _round_up(per_shard, 8))
       self.chunk_rows = nb * _round_up(per_shard, self.tile)
       self.host_bank = None
-      self.bank = self._put_bank(np.asarray(flat) if not isinstance(flat, jax.Array) else flat, 0)
+      self.bank = self._put_bank(flat, 0)
     self._fns = {}
     # How many queries 'exact' searched again, per stage (the benchmark reports it).
     self.stats = {"queries": 0, "float32": 0, "direct": 0}
@@ -231,7 +237,7 @@ class Manifold:
     chunk = rows[start:start + self.chunk_rows]
     pad = self.chunk_rows - chunk.shape[0]
     if pad:
-      chunk = jnp.concatenate([jnp.asarray(chunk), jnp.zeros((pad, self.dim), jnp.float32)])
+      chunk = np.concatenate([chunk, np.zeros((pad, self.dim), np.float32)])
     return jax.device_put(chunk, NamedSharding(self.mesh, P(parallel.BANK, None)))
 
   # ---- the kernels ------------------------------------------------------------------------
@@ -281,7 +287,7 @@ class Manifold:
     if self.precision != "exact":
       return d, i
     self.stats["queries"] += num_real
-    redo = np.flatnonzero(~np.asarray(certified)[:num_real])
+    redo = np.flatnonzero(~parallel.to_host(certified)[:num_real])
     # Queries whose search the rounding-error bound cannot certify are searched
     # again, first with a float32 matmul, then with direct differences (which the
     # bound always certifies). Each pass pads to a power of two: few compilations.
@@ -295,7 +301,7 @@ class Manifold:
       d2, i2, ok = self._search_all(jax.device_put(q_redo, sharding), search_dtype)
       d = d.at[redo].set(d2[:redo.size])
       i = i.at[redo].set(i2[:redo.size])
-      redo = redo[~np.asarray(ok)[:redo.size]]
+      redo = redo[~parallel.to_host(ok)[:redo.size]]
     return d, i
 
   # ---- public API ---------------------------------------------------------------------------
@@ -343,7 +349,7 @@ class Manifold:
       idxs.append(i[:m])
     index = jnp.concatenate(idxs)
     if self.bank is None:
-      rows = self.host_bank[np.asarray(index)]
+      rows = self.host_bank[parallel.to_host(index)]
       near = jnp.asarray(rows.mean(axis=1) if smooth else rows[:, 0])
     else:
       near = jnp.concatenate(nearest)
@@ -364,7 +370,7 @@ class Manifold:
     pick = np.arange(self.size)
     if self.size > max_rows:
       pick = np.sort(rng.choice(self.size, max_rows, replace=False))
-    rows = self.host_bank[pick] if self.bank is None else np.asarray(self.bank[pick])
+    rows = self.host_bank[pick] if self.bank is None else parallel.to_host(self.bank[pick])
     x = rows.astype(np.float64) - rows.mean(0, dtype=np.float64)
     dim = min(dim, *x.shape)
     _, _, vt = randomized_svd(x, dim, random_state=seed)

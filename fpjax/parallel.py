@@ -71,6 +71,14 @@ def global_batch(local: np.ndarray, mesh: jax.sharding.Mesh, spec: P | None = No
   return jax.make_array_from_process_local_data(sharding, np.asarray(local))
 
 
+def to_host(x) -> np.ndarray:
+  """A numpy copy of x on every process, also when x spans several hosts."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
 def is_chief() -> bool:
   """Process 0 writes files and metrics; the others only compute."""
   return jax.process_index() == 0
