@@ -1,0 +1,144 @@
+"""fpjax.fingerprinting.compute_artifacts in-process: against float64 numpy, resume, SIGTERM."""
+import json
+import os
+import shutil
+import signal
+
+import numpy as np
+import pytest
+
+from fpjax import artifact_io
+from fpjax import data
+from fpjax import fingerprinting
+from fpjax import progress
+
+
+def make_gm(root, n=12, seed=0):
+  """Three toy 'generative models' of 8x8 digits: noisy, shifted and washed-out test digits."""
+  real = data.load_real("digits")
+  rng = np.random.default_rng(seed)
+  x = real.test_images[:n].astype(np.float32)
+  outs = [x + rng.normal(0, 20, x.shape), np.roll(x, 1, axis=1), x * 0.7 + 30]
+  imgs = np.clip(np.concatenate(outs), 0, 255).astype(np.uint8)
+  data.save_image_folder(str(root), imgs, np.repeat(np.arange(3), n), ["noisy", "shifted", "washed"])
+  return imgs
+
+
+def run(gm, out, **kw):
+  kw = dict(dict(batch_size=8, checkpoint_every=2, log_every_s=0.0), **kw)
+  return fingerprinting.compute_artifacts("digits", str(gm), str(out), **kw)
+
+
+@pytest.fixture(scope="module")
+def gm(tmp_path_factory):
+  root = tmp_path_factory.mktemp("gm")
+  imgs = make_gm(root)
+  return root, imgs
+
+
+@pytest.fixture(scope="module")
+def clean(gm, tmp_path_factory):
+  out = tmp_path_factory.mktemp("clean")
+  run(gm[0], out)
+  return out
+
+
+def test_matches_float64_bruteforce(gm, clean):
+  _, imgs = gm
+  bank = data.load_real("digits").train_images.reshape(-1, 64).astype(np.float64) / 255
+  got = artifact_io.read_artifacts(str(clean))
+  order = np.argsort(got["row"])
+  assert np.array_equal(got["row"][order], np.arange(len(imgs)))  # every image exactly once
+  q = imgs.reshape(len(imgs), -1).astype(np.float64) / 255
+  d2 = ((q[:, None, :] - bank[None]) ** 2).sum(-1)
+  ref_idx = np.argmin(d2, axis=1)
+  np.testing.assert_array_equal(got["index"][order, 0], ref_idx)
+  np.testing.assert_allclose(got["distance"][order, 0], np.sqrt(d2.min(1)), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got["artifact"][order].reshape(len(q), -1), q - bank[ref_idx],
+                             atol=1e-6)
+  np.testing.assert_array_equal(got["label"][order], np.repeat(np.arange(3), 12))
+
+  stats, summary = artifact_io.read_fingerprint(str(clean))
+  art = (q - bank[ref_idx]).reshape(-1, 8, 8, 1)
+  for m in range(3):
+    sel = got["label"][order] == m
+    np.testing.assert_allclose(stats["mean"][m], art[sel].mean(0), atol=1e-6)
+    np.testing.assert_allclose(stats["var"][m], art[sel].var(0), atol=1e-6)
+    assert stats["count"][m] == 12
+    assert summary["models"][m]["count"] == 12
+    np.testing.assert_allclose(summary["models"][m]["mean_distance"],
+                               np.sqrt(d2.min(1))[sel].mean(), rtol=1e-5)
+  assert [m["name"] for m in summary["models"]] == ["noisy", "shifted", "washed"]
+  index = artifact_io.read_index(str(clean))
+  assert index["files"][0] == os.path.join("noisy", "000000.png")
+  assert sum(s["rows"] for s in index["shards"]) == 36
+  assert not os.path.exists(os.path.join(clean, "checkpoints"))  # removed once COMPLETE
+  records = progress.read_metrics(os.path.join(clean, "metrics.jsonl"))
+  assert records[-1]["images"] == 36 and records[-1]["images_per_s"] > 0
+
+
+def _same(a, b):
+  ra, rb = artifact_io.read_artifacts(str(a)), artifact_io.read_artifacts(str(b))
+  for f in artifact_io.SHARD_FIELDS:
+    np.testing.assert_array_equal(ra[f], rb[f], err_msg=f)
+  sa, _ = artifact_io.read_fingerprint(str(a))
+  sb, _ = artifact_io.read_fingerprint(str(b))
+  for f in sa:
+    np.testing.assert_array_equal(sa[f], sb[f], err_msg=f)
+
+
+def test_failure_midway_then_resume_equals_clean_run(gm, clean, tmp_path):
+  def boom(done):
+    if done == 3:
+      raise RuntimeError("injected failure")
+  with pytest.raises(RuntimeError, match="injected"):
+    run(gm[0], tmp_path, on_batch=boom)
+  assert not artifact_io.is_complete(str(tmp_path))
+  with pytest.raises(ValueError, match="COMPLETE"):
+    artifact_io.read_artifacts(str(tmp_path))  # a partial run is never read as complete
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]  # failure checkpointed batch 3
+  # A shard written after the last checkpoint (e.g. killed between the two) is rewritten.
+  (tmp_path / "artifacts" / "shard-00002.npz").write_bytes(b"half a file")
+  seen = []
+  run(gm[0], tmp_path, on_batch=seen.append)
+  assert seen[0] == 4  # resumed after batch 3, not from the start
+  _same(clean, tmp_path)
+
+
+def test_sigterm_checkpoints_and_resumes(gm, clean, tmp_path):
+  def term(done):
+    if done == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+  with pytest.raises(fingerprinting.Preempted):
+    run(gm[0], tmp_path, on_batch=term)
+  assert os.listdir(tmp_path / "checkpoints") == ["1"]
+  run(gm[0], tmp_path)
+  _same(clean, tmp_path)
+
+
+def test_finished_run_is_noop_and_config_change_refused(gm, clean):
+  before = os.path.getmtime(clean / "COMPLETE")
+  again = run(gm[0], clean)
+  assert os.path.getmtime(clean / "COMPLETE") == before
+  assert [m["count"] for m in again["models"]] == [12, 12, 12]
+  with pytest.raises(ValueError, match="another configuration"):
+    run(gm[0], clean, space="freq")
+
+
+def test_other_spaces_k_and_host_streamed_bank(gm, tmp_path):
+  out = run(gm[0], tmp_path / "dct", space="dct", k=3, device_bank_bytes=64 * 4 * 100,
+            batch_size=16, checkpoint_every=100)
+  got = artifact_io.read_artifacts(out["workdir"])
+  assert got["index"].shape == (36, 3) and got["artifact"].shape == (36, 8, 8, 1)
+  assert np.all(np.diff(got["distance"], axis=1) >= 0)
+  index = json.load(open(os.path.join(out["workdir"], "artifacts", "index.json")))
+  assert index["space"] == "dct" and len(index["shards"]) == 1
+
+
+def test_zoo_workdir_as_gm(gm, tmp_path):
+  zoo = tmp_path / "zoo"
+  shutil.copytree(gm[0], zoo / "images")
+  with open(zoo / "zoo.json", "w") as f:
+    json.dump({"real": "digits", "models": [{"name": n} for n in ["washed", "noisy", "shifted"]]}, f)
+  out = run(zoo, tmp_path / "out", checkpoint_every=100)
+  assert [m["name"] for m in out["models"]] == ["noisy", "shifted", "washed"]
