@@ -234,6 +234,8 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb", k
                 workdir=workdir)
 
   t0 = time.perf_counter()
+  logging.info("compute_artifacts: process %d of %d, %d of %d devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
   local_mesh = parallel.make_mesh(devices=jax.local_devices())
   manifold = Manifold.from_images(bank_images, space, mesh=local_mesh, precision=precision, k=k,
                                   device_bank_bytes=device_bank_bytes)

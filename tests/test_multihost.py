@@ -1,0 +1,58 @@
+"""Two processes on localhost (4 CPU devices each, gloo collectives) equal one process.
+
+Runs the compute_artifacts binary with --coordinator_address/--num_processes/--process_id.
+"""
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from fpjax import artifact_io
+from test_fingerprinting import make_gm
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _cmd(gm, out, *extra):
+  return [sys.executable, "-m", "fpjax.bin.compute_artifacts", "--real=digits", f"--gm={gm}",
+          f"--workdir={out}", "--batch_size=16", "--checkpoint_every=2", "--space=freq", *extra]
+
+
+def test_two_processes_equal_one(tmp_path):
+  gm = tmp_path / "gm"
+  make_gm(gm, n=15)  # 45 images: the last batch is padded differently on 1 and 2 processes
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4")
+  single = subprocess.Popen(_cmd(gm, tmp_path / "one"), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+  single_out = single.communicate(timeout=300)[0]
+  assert single.returncode == 0, single_out[-3000:]
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _cmd(gm, tmp_path / "two", f"--coordinator_address=localhost:{port}", "--num_processes=2",
+           f"--process_id={i}"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, o in zip(procs, outs):
+    assert p.returncode == 0, o[-3000:]
+  assert "process 0 of 2, 4 of 8 devices" in outs[0], outs[0][-3000:]
+  assert "process 1 of 2, 4 of 8 devices" in outs[1]
+
+  one = artifact_io.read_artifacts(str(tmp_path / "one"))
+  two = artifact_io.read_artifacts(str(tmp_path / "two"))
+  np.testing.assert_array_equal(one["row"], np.arange(45))
+  for f in ("row", "label", "index"):
+    np.testing.assert_array_equal(one[f], two[f], err_msg=f)
+  np.testing.assert_allclose(one["distance"], two["distance"], rtol=1e-6)
+  np.testing.assert_allclose(one["artifact"], two["artifact"], atol=1e-6)
+  s1, _ = artifact_io.read_fingerprint(str(tmp_path / "one"))
+  s2, _ = artifact_io.read_fingerprint(str(tmp_path / "two"))
+  for f in s1:
+    np.testing.assert_allclose(s1[f], s2[f], rtol=1e-5, atol=1e-6, err_msg=f)
+  # Only process 0 writes metrics.
+  assert os.path.getsize(tmp_path / "two" / "metrics.jsonl") > 0
