@@ -1,0 +1,86 @@
+"""The compute_artifacts binary: SIGKILL mid-run, rerun, outputs equal an uninterrupted run."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+
+from fpjax import artifact_io
+from test_fingerprinting import make_gm
+
+FLAGS = ["--real=digits", "--batch_size=8", "--checkpoint_every=2", "--space=rgb"]
+# The killed run is slowed down (0.4 s per batch) so the kill lands between checkpoints.
+SLOW = textwrap.dedent("""
+    import functools, sys, time
+    from absl import app
+    from fpjax import fingerprinting
+    from fpjax.bin import compute_artifacts
+    fingerprinting.compute_artifacts = functools.partial(
+        fingerprinting.compute_artifacts, on_batch=lambda done: time.sleep(0.4))
+    app.run(compute_artifacts.main)
+""")
+
+
+def _binary(gm, out, prefix=None):
+  cmd = prefix or [sys.executable, "-m", "fpjax.bin.compute_artifacts"]
+  return cmd + FLAGS + [f"--gm={gm}", f"--workdir={out}"]
+
+
+def _env():
+  return dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
+  gm = tmp_path / "gm"
+  make_gm(gm, n=20)  # 60 images, 8 batches of 8
+  clean = subprocess.run(_binary(gm, tmp_path / "clean"), env=_env(), capture_output=True,
+                         text=True, timeout=300)
+  assert clean.returncode == 0, clean.stderr[-3000:]
+
+  out = tmp_path / "killed"
+  slow = subprocess.Popen(_binary(gm, out, [sys.executable, "-c", SLOW, "x"]), env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt = out / "checkpoints"
+  deadline = time.time() + 240
+  # Kill right after the first checkpoint is finished, while batches 3-4 are being computed.
+  while time.time() < deadline and not (ckpt.exists() and "2" in os.listdir(ckpt)):
+    time.sleep(0.05)
+    assert slow.poll() is None, "the slowed run ended before it could be killed"
+  time.sleep(0.5)
+  slow.send_signal(signal.SIGKILL)
+  slow.wait(timeout=30)
+  assert not artifact_io.is_complete(str(out))
+
+  rerun = subprocess.run(_binary(gm, out), env=_env(), capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "resuming" in rerun.stderr and "at batch 0/" not in rerun.stderr
+
+  a = artifact_io.read_artifacts(str(tmp_path / "clean"))
+  b = artifact_io.read_artifacts(str(out))
+  for f in artifact_io.SHARD_FIELDS:
+    np.testing.assert_array_equal(a[f], b[f], err_msg=f)
+  sa, _ = artifact_io.read_fingerprint(str(tmp_path / "clean"))
+  sb, _ = artifact_io.read_fingerprint(str(out))
+  for f in sa:
+    np.testing.assert_array_equal(sa[f], sb[f], err_msg=f)
+  assert not any(n.startswith(".tmp-") for n in os.listdir(out / "artifacts"))
+
+
+def test_sigterm_exits_143_with_checkpoint(tmp_path):
+  gm = tmp_path / "gm"
+  make_gm(gm, n=20)
+  out = tmp_path / "out"
+  slow = subprocess.Popen(_binary(gm, out, [sys.executable, "-c", SLOW, "x"]), env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and not (out / "metrics.jsonl").exists():
+    time.sleep(0.05)
+  slow.send_signal(signal.SIGTERM)
+  err = slow.communicate(timeout=120)[1]
+  assert slow.returncode == 143, err[-3000:]
+  assert "rerun with the same --workdir" in err
+  steps = os.listdir(out / "checkpoints")
+  assert steps and not artifact_io.is_complete(str(out))  # resuming it: test_fingerprinting
