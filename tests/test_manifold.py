@@ -200,3 +200,22 @@ def test_bad_settings(rng):
     fpjax.Manifold.from_embeddings(bank, precision="half")
   with pytest.raises(ValueError, match="k > 1"):
     fpjax.Manifold.from_embeddings(bank).project_embedded(bank, smooth=True)
+
+
+def test_kernel_memory_is_bank_plus_tile_not_queries_times_bank():
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  temps = []
+  for rows in (4096, 32768):
+    manifold = fpjax.Manifold.from_embeddings(np.zeros((rows, 128), np.float32), tile=1024)
+    q = jax.device_put(jnp.zeros((512, 128)), NamedSharding(manifold.mesh, P("data", None)))
+    compiled = manifold._search_fn(rows, 0, jnp.bfloat16).lower(q, manifold.bank,
+                                                                manifold.mean).compile()
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+      pytest.skip("this backend reports no memory analysis")
+    temps.append(analysis.temp_size_in_bytes)
+  assert temps[0] == temps[1]                  # working memory does not grow with the bank
+  assert temps[1] < 4 * 512 * 1024 * 4         # a few queries x tile blocks
+  assert temps[1] < 512 * 32768 * 4 / 8        # far below one queries x bank matrix
