@@ -152,7 +152,9 @@ def _any_process(flag: bool) -> bool:
 
 
 def _stats_arrays(stats: FingerprintStats, distance_sum: np.ndarray) -> dict[str, np.ndarray]:
-  out = {f: np.asarray(getattr(stats, f)) for f in _STATS_FIELDS}
+  # orbax refuses zero-size arrays (no covariance basis, vector artifacts' spectrum): those are
+  # left out and come back from the template on restore.
+  out = {f: np.asarray(getattr(stats, f)) for f in _STATS_FIELDS if getattr(stats, f).size}
   out["distance_sum"] = np.asarray(distance_sum, np.float64)
   return out
 
@@ -266,7 +268,7 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb", k
     arrays = manager.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(
         _stats_arrays(template, np.zeros(num_models)))))["state"]
     run.stats = dataclasses.replace(template, **{f: jax.numpy.asarray(arrays[f])
-                                                 for f in _STATS_FIELDS})
+                                                 for f in _STATS_FIELDS if f in arrays})
     run.distance_sum = np.asarray(arrays["distance_sum"], np.float64)
     run.batches_done = run.checkpointed = int(meta["batches_done"])
     run.shards = list(meta["shards"])
