@@ -142,3 +142,17 @@ def test_zoo_workdir_as_gm(gm, tmp_path):
     json.dump({"real": "digits", "models": [{"name": n} for n in ["washed", "noisy", "shifted"]]}, f)
   out = run(zoo, tmp_path / "out", checkpoint_every=100)
   assert [m["name"] for m in out["models"]] == ["noisy", "shifted", "washed"]
+
+
+def test_tfds_real_bank(tmp_path):
+  import tensorflow_datasets as tfds
+  gm = tmp_path / "gm"
+  real = data.load_real("mnist5k")
+  data.save_image_folder(str(gm), real.test_images[:6], np.array([0, 0, 0, 1, 1, 1]), ["a", "b"])
+  with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+    bank = fingerprinting.load_bank_images("tfds:mnist:train")
+    out = fingerprinting.compute_artifacts("tfds:mnist", str(gm), str(tmp_path / "out"),
+                                           batch_size=8, basis_dim=0)
+  assert bank.shape == (16, 28, 28, 1)
+  got = artifact_io.read_artifacts(out["workdir"])
+  assert got["index"].max() < 16 and len(got["row"]) == 6
