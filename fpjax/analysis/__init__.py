@@ -5,14 +5,16 @@
     ev = analysis.run_demo('/tmp/fpjax_demo')                    # the main job, zoo included
 """
 from fpjax.analysis import metrics, protocols, report
-from fpjax.analysis.evaluate import DEMO_CONFIG, Evaluation, evaluate, run_demo
+from fpjax.analysis.evaluate import (DEMO_CONFIG, Evaluation, evaluate, quiet_library_logs,
+                                     run_demo)
 from fpjax.analysis.metrics import (accuracy, confusion_matrix, fisher_discriminant_ratio, mean_std,
                                     nmi, split_per_class)
 from fpjax.analysis.protocols import (GMDataset, KNOBS, MANIFPT_SPACES, compute_artifacts, load_gm,
                                       make_spaces, openset, table1, table2, table3)
 from fpjax.analysis.report import markdown_tables, write_json
 
-__all__ = ['metrics', 'protocols', 'report', 'DEMO_CONFIG', 'Evaluation', 'evaluate', 'run_demo',
+__all__ = ['metrics', 'protocols', 'report', 'DEMO_CONFIG', 'Evaluation', 'evaluate', 'quiet_library_logs',
+           'run_demo',
            'accuracy', 'confusion_matrix', 'fisher_discriminant_ratio', 'mean_std', 'nmi',
            'split_per_class', 'GMDataset', 'KNOBS', 'MANIFPT_SPACES', 'compute_artifacts',
            'load_gm', 'make_spaces', 'openset', 'table1', 'table2', 'table3', 'markdown_tables',

@@ -33,6 +33,24 @@ class Evaluation:
   markdown: str        # tables as markdown (what is printed)
 
 
+class _DropInfoFrom:
+  """logging.Filter: drops INFO records logged from files under the given package folders."""
+
+  def __init__(self, packages):
+    self.parts = tuple(f'{os.sep}{p}{os.sep}' for p in packages)
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or not any(p in record.pathname for p in self.parts)
+
+
+def quiet_library_logs(packages=('orbax',)) -> None:
+  """Keeps the binaries' output readable: orbax logs several INFO lines per checkpoint."""
+  import logging as py_logging
+  f = _DropInfoFrom(packages)
+  py_logging.getLogger('absl').addFilter(f)
+  logging.get_absl_handler().addFilter(f)
+
+
 def _is_writer() -> bool:
   import jax
   return jax.process_index() == 0

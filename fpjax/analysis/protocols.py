@@ -260,6 +260,7 @@ def table2(src: GMDataset, tgt: GMDataset, spaces: dict, *, seeds=(0, 1, 2), bas
   """Train on every image of `src`, test on every image of `tgt` (models matched by name)."""
   from fpjax.baselines import BASELINES
   cfg = cfg or {}
+  baselines = list(BASELINES) if baselines is None else list(baselines)
   common, (ks, ys), (kt, yt) = _common_classes(src, tgt)
   dataset = f'{src.name} -> {tgt.name}'
   rows = []

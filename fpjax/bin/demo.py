@@ -18,6 +18,7 @@ _CROSS = flags.DEFINE_bool('cross', True, 'Build the two Table 2 zoos and run Ta
 
 def main(argv):
   del argv
+  analysis.quiet_library_logs()
   analysis.run_demo(_WORKDIR.value, preset=_PRESET.value, cross_preset=_CROSS_PRESET.value,
                     seeds=_SEEDS.value,
                     cross_reals=('mnist5k_0to4', 'mnist5k_5to9') if _CROSS.value else ())

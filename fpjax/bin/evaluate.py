@@ -33,6 +33,7 @@ def _baselines(values):
 
 def main(argv):
   del argv
+  analysis.quiet_library_logs()
   cfg = None
   if _ATTRIBUTOR_EPOCHS.value:
     e = _ATTRIBUTOR_EPOCHS.value
