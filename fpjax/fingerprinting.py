@@ -356,8 +356,10 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb", k
   except Preempted:
     raise
   except BaseException:
-    # Keep everything computed so far (e.g. a bad file in the middle of the run).
-    if run.batches_done > max(run.checkpointed, 0):
+    # Keep everything computed so far (e.g. a bad file in the middle of the run). With several
+    # processes an orbax save needs all of them, and the others are not here: keep the periodic
+    # checkpoints only.
+    if jax.process_count() == 1 and run.batches_done > max(run.checkpointed, 0):
       logging.error("compute_artifacts: stopping at batch %d; checkpointing what is done.",
                     run.batches_done)
       checkpoint()
