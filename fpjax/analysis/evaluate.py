@@ -20,8 +20,10 @@ from fpjax.analysis import report as report_lib
 # (timings in the helper-eval notes). Classifier seeds vary the classifier's initialisation and
 # minibatch order; the 70/30 split is fixed (split_seed) so every method sees the same images.
 DEMO_CONFIG = dict(
-    cfg={'attributor': dict(epochs=5, milestones=(3, 4))},
-    cross_cfg={'attributor': dict(epochs=5, milestones=(3, 4))},
+    cfg={'attributor': dict(widths=(8, 16, 32), epochs=4, milestones=(2, 3), batch_size=128)},
+    cross_cfg={'attributor': dict(widths=(8, 16, 32), epochs=4, milestones=(2, 3),
+                                  batch_size=128)},
+    encoder_steps={'sl': 150, 'ssl': 60},
 )
 
 
@@ -235,6 +237,7 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
                   cross=cross, cross_baselines=cross_baselines,
                   cfg=DEMO_CONFIG['cfg'] if cfg is None else cfg,
                   cross_cfg=DEMO_CONFIG['cross_cfg'] if cross_cfg is None else cross_cfg,
-                  encoder_steps=encoder_steps, timings=timings,
+                  encoder_steps=DEMO_CONFIG['encoder_steps'] if encoder_steps is None
+                  else encoder_steps, timings=timings,
                   extra_config=dict(demo=dict(preset=preset, cross_preset=cross_preset,
                                               cross_num_samples=cross_num_samples)))

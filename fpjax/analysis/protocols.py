@@ -105,7 +105,7 @@ def make_spaces(names, real, *, workdir: str | None = None, encoder_steps: dict 
   """Space name -> what `Manifold.from_images` takes: 'rgb'|'freq'|'dct' or a trained Encoder.
 
   SL/SSL encoders are trained on `real.train_images` (SL with its digit labels) and cached in
-  `workdir/encoders/<kind>` (reloaded when present).
+  `workdir/encoders/<kind>-<real>-steps<steps>-seed<seed>` (reloaded when present).
   """
   from fpjax.models import encoders
   out = {}
@@ -113,13 +113,15 @@ def make_spaces(names, real, *, workdir: str | None = None, encoder_steps: dict 
     if n in ('rgb', 'freq', 'dct'):
       out[n] = n
     elif n in ('sl', 'ssl'):
-      path = os.path.join(workdir, 'encoders', f'{n}-{real.name}') if workdir else None
+      steps = (encoder_steps or {}).get(n)
+      # The cache key holds what the encoder depends on, so other settings never reuse it.
+      key = f'{n}-{real.name}-steps{steps or "preset"}-seed{seed}'
+      path = os.path.join(workdir, 'encoders', key) if workdir else None
       if path and os.path.exists(os.path.join(path, 'config.json')):
         out[n] = encoders.load_encoder(path)
         logging.info('encoder %s: reloaded from %s', n, path)
         continue
       t0 = time.time()
-      steps = (encoder_steps or {}).get(n)
       out[n] = encoders.train_encoder(n, real.train_images,
                                       real.train_labels if n == 'sl' else None,
                                       steps=steps, seed=seed)

@@ -298,7 +298,7 @@ def discussion(rows) -> list[str]:
       bm2 = _best([r for r in rr if r['method'] == 'ManiFPT'])
       line = f'- Table 2, {d}: best {_label(b)} {100 * b["accuracy_mean"]:.1f}%'
       if bm2 and bm2 is not b:
-        line += f'; best ManiFPT {_label(bm2)} {100 * bm2["accuracy_mean"]:.1f}%'
+        line += f'; best ManiFPT row {_label(bm2)} {100 * bm2["accuracy_mean"]:.1f}%'
       out.append(line + '.')
   t3 = [r for r in rows if r['table'] == '3']
   if t3:
