@@ -54,8 +54,10 @@ class Projection:
 
 def check_finite(x: jax.Array, what: str) -> None:
   """Raises a ValueError naming the rows of x that hold NaN or Inf."""
-  if isinstance(x, np.ndarray):
-    finite = np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+  if isinstance(x, np.ndarray):  # in blocks: no bank-sized temporary
+    flat = x.reshape(x.shape[0], -1)
+    finite = np.concatenate([np.isfinite(flat[s:s + 65536]).all(axis=1)
+                             for s in range(0, len(flat), 65536)])
   else:
     finite = parallel.to_host(jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1))
   bad = np.flatnonzero(~finite)
@@ -64,9 +66,11 @@ def check_finite(x: jax.Array, what: str) -> None:
     raise ValueError(f"{what}: {bad.size} row(s) hold NaN or Inf values: rows {shown}")
 
 
-def _search(q, bank, mu, *, n_valid, offset, k, tile, search_dtype, groups):
+def _search(q, bank, mu, offset, n_valid, *, k, tile, search_dtype, groups):
   """Per-device top-k of local queries against the local bank slice.
 
+  `offset` and `n_valid` (traced int32 scalars: one compilation serves every chunk of
+  a streamed bank) say which global rows this call's bank holds and how many are real.
   Returns, merged over the 'bank' axis (identical on every 'bank' device):
   squared distances [q, k] (float32, exact difference form), global indices [q, k],
   and `certified` [q]: True where a rounding-error bound proves that no row left
@@ -86,15 +90,17 @@ def _search(q, bank, mu, *, n_valid, offset, k, tile, search_dtype, groups):
   def scan_tile(carry, t):
     best_d, best_g = carry
     b = lax.dynamic_slice_in_dim(bank, t * tile, tile) - mu
-    bn = jnp.sum(b * b, axis=1)
+    row = shard_offset + t * tile + jnp.arange(tile, dtype=jnp.int32)
+    # Padding rows get ‖b‖² = inf: masked through a [tile] vector, not a [q, tile] select.
+    bn = jnp.where(row < offset + n_valid, jnp.sum(b * b, axis=1), jnp.inf)
+    # ‖q‖² is the same for a whole row of d: added after the minima, not to every entry.
     if search_dtype is None:  # direct ‖q − b‖²: no cancellation, matmul-free, slow
-      d = lax.map(lambda qi: jnp.sum(jnp.square(qi - b), axis=1), qc)  # [tile, dim] live
+      d = lax.map(lambda qi: jnp.sum(jnp.square(qi - b), axis=1), qc)
+      d = jnp.where(jnp.isinf(bn)[None, :], jnp.inf, d)
     else:
       dots = lax.dot_general(qs, b.astype(search_dtype), (((1,), (1,)), ((), ())),
                              precision=precision, preferred_element_type=jnp.float32)
-      d = qn[:, None] + bn[None, :] - 2.0 * dots
-    row = shard_offset + t * tile + jnp.arange(tile, dtype=jnp.int32)
-    d = jnp.where((row < offset + n_valid)[None, :], d, jnp.inf)
+      d = bn[None, :] - 2.0 * dots
     # Minimum per group of GROUP rows: top_k then sorts GROUP times fewer values.
     gmin = jnp.min(d.reshape(d.shape[0], groups_per_tile, GROUP), axis=2)
     gid = t * groups_per_tile + jnp.arange(groups_per_tile, dtype=jnp.int32)
@@ -107,6 +113,8 @@ def _search(q, bank, mu, *, n_valid, offset, k, tile, search_dtype, groups):
   init = (jnp.full((q.shape[0], c), jnp.inf, jnp.float32),
           jnp.zeros((q.shape[0], c), jnp.int32))
   (group_d, group_g), _ = lax.scan(scan_tile, init, jnp.arange(rows // tile))
+  if search_dtype is not None:
+    group_d = group_d + qn[:, None]
 
   # Exact re-rank: ‖q − b‖² in float32 for every row of the candidate groups.
   def exact(g):
@@ -241,15 +249,15 @@ class Manifold:
     return jax.device_put(chunk, NamedSharding(self.mesh, P(parallel.BANK, None)))
 
   # ---- the kernels ------------------------------------------------------------------------
-  def _search_fn(self, n_valid, offset, search_dtype):
-    key = ("search", n_valid, offset, search_dtype and jnp.dtype(search_dtype).name)
+  def _search_fn(self, search_dtype):
+    key = ("search", search_dtype and jnp.dtype(search_dtype).name)
     if key not in self._fns:
       kernel = functools.partial(
-          _search, n_valid=n_valid, offset=offset, k=self.k, tile=self.tile,
-          search_dtype=search_dtype, groups=max(CANDIDATE_GROUPS, 2 * -(-self.k // GROUP)))
+          _search, k=self.k, tile=self.tile, search_dtype=search_dtype,
+          groups=max(CANDIDATE_GROUPS, 2 * -(-self.k // GROUP)))
       self._fns[key] = jax.jit(jax.shard_map(
           kernel, mesh=self.mesh,
-          in_specs=(P(parallel.DATA, None), P(parallel.BANK, None), P()),
+          in_specs=(P(parallel.DATA, None), P(parallel.BANK, None), P(), P(), P()),
           out_specs=(P(parallel.DATA, None), P(parallel.DATA, None), P(parallel.DATA)),
           # Replication over 'bank' comes from the all_gather/pmin merge; the
           # varying-axes type check is off because its API still moves between releases.
@@ -267,13 +275,14 @@ class Manifold:
 
   def _search_all(self, q, search_dtype):
     """Top-k of one padded query batch over the whole bank (streamed if on host)."""
+    search = self._search_fn(search_dtype)
     if self.bank is not None:
-      return self._search_fn(self.size, 0, search_dtype)(q, self.bank, self.mean)
+      return search(q, self.bank, self.mean, np.int32(0), np.int32(self.size))
     best = None
     for start in range(0, self.size, self.chunk_rows):
       n_valid = min(self.chunk_rows, self.size - start)
       chunk = self._put_bank(self.host_bank, start)
-      d, i, ok = self._search_fn(n_valid, start, search_dtype)(q, chunk, self.mean)
+      d, i, ok = search(q, chunk, self.mean, np.int32(start), np.int32(n_valid))
       if best is None:
         best = (d, i, ok)
       else:

@@ -132,6 +132,7 @@ def test_bank_streamed_from_host_gives_same_answer(mnist):
                                                  device_bank_bytes=700 * 784 * 4)
   assert streamed_manifold.bank is None and streamed_manifold.chunk_rows < 3000
   streamed = streamed_manifold.project(query_images)
+  assert len(streamed_manifold._fns) <= 3  # one compiled kernel serves every chunk
   np.testing.assert_array_equal(np.asarray(streamed.index), np.asarray(on_device.index))
   np.testing.assert_array_equal(np.asarray(streamed.artifact), np.asarray(on_device.artifact))
 
@@ -210,8 +211,8 @@ def test_kernel_memory_is_bank_plus_tile_not_queries_times_bank():
   for rows in (4096, 32768):
     manifold = fpjax.Manifold.from_embeddings(np.zeros((rows, 128), np.float32), tile=1024)
     q = jax.device_put(jnp.zeros((512, 128)), NamedSharding(manifold.mesh, P("data", None)))
-    compiled = manifold._search_fn(rows, 0, jnp.bfloat16).lower(q, manifold.bank,
-                                                                manifold.mean).compile()
+    compiled = manifold._search_fn(jnp.bfloat16).lower(
+        q, manifold.bank, manifold.mean, np.int32(0), np.int32(rows)).compile()
     analysis = compiled.memory_analysis()
     if analysis is None:
       pytest.skip("this backend reports no memory analysis")
