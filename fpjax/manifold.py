@@ -88,7 +88,7 @@ def _search(q, bank, mu, offset, n_valid, *, k, tile, search_dtype, groups):
   precision = lax.Precision.HIGHEST if search_dtype == jnp.float32 else None
 
   def scan_tile(carry, t):
-    best_d, best_g = carry
+    best_d, best_g, bmax2 = carry
     b = lax.dynamic_slice_in_dim(bank, t * tile, tile) - mu
     row = shard_offset + t * tile + jnp.arange(tile, dtype=jnp.int32)
     # Padding rows get ‖b‖² = inf: masked through a [tile] vector, not a [q, tile] select.
@@ -108,11 +108,13 @@ def _search(q, bank, mu, offset, n_valid, *, k, tile, search_dtype, groups):
     cand_d = jnp.concatenate([best_d, gmin], axis=1)
     cand_g = jnp.concatenate([best_g, jnp.broadcast_to(gid, gmin.shape)], axis=1)
     neg, pos = lax.top_k(-cand_d, c)
-    return (-neg, jnp.take_along_axis(cand_g, pos, axis=1)), None
+    # The largest real ‖b‖² of the slice feeds the rounding-error bound below.
+    bmax2 = jnp.maximum(bmax2, jnp.max(jnp.where(jnp.isinf(bn), 0.0, bn)))
+    return (-neg, jnp.take_along_axis(cand_g, pos, axis=1), bmax2), None
 
   init = (jnp.full((q.shape[0], c), jnp.inf, jnp.float32),
-          jnp.zeros((q.shape[0], c), jnp.int32))
-  (group_d, group_g), _ = lax.scan(scan_tile, init, jnp.arange(rows // tile))
+          jnp.zeros((q.shape[0], c), jnp.int32), jnp.zeros((), jnp.float32))
+  (group_d, group_g, bmax2), _ = lax.scan(scan_tile, init, jnp.arange(rows // tile))
   if search_dtype is not None:
     group_d = group_d + qn[:, None]
 
@@ -133,9 +135,7 @@ def _search(q, bank, mu, offset, n_valid, *, k, tile, search_dtype, groups):
 
   # Every row outside the kept groups has a searched distance >= the c-th kept group
   # minimum; its true distance is at least that minus the rounding bound below.
-  b_all = bank - mu
-  valid_rows = shard_offset + jnp.arange(rows) < offset + n_valid
-  bmax = jnp.sqrt(jnp.max(jnp.where(valid_rows, jnp.sum(b_all * b_all, axis=1), 0.0)))
+  bmax = jnp.sqrt(bmax2)
   qnorm = jnp.sqrt(qn)
   gamma = dim * _F32_EPS / (1.0 - dim * _F32_EPS)
   if search_dtype is None:
