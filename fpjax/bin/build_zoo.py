@@ -3,6 +3,7 @@ from absl import app
 from absl import flags
 
 from fpjax import zoo
+from fpjax.bin import flags as fpjax_flags
 
 _PRESET = flags.DEFINE_enum('preset', 'quick', sorted(zoo.PRESETS), 'Zoo size and training length.')
 _REAL = flags.DEFINE_enum('real', 'mnist5k', ['mnist5k', 'mnist5k_0to4', 'mnist5k_5to9', 'digits'],
@@ -15,6 +16,7 @@ _NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Samples per model (def
 
 def main(argv):
   del argv
+  fpjax_flags.initialize()
   zoo.build_zoo(_WORKDIR.value, preset=_PRESET.value, real=_REAL.value, seed=_SEED.value,
                 num_samples=_NUM_SAMPLES.value)
 
