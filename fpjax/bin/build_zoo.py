@@ -2,6 +2,7 @@ r"""Builds the GM zoo: python -m fpjax.bin.build_zoo --preset=quick --real=mnist
 from absl import app
 from absl import flags
 
+from fpjax import parallel
 from fpjax import zoo
 from fpjax.bin import flags as fpjax_flags
 
@@ -17,6 +18,8 @@ _NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Samples per model (def
 def main(argv):
   del argv
   fpjax_flags.initialize()
+  if not parallel.is_chief():
+    return  # the zoo is small: process 0 trains it on its devices; the others have nothing to do
   zoo.build_zoo(_WORKDIR.value, preset=_PRESET.value, real=_REAL.value, seed=_SEED.value,
                 num_samples=_NUM_SAMPLES.value)
 
