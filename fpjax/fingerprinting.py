@@ -36,6 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from fpjax import artifact_io
+from fpjax import data
 from fpjax import parallel
 from fpjax import progress as progress_lib
 from fpjax.manifold import Manifold
@@ -56,7 +57,6 @@ class Preempted(RuntimeError):
 def load_bank_images(real: str) -> np.ndarray:
   """Real images for the bank: an embedded dataset name, 'tfds:<name>[:<split>]', a .npy/.npz
   of images [N, H, W, C], or an image folder (all its classes pooled)."""
-  from fpjax import data  # pylint: disable=g-import-not-at-top
   if real in data.REAL_NAMES:
     return np.asarray(data.load_real(real).train_images)
   if real.startswith("tfds:"):
@@ -70,45 +70,7 @@ def load_bank_images(real: str) -> np.ndarray:
                    ".npz of images or an image folder.")
 
 
-class ImageFolderSource:
-  """Generated images `root/<model>/*.png|jpg`, decoded when the pipeline asks for them.
-
-  Listing (names, symlinks, non-image files) is checked up front by fpjax.data's image-folder
-  rules; a file that fails to decode raises a ValueError naming it when its batch is read, so a
-  long run stops there with everything before it checkpointed. Images are converted to the
-  bank's channel count; a size different from the bank's is an error naming the file.
-  """
-
-  def __init__(self, root: str, image_shape, class_names=None):
-    from fpjax.data import sources  # pylint: disable=g-import-not-at-top
-    self._sources = sources
-    self.root = os.path.abspath(root)
-    names, files = sources._list_folder(self.root)  # pylint: disable=protected-access
-    if class_names is not None and list(class_names) != names:
-      raise ValueError(f"{self.root}: model folders {names} differ from the models listed in "
-                       f"zoo.json {list(class_names)}.")
-    self.class_names = names
-    self.files = [f for fs in files for f in fs]
-    self.labels = np.concatenate([np.full(len(fs), i, np.int32) for i, fs in enumerate(files)])
-    self.image_shape = tuple(int(s) for s in image_shape)
-
-  def __len__(self) -> int:
-    return len(self.files)
-
-  def __getitem__(self, i: int) -> dict[str, Any]:
-    path = self.files[i]
-    a = self._sources._decode(path)  # pylint: disable=protected-access
-    h, w, c = self.image_shape
-    if a.shape[:2] != (h, w):
-      raise ValueError(f"{path}: image is {a.shape[1]}x{a.shape[0]} but the real bank's images are "
-                       f"{w}x{h}.")
-    if a.shape[-1] != c:
-      a = (np.repeat(a, 3, axis=-1) if c == 3 else
-           np.clip(np.rint(a @ np.array([0.299, 0.587, 0.114])), 0, 255).astype(np.uint8)[..., None])
-    return {"image": a, "label": self.labels[i], "row": np.int64(i)}
-
-
-def open_generated(gm: str, image_shape) -> ImageFolderSource:
+def open_generated(gm: str, image_shape) -> data.ImageFolderSource:
   """--gm: a zoo work directory (has zoo.json and images/) or an image-folder root."""
   if not os.path.isdir(gm):
     raise ValueError(f"--gm {gm!r}: not a directory (a zoo workdir or an image-folder root).")
@@ -121,8 +83,8 @@ def open_generated(gm: str, image_shape) -> ImageFolderSource:
       raise ValueError(f"{zoo_json}: no 'models' list of {{'name': ...}} entries: {e}") from e
     root = os.path.join(gm, "images")
     artifact_io.check_inside(root, gm)
-    return ImageFolderSource(root, image_shape, class_names=sorted(names))
-  return ImageFolderSource(gm, image_shape)
+    return data.ImageFolderSource(root, image_shape, class_names=sorted(names))
+  return data.ImageFolderSource(gm, image_shape)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -397,6 +359,5 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb", k
 
 
 def _make_pipeline(source, batch, mesh, prefetch, num_threads):
-  from fpjax import data  # pylint: disable=g-import-not-at-top
   return data.make_pipeline(source, batch_size=batch, mesh=mesh, drop_remainder=False,
                             prefetch=prefetch, num_threads=num_threads)

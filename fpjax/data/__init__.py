@@ -5,6 +5,7 @@ from fpjax.data.real import load_real
 from fpjax.data.real import NAMES as REAL_NAMES
 from fpjax.data.real import RealData
 from fpjax.data.sources import ArraySource
+from fpjax.data.sources import ImageFolderSource
 from fpjax.data.sources import ImageSet
 from fpjax.data.sources import load_image_folder
 from fpjax.data.sources import load_tfds

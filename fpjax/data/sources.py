@@ -155,6 +155,48 @@ def _to_size(path: str, a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return out[..., None] if out.ndim == 2 else out
 
 
+def _to_channels(a: np.ndarray, channels: int) -> np.ndarray:
+  """Grey -> colour repeats the channel; colour -> grey uses Pillow's convert('L') weights."""
+  if a.shape[-1] == channels:
+    return a
+  if channels == 3:
+    return np.repeat(a, 3, axis=-1)
+  return np.clip(np.rint(a @ np.array([0.299, 0.587, 0.114])), 0, 255).astype(np.uint8)[..., None]
+
+
+class ImageFolderSource:
+  """`root/<model>/*.{png,jpg,jpeg}`, decoded when the input pipeline asks for an image.
+
+  The listing (names, symlinks, non-image files) is checked up front with the same rules as
+  `load_image_folder`; a file that fails to decode raises a ValueError naming it when its batch
+  is read, so a long run stops there with everything before it kept. Images are converted to
+  `image_shape`'s channel count; another size is an error naming the file.
+  """
+
+  def __init__(self, root: str, image_shape: Sequence[int], class_names: Sequence[str] | None = None):
+    self.root = os.path.abspath(root)
+    names, files = _list_folder(self.root)
+    if class_names is not None and list(class_names) != names:
+      raise ValueError(f'{self.root}: model folders {names} differ from the expected models '
+                       f'{list(class_names)}.')
+    self.class_names = names
+    self.files = [f for fs in files for f in fs]
+    self.labels = np.concatenate([np.full(len(fs), i, np.int32) for i, fs in enumerate(files)])
+    self.image_shape = tuple(int(s) for s in image_shape)
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    path = self.files[i]
+    a = _decode(path)
+    h, w, c = self.image_shape
+    if a.shape[:2] != (h, w):
+      raise ValueError(f'{path}: image is {a.shape[1]}x{a.shape[0]} but {w}x{h} is expected '
+                       '(the real bank\'s size).')
+    return {'image': _to_channels(a, c), 'label': self.labels[i], 'row': np.int64(i)}
+
+
 def load_image_folder(root: str, *, image_size: int | Sequence[int] | None = None,
                       channels: int | None = None, num_threads: int | None = None) -> ImageSet:
   """Reads `root/<model_name>/*.{png,jpg,jpeg}` into an ImageSet (see module docstring).
@@ -192,12 +234,7 @@ def load_image_folder(root: str, *, image_size: int | Sequence[int] | None = Non
     channels = 1 if all(a.shape[-1] == 1 for a in decoded) else 3
   images = np.empty((len(files), size[0], size[1], channels), np.uint8)
   for i, a in enumerate(decoded):
-    if a.shape[-1] == channels:
-      images[i] = a
-    elif channels == 3:
-      images[i] = np.repeat(a, 3, axis=-1)
-    else:  # colour -> luminance, same weights as Pillow's convert('L').
-      images[i, ..., 0] = np.clip(np.rint(a @ np.array([0.299, 0.587, 0.114])), 0, 255)
+    images[i] = _to_channels(a, channels)
   for name, fs in zip(class_names, class_files):
     logging.info('load_image_folder: %s: read %d images of class %r', root, len(fs), name)
   return ImageSet(images, labels, class_names, files)
