@@ -34,10 +34,9 @@ def check_labels(x, labels, who):
   return labels
 
 
-class LinearBaseline:
-  """Hand-crafted features -> LinearProbe. Subclasses define ``QUICK`` and ``_features``."""
+class _Baseline:
+  """Options: the class's ``QUICK`` defaults overridden by known keyword arguments."""
   QUICK: dict = {}
-  PROBE_KEYS = ('l2', 'lr', 'epochs', 'batch_size', 'val_fraction', 'patience')
 
   def __init__(self, seed: int = 0, **cfg):
     unknown = set(cfg) - set(self.QUICK)
@@ -46,7 +45,12 @@ class LinearBaseline:
                        f'known: {sorted(self.QUICK)}')
     self.seed = seed
     self.cfg = dict(self.QUICK, **cfg)
-    self.probe = None
+
+
+class LinearBaseline(_Baseline):
+  """Hand-crafted features -> LinearProbe. Subclasses define ``QUICK`` and ``_features``."""
+  PROBE_KEYS = ('l2', 'lr', 'epochs', 'batch_size', 'val_fraction', 'patience')
+  probe = None
 
   def _features(self, x):  # jnp float images [B,H,W,C] in [0,1] -> [B, D]
     raise NotImplementedError
@@ -68,18 +72,9 @@ class LinearBaseline:
     return self.probe.predict(self.features(images))
 
 
-class CNNBaseline:
+class CNNBaseline(_Baseline):
   """A network trained end to end on (pre-processed) images; features = penultimate vector."""
-  QUICK: dict = {}
-
-  def __init__(self, seed: int = 0, **cfg):
-    unknown = set(cfg) - set(self.QUICK)
-    if unknown:
-      raise ValueError(f'{type(self).__name__}: unknown options {sorted(unknown)}; '
-                       f'known: {sorted(self.QUICK)}')
-    self.seed = seed
-    self.cfg = dict(self.QUICK, **cfg)
-    self.attributor = None
+  attributor = None
 
   def _inputs(self, images) -> np.ndarray:
     return float_images(images, type(self).__name__)

@@ -9,7 +9,7 @@ is BM3D; a Gaussian filter keeps it dependency-free. ``features`` are the flatte
 import jax.numpy as jnp
 import numpy as np
 
-from fpjax.baselines._common import batched, check_labels, float_images
+from fpjax.baselines._common import _Baseline, batched, check_labels, float_images
 
 
 def gaussian_denoise(x, sigma: float = 1.0, truncate: float = 4.0):
@@ -34,17 +34,10 @@ def _normalise(v: np.ndarray) -> np.ndarray:
   return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
-class Marra19:
-  QUICK = dict(sigma=1.0)
-
-  def __init__(self, seed: int = 0, **cfg):
-    unknown = set(cfg) - set(self.QUICK)
-    if unknown:
-      raise ValueError(f'Marra19: unknown options {sorted(unknown)}; known: {sorted(self.QUICK)}')
-    self.seed = seed  # unused: the method is deterministic
-    self.cfg = dict(self.QUICK, **cfg)
-    self.classes_ = None
-    self.fingerprints_ = None
+class Marra19(_Baseline):
+  QUICK = dict(sigma=1.0)  # the seed is unused: the method is deterministic
+  classes_ = None
+  fingerprints_ = None
 
   def features(self, images) -> np.ndarray:
     x = float_images(images, 'Marra19')
