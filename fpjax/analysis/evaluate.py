@@ -20,9 +20,8 @@ from fpjax.analysis import report as report_lib
 # (timings in the helper-eval notes). Classifier seeds vary the classifier's initialisation and
 # minibatch order; the 70/30 split is fixed (split_seed) so every method sees the same images.
 DEMO_CONFIG = dict(
-    cfg={'attributor': dict(widths=(8, 16, 32), epochs=4, milestones=(2, 3), batch_size=128)},
-    cross_cfg={'attributor': dict(widths=(8, 16, 32), epochs=4, milestones=(2, 3),
-                                  batch_size=128)},
+    cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4))},
+    cross_cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4))},
     encoder_steps={'sl': 150, 'ssl': 60},
 )
 
