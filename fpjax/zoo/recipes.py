@@ -95,6 +95,13 @@ PRESETS = {
                    width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8},
                    num_samples=32, chunk=100, ancestral_steps=10, ddim_steps=10,
                    flow_steps_per_scale=1),
+    # The two extra zoos of the demo's cross-dataset table (Table 2): no DDPM, short training;
+    # two GANs that differ only in architecture keep the table about design, not family.
+    'cross': Preset('cross', recipes=('gan_tconv_bn_relu_ns', 'gan_nearest_bn_relu_hinge_sn',
+                                      'vae_tconv_bn_relu', 'flow_glow_actnorm_relu'),
+                    steps={'gan': 300, 'vae': 300, 'flow': 100, 'diffusion': 0},
+                    width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8},
+                    num_samples=100, chunk=100, flow_steps_per_scale=1),
     'quick': Preset('quick', recipes=None,
                     steps={'gan': 600, 'vae': 400, 'flow': 600, 'diffusion': 600},
                     width={'gan': 8, 'vae': 8, 'flow': 32, 'diffusion': 8},
