@@ -269,12 +269,12 @@ def discussion(rows) -> list[str]:
                  f'{noise:.1f}).')
     elif gap < -2 * noise:
       verdict = (f'**A baseline beats ManiFPT** by {-gap:.1f} points (more than twice the larger '
-                 f'seed std, {noise:.1f}). On this zoo the models differ strongly in global image '
-                 'statistics (blank or blurry samples from some flows/VAEs, contrast and stroke '
-                 'width), which a classifier on the images themselves or on colour/spectral '
-                 'statistics picks up directly; the artifact removes the nearest real digit and '
-                 'with it part of that signal, and the small 28x28 grey zoo and short training '
-                 'budgets do not reproduce the paper\'s setting (diverse high-quality models).')
+                 f'seed std, {noise:.1f}). Likely reasons (hypotheses, not tested here): the '
+                 'models of a small zoo differ in global image statistics (near-blank or blurry '
+                 'samples from some flows/VAEs, contrast, stroke width) that a CNN on the images '
+                 'or colour/spectral statistics pick up directly, while the artifact subtracts '
+                 'the nearest real digit; and short training budgets and 28x28 grey images are '
+                 'far from the paper\'s setting (diverse high-quality models, 32-256 px colour).')
     else:
       verdict = (f'The two are within noise ({gap:+.1f} points; larger seed std {noise:.1f}).')
     out.append(f'- Table 1: best ManiFPT row {_label(bm)} {100 * bm["accuracy_mean"]:.1f}%, best '
@@ -284,6 +284,16 @@ def discussion(rows) -> list[str]:
     if cr:
       out.append(f'- ManiFPT with the {clf}: ' + ', '.join(
           f'{r["space"].upper()} {100 * r["accuracy_mean"]:.1f}%' for r in cr) + '.')
+  worse = [p['space'].upper() for p in mani if p['classifier'] == 'probe' for a in mani
+           if a['classifier'] == 'attributor' and a['space'] == p['space']
+           and a['accuracy_mean'] < p['accuracy_mean'] - 2 * max(a['accuracy_std'],
+                                                                 p['accuracy_std'], 0.005)]
+  if worse:
+    out.append(f'- The attributor is below the linear probe on {", ".join(worse)}. It normalises '
+               'its input with one scalar shift/scale, while the probe z-scores every coordinate; '
+               'log-magnitude (FREQ/DCT) artifacts vary in scale by orders of magnitude across '
+               'coefficients, so per-coordinate standardisation (or more epochs) is the likely '
+               'fix (hypothesis).')
   fd = [r for r in t1 if r['fdr'] is not None]
   if fd:
     top = max(fd, key=lambda r: r['fdr'])
