@@ -117,8 +117,9 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
 
   t = time.time()
   if len(gm.class_names) >= 3:
-    rows += protocols.openset(gm, {s: a for s, (a, _) in t1['artifacts'].items()},
-                              t1['train_mask'], shots=shots, seed=split_seed)
+    feats = {s: a for s, (a, _) in t1['artifacts'].items()}
+    feats.update(_fit_free_baseline_features(gm, baselines, baseline_cfg))
+    rows += protocols.openset(gm, feats, t1['train_mask'], shots=shots, seed=split_seed)
   timings['openset_s'] = time.time() - t
 
   t = time.time()
@@ -164,6 +165,22 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
     print(md, flush=True)
   logging.info('evaluate: done in %.0fs -> %s', time.time() - t_start, workdir)
   return Evaluation(rows, workdir, files, md)
+
+
+def _fit_free_baseline_features(gm, baselines, baseline_cfg) -> dict:
+  """Features of the baselines whose features need no training (hand-crafted, Marra19).
+
+  CNN baselines learn their features from the known models, so a model left out of the
+  open-set protocol would have been seen in training: they are left out here.
+  """
+  from fpjax.baselines import BASELINES
+  out = {}
+  for b in (list(BASELINES) if baselines is None else baselines):
+    try:
+      out[b] = np.asarray(BASELINES[b](**(baseline_cfg or {}).get(b, {})).features(gm.images))
+    except ValueError:  # 'call fit first': a learned feature extractor
+      continue
+  return out
 
 
 def _figures(gm, t1, fig_dir) -> dict:

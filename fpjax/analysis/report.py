@@ -324,7 +324,9 @@ def discussion(rows) -> list[str]:
   if to:
     b = max(to, key=lambda r: r['auroc'])
     out.append(f'- Open set: best leave-one-model-out AUROC {b["auroc"]:.3f} '
-               f'({_name(b)}); few-shot enrolment accuracies are in the last table.')
+               f'({_name(b)}); few-shot enrolment accuracies are in the last table. Baselines '
+               'appear there only when their features need no training (hand-crafted ones, '
+               'Marra19): a learned extractor would have seen the left-out model.')
   return out
 
 
