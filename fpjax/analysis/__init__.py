@@ -13,7 +13,8 @@ from fpjax.analysis.protocols import (GMDataset, KNOBS, MANIFPT_SPACES, compute_
                                       make_spaces, openset, table1, table2, table3)
 from fpjax.analysis.report import markdown_tables, write_json
 
-__all__ = ['metrics', 'protocols', 'report', 'DEMO_CONFIG', 'Evaluation', 'evaluate', 'quiet_library_logs',
+__all__ = ['metrics', 'protocols', 'report', 'DEMO_CONFIG', 'Evaluation', 'evaluate',
+           'quiet_library_logs',
            'run_demo',
            'accuracy', 'confusion_matrix', 'fisher_discriminant_ratio', 'mean_std', 'nmi',
            'split_per_class', 'GMDataset', 'KNOBS', 'MANIFPT_SPACES', 'compute_artifacts',

@@ -21,7 +21,6 @@ Open set leave-one-model-out AUROC and few-shot enrolment accuracy of nearest-pr
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -56,7 +55,8 @@ def load_gm(gm: str, real=None, *, name: str | None = None) -> GMDataset:
   from fpjax import data as data_lib
   from fpjax import zoo as zoo_lib
   if not os.path.isdir(gm):
-    raise ValueError(f'--gm {gm!r}: not a directory (expected a zoo workdir or an image-folder root)')
+    raise ValueError(f'--gm {gm!r}: not a directory (expected a zoo workdir or an '
+                     'image-folder root)')
   tags = None
   if os.path.exists(os.path.join(gm, 'zoo.json')):
     images, meta = zoo_lib.load_zoo(gm)
@@ -328,7 +328,8 @@ def knob_nmi(features, labels, class_names, tags, *, knobs=KNOBS, seed: int = 0)
   return out
 
 
-def table3(gm: GMDataset, artifacts: dict, *, knobs=KNOBS, pca_dim: int = 32, seed: int = 0) -> list:
+def table3(gm: GMDataset, artifacts: dict, *, knobs=KNOBS, pca_dim: int = 32,
+           seed: int = 0) -> list:
   """Per space: NMI between k-means clusters of the artifacts and each design knob."""
   if not gm.tags:
     raise ValueError(f'{gm.name}: Table 3 needs design-knob tags (a zoo with zoo.json)')

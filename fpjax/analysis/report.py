@@ -16,7 +16,6 @@ import os
 
 import numpy as np
 
-from fpjax.analysis import metrics
 
 ROW_FIELDS = ('table', 'method', 'space', 'classifier', 'dataset', 'accuracy_mean', 'accuracy_std',
               'accuracies', 'num_seeds', 'fdr', 'nmi', 'auroc', 'few_shot_accuracy',
@@ -110,7 +109,8 @@ def markdown_tables(rows) -> str:
     out.append('')
   to = [r for r in rows if r['table'] == 'openset']
   if to:
-    out += ['### Open set — leave-one-model-out AUROC and few-shot enrolment (nearest prototype)', '',
+    out += ['### Open set — leave-one-model-out AUROC and few-shot enrolment '
+            '(nearest prototype)', '',
             '| features | AUROC | few-shot accuracy (all models) | few-shot accuracy (new model) |',
             '|---|---|---|---|']
     out += [f'| {_name(r)} | {_num(r["auroc"])} | {_pct(r["few_shot_accuracy"])} | '
@@ -343,7 +343,8 @@ def report_markdown(rows, gm, config: dict, timings: dict, files: dict, workdir:
   captions = {
       'confusion': 'Confusion matrices (validation split, seed 0): ManiFPT linear probe per '
                    'space and the best baseline. Rows = true model (index = order above).',
-      'embedding': '2-D PCA of the validation artifacts per space (z-scored), one colour per model.',
+      'embedding': '2-D PCA of the validation artifacts per space (z-scored), one colour per '
+                   'model.',
       'mean_artifact_rgb': 'Mean RGB artifact per model (`FingerprintStats`), all images.',
       'mean_artifact_freq': 'Mean FREQ artifact per model.',
       'mean_artifact_dct': 'Mean DCT artifact per model.',
