@@ -221,15 +221,17 @@ def _figures(gm, t1, fig_dir) -> dict:
 
 
 def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: str = 'mnist5k',
-             cross_preset: str = 'tiny', cross_num_samples: int | None = 100,
+             cross_preset: str = 'cross', cross_num_samples: int | None = None,
              cross_reals=('mnist5k_0to4', 'mnist5k_5to9'), spaces=protocols.MANIFPT_SPACES,
              seeds: int = 3, baselines=None, cross_baselines=('Durall20', 'Frank20', 'Wang20'),
              cfg: dict | None = None, cross_cfg: dict | None = None,
              encoder_steps: dict | None = None) -> Evaluation:
   """The main job: build (or reuse) the zoos, then the whole evaluation, printed and written.
 
-  WORKDIR/zoo (preset `preset` on `real`) is the Table 1/3 dataset; WORKDIR/zoo_<real> for each
-  of `cross_reals` (preset `cross_preset`) are the Table 2 datasets, evaluated in both directions.
+  WORKDIR/zoo (preset `preset` on `real`) is the Table 1/3 dataset;
+  WORKDIR/zoo_<cross_preset>_<r> for each r of `cross_reals` are the Table 2 datasets,
+  evaluated in both directions.
+  `cross_num_samples` (None: the preset's) sets the samples per model of those zoos.
   A zoo already complete in its folder is reused (build_zoo is a no-op then).
   """
   from fpjax import zoo as zoo_lib
@@ -241,9 +243,9 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
   cross_dirs = []
   for r in cross_reals:
     t = time.time()
-    d = os.path.join(workdir, f'zoo_{r}')
+    d = os.path.join(workdir, f'zoo_{cross_preset}_{r}')
     zoo_lib.build_zoo(d, preset=cross_preset, real=r, num_samples=cross_num_samples)
-    timings[f'zoo_{r}_s'] = time.time() - t
+    timings[f'zoo_{cross_preset}_{r}_s'] = time.time() - t
     cross_dirs.append(d)
   cross = []
   if len(cross_dirs) == 2:

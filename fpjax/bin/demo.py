@@ -13,7 +13,8 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/fpjax_demo',
                                'Output folder (zoos and encoders are cached here).')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Classifier seeds (mean ± std over them).')
 _PRESET = flags.DEFINE_string('preset', 'quick', 'Zoo preset of the Table 1/3 zoo.')
-_CROSS_PRESET = flags.DEFINE_string('cross_preset', 'tiny', 'Zoo preset of the Table 2 zoos.')
+_CROSS_PRESET = flags.DEFINE_string('cross_preset', 'cross',
+                                    'Zoo preset of the Table 2 zoos.')
 _CROSS = flags.DEFINE_bool('cross', True, 'Build the two Table 2 zoos and run Table 2.')
 
 
