@@ -11,6 +11,7 @@ from fpjax.stats import FingerprintStats, fisher_discriminant_ratio
 # Modules below build on the core above.
 from fpjax import data, zoo, models, attribution, baselines  # noqa: E402
 from fpjax import artifact_io, fingerprinting, progress  # noqa: E402
+from fpjax import analysis  # noqa: E402
 from fpjax.artifact_io import load_array  # noqa: E402
 from fpjax.fingerprinting import compute_artifacts  # noqa: E402
 from fpjax.attribution import Attributor, LinearProbe  # noqa: E402

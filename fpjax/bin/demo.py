@@ -8,6 +8,7 @@ from absl import app
 from absl import flags
 
 from fpjax import analysis
+from fpjax.bin import flags as fpjax_flags
 
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/fpjax_demo',
                                'Output folder (zoos and encoders are cached here).')
@@ -20,6 +21,7 @@ _CROSS = flags.DEFINE_bool('cross', True, 'Build the two Table 2 zoos and run Ta
 
 def main(argv):
   del argv
+  fpjax_flags.initialize()
   analysis.quiet_library_logs()
   analysis.run_demo(_WORKDIR.value, preset=_PRESET.value, cross_preset=_CROSS_PRESET.value,
                     seeds=_SEEDS.value,

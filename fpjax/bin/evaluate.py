@@ -7,6 +7,7 @@ from absl import app
 from absl import flags
 
 from fpjax import analysis
+from fpjax.bin import flags as fpjax_flags
 
 _GM = flags.DEFINE_string('gm', None, 'Zoo workdir (has zoo.json) or image-folder root '
                           'root/<model>/*.png.', required=True)
@@ -33,6 +34,7 @@ def _baselines(values):
 
 def main(argv):
   del argv
+  fpjax_flags.initialize()
   analysis.quiet_library_logs()
   cfg = None
   if _ATTRIBUTOR_EPOCHS.value:
