@@ -57,13 +57,14 @@ class Progress:
     return (f"{self.desc}{': ' if self.desc else ''}{self.done:,}/{self.total:,} {self.unit} "
             f"({pct:.1f}%), {self.rate:,.0f} {self.unit}/s, ETA {_fmt_seconds(self.eta)}")
 
-  def update(self, n: int, force: bool = False) -> None:
+  def update(self, n: int, force: bool = False, note: str = "") -> None:
+    """Counts n more units; logs a line (with `note` after it) when one is due."""
     self.done += int(n)
     now = time.perf_counter()
     if self.enabled and (force or now - self._last_log >= self.log_every_s
                          or self.done >= self.total):
       self._last_log = now
-      logging.info("%s", self.line())
+      logging.info("%s%s", self.line(), f"  {note}" if note else "")
 
 
 class MetricWriter:

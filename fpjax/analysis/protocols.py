@@ -27,6 +27,7 @@ import time
 from absl import logging
 import numpy as np
 
+from fpjax import progress
 from fpjax.analysis import metrics
 
 KNOBS = ('upsampling', 'normalization', 'nonlinearity', 'loss', 'family', 'sampler')
@@ -82,20 +83,6 @@ def load_gm(gm: str, real=None, *, name: str | None = None) -> GMDataset:
                      f'{real.train_images.shape[3]}')
   return GMDataset(name, images.images, images.labels.astype(np.int32), list(images.class_names),
                    real, tags)
-
-
-class Progress:
-  """absl INFO lines with done/total, elapsed time and a naive ETA for a list of steps."""
-
-  def __init__(self, what: str, total: int):
-    self.what, self.total, self.done, self.t0 = what, max(int(total), 1), 0, time.time()
-
-  def step(self, label: str) -> None:
-    self.done += 1
-    el = time.time() - self.t0
-    eta = el / self.done * (self.total - self.done)
-    logging.info('%s [%d/%d] %s  elapsed %.0fs  ETA %.0fs', self.what, self.done, self.total,
-                 label, el, eta)
 
 
 # ----------------------------------------------------------------------------- spaces, artifacts
@@ -205,13 +192,14 @@ def table1(gm: GMDataset, spaces: dict, *, seeds=(0, 1, 2), baselines=None, clas
   train = metrics.split_per_class(gm.labels, 0.7, split_seed)
   y_tr, y_va = gm.labels[train], gm.labels[~train]
   rows, arts, preds = [], {}, {}
-  prog = Progress(f'Table 1 ({gm.name})', len(spaces) * (1 + len(classifiers)) + len(baselines))
+  prog = progress.Progress(len(spaces) * (1 + len(classifiers)) + len(baselines), unit='steps',
+                           desc=f'Table 1 ({gm.name})', log_every_s=0)
   for sname, space in spaces.items():
     t0 = time.time()
     art, dist = compute_artifacts(space, gm.real.train_images, gm.images)
     arts[sname] = (art, dist)
     fdr = metrics.fisher_discriminant_ratio(art[~train], y_va)
-    prog.step(f'{sname} artifacts {art.shape[1:]} in {time.time() - t0:.1f}s')
+    prog.update(1, note=f'{sname} artifacts {art.shape[1:]} in {time.time() - t0:.1f}s')
     for kind in classifiers:
       t0 = time.time()
       r = fit_and_score(lambda s, kind=kind: _make_classifier(kind, cfg), art[train], y_tr,
@@ -222,7 +210,7 @@ def table1(gm: GMDataset, spaces: dict, *, seeds=(0, 1, 2), baselines=None, clas
                        accuracies=r['accuracies'], num_seeds=len(seeds), fdr=fdr,
                        num_train=int(train.sum()), num_test=int((~train).sum()),
                        seconds=time.time() - t0))
-      prog.step(f'ManiFPT {sname} {kind}: {100 * r["accuracy_mean"]:.1f} ± '
+      prog.update(1, note=f'ManiFPT {sname} {kind}: {100 * r["accuracy_mean"]:.1f} ± '
                 f'{100 * r["accuracy_std"]:.1f}%')
   for b in baselines:
     t0 = time.time()
@@ -237,7 +225,7 @@ def table1(gm: GMDataset, spaces: dict, *, seeds=(0, 1, 2), baselines=None, clas
                      fdr=metrics.fisher_discriminant_ratio(feats, y_va),
                      num_train=int(train.sum()), num_test=int((~train).sum()),
                      seconds=time.time() - t0))
-    prog.step(f'{b}: {100 * r["accuracy_mean"]:.1f} ± {100 * r["accuracy_std"]:.1f}%')
+    prog.update(1, note=f'{b}: {100 * r["accuracy_mean"]:.1f} ± {100 * r["accuracy_std"]:.1f}%')
   return {'rows': rows, 'train_mask': train, 'artifacts': arts, 'predictions': preds}
 
 
@@ -266,7 +254,8 @@ def table2(src: GMDataset, tgt: GMDataset, spaces: dict, *, seeds=(0, 1, 2), bas
   common, (ks, ys), (kt, yt) = _common_classes(src, tgt)
   dataset = f'{src.name} -> {tgt.name}'
   rows = []
-  prog = Progress(f'Table 2 ({dataset})', len(spaces) * len(classifiers) + len(baselines))
+  prog = progress.Progress(len(spaces) * len(classifiers) + len(baselines), unit='steps',
+                           desc=f'Table 2 ({dataset})', log_every_s=0)
   for sname, space in spaces.items():
     a_src, _ = compute_artifacts(space, src.real.train_images, src.images[ks])
     a_tgt, _ = compute_artifacts(space, tgt.real.train_images, tgt.images[kt])
@@ -279,7 +268,7 @@ def table2(src: GMDataset, tgt: GMDataset, spaces: dict, *, seeds=(0, 1, 2), bas
                        accuracies=r['accuracies'], num_seeds=len(seeds),
                        fdr=metrics.fisher_discriminant_ratio(a_tgt, yt),
                        num_train=int(ks.sum()), num_test=int(kt.sum()), seconds=time.time() - t0))
-      prog.step(f'ManiFPT {sname} {kind}: {100 * r["accuracy_mean"]:.1f}%')
+      prog.update(1, note=f'ManiFPT {sname} {kind}: {100 * r["accuracy_mean"]:.1f}%')
   for b in baselines:
     t0 = time.time()
     bcfg = (baseline_cfg or {}).get(b, {})
@@ -289,7 +278,7 @@ def table2(src: GMDataset, tgt: GMDataset, spaces: dict, *, seeds=(0, 1, 2), bas
                      accuracy_mean=r['accuracy_mean'], accuracy_std=r['accuracy_std'],
                      accuracies=r['accuracies'], num_seeds=len(seeds),
                      num_train=int(ks.sum()), num_test=int(kt.sum()), seconds=time.time() - t0))
-    prog.step(f'{b}: {100 * r["accuracy_mean"]:.1f}%')
+    prog.update(1, note=f'{b}: {100 * r["accuracy_mean"]:.1f}%')
   return rows
 
 
