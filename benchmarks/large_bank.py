@@ -22,10 +22,8 @@ Prints a table and one JSON line.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 
 CHILD = r"""
 import json, resource, sys, time

@@ -66,9 +66,10 @@ def save_npz(path: str, **arrays) -> str:
   return _atomic(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
 
 
-def save_json(path: str, obj: Any) -> str:
-  """Writes JSON to `path` atomically."""
-  return _atomic(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
+def save_json(path: str, obj: Any, *, sort_keys: bool = True) -> str:
+  """Writes JSON to `path` atomically; NaN/Inf are refused (strict JSON)."""
+  text = json.dumps(obj, indent=1, sort_keys=sort_keys, allow_nan=False)
+  return _atomic(path, lambda f: f.write(text.encode()))
 
 
 def load_json(path: str) -> Any:

@@ -27,7 +27,7 @@ import shutil
 import signal
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from absl import logging
 import jax

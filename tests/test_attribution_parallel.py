@@ -3,7 +3,6 @@
 Each device count runs in its own process: the CPU device count must be set before any
 JAX operation.
 """
-import json
 import os
 import subprocess
 import sys

@@ -1,6 +1,5 @@
 """Sources: embedded real data, image folders (good and bad input), TFDS without TensorFlow."""
 import os
-import shutil
 import sys
 
 import numpy as np

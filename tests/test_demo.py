@@ -7,7 +7,6 @@ import json
 import os
 
 from absl import flags
-import numpy as np
 import pytest
 
 from fpjax import analysis

@@ -1,6 +1,5 @@
 """SL / SSL encoders: determinism, save/load round trip, user checkpoints, jit-compatibility."""
 import json
-import sys
 import textwrap
 
 import jax

@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from fpjax import artifact_io
+
 
 ROW_FIELDS = ('table', 'method', 'space', 'classifier', 'dataset', 'accuracy_mean', 'accuracy_std',
               'accuracies', 'num_seeds', 'fdr', 'nmi', 'auroc', 'few_shot_accuracy',
@@ -44,10 +46,7 @@ def write_json(path: str, rows, config: dict | None = None, timings: dict | None
     missing = set(ROW_FIELDS) - set(r)
     if missing:
       raise ValueError(f'tables.json row {i} lacks fields {sorted(missing)}')
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=1, allow_nan=False)
-  os.replace(tmp, path)
+  artifact_io.save_json(path, obj, sort_keys=False)
   return obj
 
 

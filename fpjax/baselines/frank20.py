@@ -3,7 +3,6 @@
 The DCT is fpjax's 'dct' embedding space (fpjax.spaces.dct); the LinearProbe z-scores each
 coefficient with the training mean/std and fits the L2-regularised logistic regression.
 """
-import jax.numpy as jnp
 
 from fpjax import spaces
 from fpjax.baselines._common import LinearBaseline

@@ -29,7 +29,6 @@ Write it with ``Encoder(module, config).save(path)`` (or by hand with orbax, sav
 from __future__ import annotations
 
 import importlib
-import os
 import time
 
 import jax

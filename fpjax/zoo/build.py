@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from fpjax import artifact_io
 from fpjax.data import load_image_folder, load_real
 from fpjax.data.sources import ImageSet
 from fpjax.zoo import quality as quality_lib
@@ -26,15 +27,6 @@ from fpjax.zoo import recipes as recipes_lib
 from fpjax.zoo import train as train_lib
 
 ZOO_JSON = 'zoo.json'
-
-
-def _write_json_atomic(path: str, obj) -> None:
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=1, sort_keys=False)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def save_grid(path: str, images: np.ndarray, rows: int = 8) -> None:
@@ -131,7 +123,7 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
              'steps': steps, 'final_loss': final_loss, 'num_samples': n,
              'quality': reference(samples), 'config': config,
              'train_seconds': round(t1 - t0, 2), 'sample_seconds': round(time.time() - t1, 2)}
-    _write_json_atomic(entry_path, entry)
+    artifact_io.save_json(entry_path, entry, sort_keys=False)
     entries.append(entry)
     q = entry['quality']
     logging.info('zoo: %s loss %.4f, to-manifold %.3f (real %.3f, noise %.3f), diversity %.2f, '
@@ -147,7 +139,7 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
     models.append(e)
   zoo = {'real': real, 'preset': preset, 'seed': seed, 'num_samples': n,
          'image_shape': list(data.image_shape), 'models': models}
-  _write_json_atomic(zoo_path, zoo)
+  artifact_io.save_json(zoo_path, zoo, sort_keys=False)
   logging.info('build_zoo: %d models in %.1fs -> %s', len(models), time.time() - t_start, zoo_path)
   return zoo
 
