@@ -94,11 +94,7 @@ class Attributor:
 
   def fit(self, x_train, y_train, seed: int = 0) -> 'Attributor':
     x = self._prepare(x_train)
-    training.check_finite(x, 'Attributor.fit x_train')
-    y = np.asarray(y_train)
-    if y.shape != (x.shape[0],):
-      raise ValueError(f'Attributor.fit: y_train must have shape [{x.shape[0]}], got {y.shape}')
-    self.classes_, yi = np.unique(y, return_inverse=True)
+    self.classes_, yi = training.check_training_data(x, y_train, 'Attributor')
     self.input_shape_ = tuple(x.shape[1:])
     # One scalar shift/scale: artifacts are differences with a tiny range, and per-feature
     # z-scores would amplify empty pixels; BatchNorm does the rest.

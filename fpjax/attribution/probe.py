@@ -47,13 +47,7 @@ class LinearProbe:
 
   def fit(self, x_train, y_train, seed: int = 0) -> 'LinearProbe':
     x = self._prepare(x_train)
-    training.check_finite(x, 'LinearProbe.fit x_train')
-    y = np.asarray(y_train)
-    if y.shape != (x.shape[0],):
-      raise ValueError(f'LinearProbe.fit: y_train must have shape [{x.shape[0]}], got {y.shape}')
-    self.classes_, yi = np.unique(y, return_inverse=True)
-    if len(self.classes_) < 2:
-      raise ValueError('LinearProbe.fit: need at least 2 classes')
+    self.classes_, yi = training.check_training_data(x, y_train, 'LinearProbe')
     # Statistics in float64: float32 sums lose digits on large N.
     self.mean_ = x.mean(0, dtype=np.float64).astype(np.float32)
     std = x.std(0, dtype=np.float64)

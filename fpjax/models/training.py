@@ -86,6 +86,18 @@ def check_finite(x: np.ndarray, what: str) -> None:
     raise ValueError(f'{what}: row {bad} contains NaN or inf')
 
 
+def check_training_data(x: np.ndarray, y_train, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """Validates a classifier's training set; returns (classes, integer labels)."""
+  check_finite(x, f'{name}.fit x_train')
+  y = np.asarray(y_train)
+  if y.shape != (x.shape[0],):
+    raise ValueError(f'{name}.fit: y_train must have shape [{x.shape[0]}], got {y.shape}')
+  classes, yi = np.unique(y, return_inverse=True)
+  if len(classes) < 2:
+    raise ValueError(f'{name}.fit: need at least 2 classes')
+  return classes, yi
+
+
 def _kernel_l2(params) -> jax.Array:
   """Sum of squared weight matrices (biases and BatchNorm scales are not penalised)."""
   total = jnp.zeros((), jnp.float32)
