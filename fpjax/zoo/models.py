@@ -199,21 +199,37 @@ class FlowStep(nnx.Module):
       q, _ = jnp.linalg.qr(jax.random.normal(rngs.params(), (ch, ch)))
       self.w = nnx.Param(q)
     self.act = activation(nonlinearity)
-    self.c1 = nnx.Conv(ch // 2, hidden, (3, 3), rngs=rngs)
+    self.c1 = nnx.Conv(ch // 2 + 2, hidden, (3, 3), rngs=rngs)
     self.c2 = nnx.Conv(hidden, hidden, (1, 1), rngs=rngs)
     # Zero-initialised last layer: every coupling starts as the identity (stable early training).
     self.c3 = nnx.Conv(hidden, ch, (3, 3), kernel_init=nnx.initializers.zeros, rngs=rngs)
+    self.s_scale = nnx.Param(jnp.ones((ch // 2,)))
 
   def _st(self, xa):
-    h = self.act(self.c2(self.act(self.c1(xa))))
+    n, hh, ww, _ = xa.shape
+    # Coordinate channels: the coupling net may depend on position (digits are centred); any
+    # function of xa keeps the coupling invertible with the same log-determinant.
+    yy, xx = jnp.meshgrid(jnp.linspace(-1, 1, hh), jnp.linspace(-1, 1, ww), indexing='ij')
+    coords = jnp.broadcast_to(jnp.stack([yy, xx], -1), (n, hh, ww, 2)).astype(xa.dtype)
+    h = self.act(self.c2(self.act(self.c1(jnp.concatenate([xa, coords], -1)))))
     raw, t = jnp.split(self.c3(h), 2, axis=-1)
-    log_s = jax.nn.log_sigmoid(raw + 2.0)  # Glow's bounded scale
+    # RealNVP's bounded scale s*tanh: it can expand as well as contract. (Glow's sigmoid scale
+    # only contracts, which leaves a flow without actnorm unable to spread the narrow logit
+    # background to unit variance.)
+    log_s = self.s_scale[...] * jnp.tanh(raw)
     return log_s, t
 
-  def forward(self, x):
-    """x -> z with log|det dz/dx| per example."""
+  def forward(self, x, init_actnorm: bool = False):
+    """x -> z with log|det dz/dx| per example.
+
+    init_actnorm: Glow's data-dependent initialisation (eager, once, before training): actnorm
+    starts by mapping this batch to zero mean and unit variance per channel.
+    """
     hw = x.shape[1] * x.shape[2]
     logdet = jnp.zeros(x.shape[0])
+    if self.actnorm and init_actnorm:
+      self.an_bias[...] = -jnp.mean(x, axis=(0, 1, 2))
+      self.an_logs[...] = -jnp.log(jnp.std(x, axis=(0, 1, 2)) + 1e-6)
     if self.actnorm:
       x = (x + self.an_bias[...]) * jnp.exp(self.an_logs[...])
       logdet += hw * jnp.sum(self.an_logs[...])
@@ -242,7 +258,8 @@ class FlowStep(nnx.Module):
 
 
 class Flow(nnx.Module):
-  """Two-scale normalizing flow on logit-transformed, uniformly dequantised pixels.
+  """Two-scale normalizing flow on logit-transformed, uniformly dequantised pixels, with a
+  learned per-position Gaussian prior on z.
 
   Exact log-likelihood of the discrete image x (uint8) under uniform dequantisation:
   log p(x) >= E_u log p_cont((x + u) / 256) - D log 256, reported in bits per dimension.
@@ -257,30 +274,32 @@ class Flow(nnx.Module):
                                      rngs=rngs) for _ in range(steps_per_scale)])
     self.scale2 = nnx.List([FlowStep(16 * c, hidden, normalization, nonlinearity, permutation,
                                      rngs=rngs) for _ in range(steps_per_scale)])
+    # Learned per-position Gaussian prior (Glow's learn_top): convolutional couplings are nearly
+    # translation-equivariant, so without it a flow scatters strokes over the whole canvas.
+    self.prior_mean = nnx.Param(jnp.zeros((h // 4, w // 4, 16 * c)))
+    self.prior_logs = nnx.Param(jnp.zeros((h // 4, w // 4, 16 * c)))
 
-  def log_prob_bits_per_dim(self, x01):
-    """x01: dequantised images (x + u) / 256 in (0, 1), [N,H,W,C] -> bits/dim [N]."""
+  def forward(self, x01, init_actnorm: bool = False):
+    """x01 in (0, 1), [N,H,W,C] -> (z [N,H/4,W/4,16C] before the prior, log|det dz/dx01| [N]).
+
+    init_actnorm: run eagerly once on a batch before training (FlowStep.forward).
+    """
     a = self.ALPHA
     p = a + (1 - 2 * a) * x01
     y = jnp.log(p) - jnp.log1p(-p)
     logdet = jnp.sum(jnp.log(1 - 2 * a) - jnp.log(p) - jnp.log1p(-p), axis=(1, 2, 3))
     z = squeeze(y)
     for step in self.scale1:
-      z, ld = step.forward(z)
+      z, ld = step.forward(z, init_actnorm)
       logdet += ld
     z = squeeze(z)
     for step in self.scale2:
-      z, ld = step.forward(z)
+      z, ld = step.forward(z, init_actnorm)
       logdet += ld
-    d = math.prod(x01.shape[1:])
-    log_pz = -0.5 * jnp.sum(z ** 2 + jnp.log(2 * jnp.pi), axis=(1, 2, 3))
-    # density of x01 -> probability mass of the 8-bit image: subtract D log 256.
-    log_px = log_pz + logdet - d * jnp.log(256.0)
-    return -log_px / (d * jnp.log(2.0))
+    return z, logdet
 
-  def sample01(self, key, n, temperature):
-    h, w, c = self.image_shape
-    z = temperature * jax.random.normal(key, (n, h // 4, w // 4, 16 * c))
+  def inverse(self, z):
+    """The exact inverse of forward: z -> x01."""
     for step in reversed(self.scale2):
       z = step.inverse(z)
     z = unsqueeze(z)
@@ -288,6 +307,22 @@ class Flow(nnx.Module):
       z = step.inverse(z)
     y = unsqueeze(z)
     return (jax.nn.sigmoid(y) - self.ALPHA) / (1 - 2 * self.ALPHA)
+
+  def log_prob_bits_per_dim(self, x01, init_actnorm: bool = False):
+    """x01: dequantised images (x + u) / 256 in (0, 1), [N,H,W,C] -> bits/dim [N]."""
+    z, logdet = self.forward(x01, init_actnorm)
+    d = math.prod(x01.shape[1:])
+    eps = (z - self.prior_mean[...]) * jnp.exp(-self.prior_logs[...])
+    log_pz = -jnp.sum(0.5 * eps ** 2 + 0.5 * jnp.log(2 * jnp.pi) + self.prior_logs[...],
+                      axis=(1, 2, 3))
+    # density of x01 -> probability mass of the 8-bit image: subtract D log 256.
+    log_px = log_pz + logdet - d * jnp.log(256.0)
+    return -log_px / (d * jnp.log(2.0))
+
+  def sample01(self, key, n, temperature):
+    h, w, c = self.image_shape
+    eps = temperature * jax.random.normal(key, (n, h // 4, w // 4, 16 * c))
+    return self.inverse(self.prior_mean[...] + jnp.exp(self.prior_logs[...]) * eps)
 
 
 # ----------------------------------------------------------------------------- diffusion
