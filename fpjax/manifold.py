@@ -9,6 +9,15 @@ scans its bank slice in tiles with ‖q‖² + ‖b‖² − 2 q·b and a runnin
 those c candidates with the exact difference form in float32, and the per-slice
 top-k are all-gathered over 'bank' and merged. Memory per device is its bank slice
 plus one queries × tile block; a queries × bank matrix never exists.
+
+Reduced search. Real images concentrate in a few principal directions of the bank.
+When the top r directions V hold all but ``REDUCE_RESIDUAL`` of the bank's energy, the
+candidate search runs on x̂ = [Vᵀx, ρ(x)] (r + 1 values instead of D), where ρ(x) bounds
+the norm of the residual x − V Vᵀx. By Cauchy–Schwarz on the residuals,
+    ‖q − b‖² ≥ ‖q‖² + ‖b‖² − 2 q̂·b̂,
+so the search ranks rows by a *lower bound* of their distance; the candidates are then
+re-ranked exactly in the full space, and the certificate (below) holds unchanged, with the
+rounding of the reduction added to its error bound. Answers stay float32-exact.
 """
 from __future__ import annotations
 
@@ -33,6 +42,12 @@ PRECISIONS = {"exact": jnp.bfloat16, "fast": jnp.bfloat16}
 GROUP = 8
 CANDIDATE_GROUPS = 16
 _F32_EPS = 2.0 ** -24  # unit roundoff of float32
+# Reduced search: only for D >= REDUCE_MIN_DIM, with r + 1 a multiple of 64 (matmul tiles),
+# r + 1 <= min(REDUCE_MAX_DIM, D / 2), and the smallest r whose residual energy on a bank
+# sample is <= REDUCE_RESIDUAL (2 %: on digits >= 99.5 % of queries are then certified).
+REDUCE_MIN_DIM = 256
+REDUCE_MAX_DIM = 512
+REDUCE_RESIDUAL = 0.02
 _UNIT_ROUNDOFF = {jnp.dtype(jnp.bfloat16): 2.0 ** -8, jnp.dtype(jnp.float32): 0.0}
 
 
@@ -66,8 +81,42 @@ def check_finite(x: jax.Array, what: str) -> None:
     raise ValueError(f"{what}: {bad.size} row(s) hold NaN or Inf values: rows {shown}")
 
 
-def _search(q, bank, mu, offset, n_valid, *, k, tile, search_dtype, groups):
+def _gamma(n: int) -> float:
+  """Higham's γ_n: relative error bound of an n-term float32 sum or dot product."""
+  return n * _F32_EPS / (1.0 - n * _F32_EPS)
+
+
+def _reduce(xc, basis, orth_err):
+  """Search vectors of centred rows xc [n, D] on the basis V [D, r] (see the module doc).
+
+  Returns x̂ = [p, ρ] [n, r+1] with p = fl(Vᵀx), and per row ‖p‖ and η. With r_x the
+  exact residual x − V p: ρ ≥ ‖r_x‖ and η ≥ ‖Vᵀ r_x‖, so for any two rows
+      x·y ≤ p_x·p_y + ρ_x ρ_y + η_x‖p_y‖ + η_y‖p_x‖ + ‖VᵀV − I‖ ‖p_x‖‖p_y‖,
+  every term bounded with float32 rounding accounted for (Higham's γ_n).
+  """
+  dim, r = basis.shape
+  hi = lax.Precision.HIGHEST
+  p = jnp.dot(xc, basis, precision=hi)
+  res = xc - jnp.dot(p, basis.T, precision=hi)
+  w = jnp.dot(res, basis, precision=hi)
+  gd, gr = _gamma(dim + 2), _gamma(r + 2)
+  xn = jnp.sqrt(jnp.sum(xc * xc, axis=1))
+  pn = jnp.sqrt(jnp.sum(p * p, axis=1))
+  rn = jnp.sqrt(jnp.sum(res * res, axis=1))
+  # ‖r_x − res‖: rounding of V p (r terms) and of the subtraction, normwise.
+  err = (gr * (xn + math.sqrt(r) * pn) + gd * rn) * (1.0 + gd)
+  rho = rn * (1.0 + gd) + err
+  eta = (jnp.sqrt(jnp.sum(w * w, axis=1)) * (1.0 + gd)
+         + (gd * math.sqrt(r) * rn + err) * (1.0 + orth_err))
+  return jnp.concatenate([p, rho[:, None]], axis=1), pn * (1.0 + gd), eta
+
+
+def _search(q, bank, mu, offset, n_valid, reduced=None, *, k, tile, search_dtype, groups):
   """Per-device top-k of local queries against the local bank slice.
+
+  `reduced` (reduced search, see the module doc): (search rows x̂ of the bank slice
+  [rows, r+1], their ‖b − μ‖² [rows] (inf on padding rows), the basis V [D, r], and
+  bank-wide scalars [max ‖b̂‖², max ‖p_b‖, max η_b, ‖VᵀV − I‖]).
 
   `offset` and `n_valid` (traced int32 scalars: one compilation serves every chunk of
   a streamed bank) say which global rows this call's bank holds and how many are real.
@@ -84,15 +133,24 @@ def _search(q, bank, mu, offset, n_valid, *, k, tile, search_dtype, groups):
   # loses little to cancellation; it does not change any distance.
   qc = q - mu
   qn = jnp.sum(qc * qc, axis=1)
-  qs = qc.astype(search_dtype or jnp.float32)
   precision = lax.Precision.HIGHEST if search_dtype == jnp.float32 else None
+  if reduced is not None:
+    sbank, bnorm, basis, consts = reduced
+    q_hat, q_pn, q_eta = _reduce(qc, basis, consts[3])
+    qs = q_hat.astype(search_dtype)
+  else:
+    qs = qc.astype(search_dtype or jnp.float32)
 
   def scan_tile(carry, t):
     best_d, best_g, bmax2 = carry
-    b = lax.dynamic_slice_in_dim(bank, t * tile, tile) - mu
-    row = shard_offset + t * tile + jnp.arange(tile, dtype=jnp.int32)
-    # Padding rows get ‖b‖² = inf: masked through a [tile] vector, not a [q, tile] select.
-    bn = jnp.where(row < offset + n_valid, jnp.sum(b * b, axis=1), jnp.inf)
+    if reduced is not None:
+      b = lax.dynamic_slice_in_dim(sbank, t * tile, tile)
+      bn = lax.dynamic_slice_in_dim(bnorm, t * tile, tile)  # inf on padding rows
+    else:
+      b = lax.dynamic_slice_in_dim(bank, t * tile, tile) - mu
+      row = shard_offset + t * tile + jnp.arange(tile, dtype=jnp.int32)
+      # Padding rows get ‖b‖² = inf: masked through a [tile] vector, not a [q, tile] select.
+      bn = jnp.where(row < offset + n_valid, jnp.sum(b * b, axis=1), jnp.inf)
     # ‖q‖² is the same for a whole row of d: added after the minima, not to every entry.
     if search_dtype is None:  # direct ‖q − b‖²: no cancellation, matmul-free, slow
       d = lax.map(lambda qi: jnp.sum(jnp.square(qi - b), axis=1), qc)
@@ -140,6 +198,14 @@ def _search(q, bank, mu, offset, n_valid, *, k, tile, search_dtype, groups):
   gamma = dim * _F32_EPS / (1.0 - dim * _F32_EPS)
   if search_dtype is None:
     bound = 2.0 * gamma * group_d[:, -1] + 6.0 * _F32_EPS * (qnorm + bmax) ** 2
+  elif reduced is not None:
+    smax2, pmax, etamax, orth_err = (consts[i] for i in range(4))
+    u = _UNIT_ROUNDOFF[jnp.dtype(search_dtype)]
+    gs = _gamma(sbank.shape[1])
+    qhat_n = jnp.sqrt(jnp.sum(q_hat * q_hat, axis=1))
+    bound = (2.0 * (u * (2.0 + u) + gs * (1.0 + u) ** 2) * qhat_n * jnp.sqrt(smax2)
+             + 2.0 * (q_eta * pmax + q_pn * etamax + orth_err * q_pn * pmax)
+             + gamma * (qn + bmax2) + 6.0 * _F32_EPS * (qnorm + bmax) ** 2)
   else:
     u = _UNIT_ROUNDOFF[jnp.dtype(search_dtype)]
     bound = (2.0 * (u * (2.0 + u) + gamma * (1.0 + u) ** 2) * qnorm * bmax
@@ -178,10 +244,15 @@ class Manifold:
   """A bank of embedded real samples, sharded over a device mesh, and its projection.
 
   Build with ``Manifold.from_images`` or ``Manifold.from_embeddings``.
+
+  search_dim: 'auto' chooses the reduced search (module doc) when the bank is compressible,
+  an int r forces r principal directions, None searches in the full space. Results are the
+  same in every case; only the speed differs.
   """
 
   def __init__(self, bank, *, space: spaces.Space = "rgb", mesh=None, precision: str = "exact",
-               k: int = 1, image_shape=None, tile: int = 2048, device_bank_bytes: int | None = None):
+               k: int = 1, image_shape=None, tile: int = 2048, device_bank_bytes: int | None = None,
+               search_dim: int | str | None = "auto"):
     if tile % GROUP:
       raise ValueError(f"tile must be a multiple of {GROUP}; got {tile}")
     if precision not in PRECISIONS:
@@ -206,6 +277,7 @@ class Manifold:
     flat = parallel.to_host(bank).astype(np.float32, copy=False).reshape(n, self.dim)
     check_finite(flat, "real bank")
     self.mean = jnp.asarray(flat.mean(axis=0, dtype=np.float64), jnp.float32)
+    self.basis, search_rows, self.reduce_consts = _reduction(flat, self.mean, search_dim)
 
     nb = self.mesh.shape[parallel.BANK]
     per_shard = -(-n // nb)
@@ -215,16 +287,18 @@ class Manifold:
       chunk_per_shard = max(8, device_bank_bytes // row_bytes)
       self.tile = min(tile, _round_up(chunk_per_shard, 8))
       self.chunk_rows = nb * (chunk_per_shard // self.tile * self.tile or self.tile)
-      self.host_bank = flat
-      self.bank = None
+      self.host_bank, self.host_search_rows = flat, search_rows
+      self.bank = self.search_rows = None
     else:
       self.tile = min(tile, _round_up(per_shard, 8))
       self.chunk_rows = nb * _round_up(per_shard, self.tile)
-      self.host_bank = None
+      self.host_bank = self.host_search_rows = None
       self.bank = self._put_bank(flat, 0)
+      self.search_rows = self._put_search_rows(search_rows, 0)
     self._fns = {}
-    # How many queries 'exact' searched again, per stage (the benchmark reports it).
-    self.stats = {"queries": 0, "float32": 0, "direct": 0}
+    # 'exact': queries projected, queries searched again (not certified by the first
+    # search), and how many reached each fallback stage (the benchmark reports them).
+    self.stats = {"queries": 0, "researched": 0, "bfloat16": 0, "float32": 0, "direct": 0}
 
   # ---- construction ---------------------------------------------------------------------
   @classmethod
@@ -240,24 +314,34 @@ class Manifold:
     """Holds already-embedded real samples [N, ...] as the bank."""
     return cls(bank, space=space, **kwargs)
 
-  def _put_bank(self, rows, start):
-    """Pads rows [start, start + chunk_rows) of the bank and shards them over 'bank'."""
+  def _put_bank(self, rows, start, fill=0.0):
+    """Pads rows [start, start + chunk_rows) of a bank array and shards them over 'bank'."""
     chunk = rows[start:start + self.chunk_rows]
     pad = self.chunk_rows - chunk.shape[0]
     if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad, self.dim), np.float32)])
-    return jax.device_put(chunk, NamedSharding(self.mesh, P(parallel.BANK, None)))
+      chunk = np.concatenate([chunk, np.full((pad,) + chunk.shape[1:], fill, np.float32)])
+    spec = P(parallel.BANK, *([None] * (chunk.ndim - 1)))
+    return jax.device_put(chunk, NamedSharding(self.mesh, spec))
+
+  def _put_search_rows(self, search_rows, start):
+    """The reduced search's (x̂, ‖x − μ‖²) for a chunk; padding rows get ‖x − μ‖² = inf."""
+    if search_rows is None:
+      return None
+    return (self._put_bank(search_rows[0], start), self._put_bank(search_rows[1], start, np.inf))
 
   # ---- the kernels ------------------------------------------------------------------------
-  def _search_fn(self, search_dtype):
-    key = ("search", search_dtype and jnp.dtype(search_dtype).name)
+  def _search_fn(self, search_dtype, reduced=False):
+    key = ("search", search_dtype and jnp.dtype(search_dtype).name, reduced)
     if key not in self._fns:
       kernel = functools.partial(
           _search, k=self.k, tile=self.tile, search_dtype=search_dtype,
           groups=max(CANDIDATE_GROUPS, 2 * -(-self.k // GROUP)))
+      in_specs = (P(parallel.DATA, None), P(parallel.BANK, None), P(), P(), P())
+      if reduced:
+        in_specs += ((P(parallel.BANK, None), P(parallel.BANK), P(), P()),)
       self._fns[key] = jax.jit(jax.shard_map(
           kernel, mesh=self.mesh,
-          in_specs=(P(parallel.DATA, None), P(parallel.BANK, None), P(), P(), P()),
+          in_specs=in_specs,
           out_specs=(P(parallel.DATA, None), P(parallel.DATA, None), P(parallel.DATA)),
           # Replication over 'bank' comes from the all_gather/pmin merge; the
           # varying-axes type check is off because its API still moves between releases.
@@ -273,44 +357,68 @@ class Manifold:
           out_specs=P(parallel.DATA, None), check_vma=False))
     return self._fns[key]
 
-  def _search_all(self, q, search_dtype):
+  def _search_all(self, q, search_dtype, reduced=False):
     """Top-k of one padded query batch over the whole bank (streamed if on host)."""
-    search = self._search_fn(search_dtype)
+    search = self._search_fn(search_dtype, reduced)
+
+    def call(bank, search_rows, start, n_valid):
+      args = (q, bank, self.mean, np.int32(start), np.int32(n_valid))
+      if reduced:
+        args += (search_rows + (self.basis, self.reduce_consts),)
+      return search(*args)
+
     if self.bank is not None:
-      return search(q, self.bank, self.mean, np.int32(0), np.int32(self.size))
+      return call(self.bank, self.search_rows, 0, self.size)
     best = None
     for start in range(0, self.size, self.chunk_rows):
       n_valid = min(self.chunk_rows, self.size - start)
-      chunk = self._put_bank(self.host_bank, start)
-      d, i, ok = search(q, chunk, self.mean, np.int32(start), np.int32(n_valid))
+      d, i, ok = call(self._put_bank(self.host_bank, start),
+                      self._put_search_rows(self.host_search_rows, start), start, n_valid)
       if best is None:
         best = (d, i, ok)
       else:
         best = _merge_topk(best[0], best[1], d, i, self.k) + (best[2] & ok,)
     return best
 
-  def _nearest_batch(self, q, num_real):
-    """Top-k squared distances and indices of one padded query batch [B, dim]."""
+  def _nearest(self, q_all, batch):
+    """Top-k squared distances and indices [n, k] of all queries [n, dim], in padded batches."""
     sharding = NamedSharding(self.mesh, P(parallel.DATA, None))
-    d, i, certified = self._search_all(jax.device_put(q, sharding), PRECISIONS[self.precision])
+    nd = self.mesh.shape[parallel.DATA]
+    n = q_all.shape[0]
+
+    def search(rows, size, search_dtype, reduced=False):
+      # Pads to `size` rows: one shape per call, a single compilation.
+      q = jnp.zeros((size, self.dim), jnp.float32).at[:rows.shape[0]].set(rows)
+      d, i, ok = self._search_all(jax.device_put(q, sharding), search_dtype, reduced)
+      return d[:rows.shape[0]], i[:rows.shape[0]], ok[:rows.shape[0]]
+
+    search_dtype = PRECISIONS[self.precision]
+    reduced = self.basis is not None
+    parts = [search(q_all[s:s + batch], batch, search_dtype, reduced) for s in range(0, n, batch)]
+    d, i = (jnp.concatenate(a) for a in list(zip(*parts))[:2])
     if self.precision != "exact":
       return d, i
-    self.stats["queries"] += num_real
-    redo = np.flatnonzero(~parallel.to_host(certified)[:num_real])
-    # Queries whose search the rounding-error bound cannot certify are searched
-    # again, first with a float32 matmul, then with direct differences (which the
-    # bound always certifies). Each pass pads to a power of two: few compilations.
-    for stage, search_dtype in (("float32", jnp.float32), ("direct", None)):
+    self.stats["queries"] += n
+    redo = np.flatnonzero(~np.concatenate([parallel.to_host(p[2]) for p in parts]))
+    self.stats["researched"] += redo.size
+    # Queries whose search the error bound cannot certify are searched again, all batches
+    # together: in the full space (after a reduced search), then with a float32 matmul,
+    # then with direct differences (which the bound always certifies). Each pass pads to
+    # a power of two: few compilations.
+    stages = ((("bfloat16", search_dtype),) if reduced else ()) + (
+        ("float32", jnp.float32), ("direct", None))
+    for stage, search_dtype in stages:
       if not redo.size:
         break
       self.stats[stage] += redo.size
-      nd = self.mesh.shape[parallel.DATA]
-      size = min(q.shape[0], _round_up(max(8, 1 << (redo.size - 1).bit_length()), nd))
-      q_redo = jnp.zeros((size, self.dim), jnp.float32).at[:redo.size].set(q[redo])
-      d2, i2, ok = self._search_all(jax.device_put(q_redo, sharding), search_dtype)
-      d = d.at[redo].set(d2[:redo.size])
-      i = i.at[redo].set(i2[:redo.size])
-      redo = redo[~parallel.to_host(ok)[:redo.size]]
+      parts = []
+      for s in range(0, redo.size, batch):
+        rows = redo[s:s + batch]
+        size = min(batch, _round_up(max(8, 1 << (rows.size - 1).bit_length()), nd))
+        parts.append(search(q_all[rows], size, search_dtype))
+      d = d.at[redo].set(jnp.concatenate([p[0] for p in parts]))
+      i = i.at[redo].set(jnp.concatenate([p[1] for p in parts]))
+      redo = redo[~np.concatenate([parallel.to_host(p[2]) for p in parts])]
     return d, i
 
   # ---- public API ---------------------------------------------------------------------------
@@ -345,24 +453,18 @@ class Manifold:
     check_finite(q_all, "queries")
     nd = self.mesh.shape[parallel.DATA]
     batch = _round_up(batch_size or 1024 * nd, nd)
-    dists, idxs, nearest = [], [], []
-    for s in range(0, n, batch):
-      q = q_all[s:s + batch]
-      m = q.shape[0]
-      if m < batch:  # one shape per call: a single compilation
-        q = jnp.concatenate([q, jnp.zeros((batch - m, self.dim), jnp.float32)])
-      d, i = self._nearest_batch(q, m)
-      if self.bank is not None:
-        nearest.append(self._gather_fn(smooth)(i, self.bank)[:m])
-      dists.append(d[:m])
-      idxs.append(i[:m])
-    index = jnp.concatenate(idxs)
+    d, index = self._nearest(q_all, batch)
     if self.bank is None:
       rows = self.host_bank[parallel.to_host(index)]
       near = jnp.asarray(rows.mean(axis=1) if smooth else rows[:, 0])
     else:
-      near = jnp.concatenate(nearest)
-    distance = jnp.sqrt(jnp.maximum(jnp.concatenate(dists), 0.0))
+      gather, near = self._gather_fn(smooth), []
+      for s in range(0, n, batch):
+        m = min(batch, n - s)  # padded batches: one compilation
+        idx = jnp.zeros((batch, self.k), jnp.int32).at[:m].set(index[s:s + m])
+        near.append(gather(idx, self.bank)[:m])
+      near = jnp.concatenate(near)
+    distance = jnp.sqrt(jnp.maximum(d, 0.0))
     shape = (n,) + self.embedding_shape
     near = near.reshape(shape)
     return Projection(index=index, distance=distance, nearest=near,
@@ -374,16 +476,70 @@ class Manifold:
     Computed on the host from at most `max_rows` bank rows with a randomized SVD:
     a one-off, and cheaper there than an SVD of a sharded array.
     """
-    from sklearn.utils.extmath import randomized_svd  # pylint: disable=g-import-not-at-top
-    rng = np.random.default_rng(seed)
-    pick = np.arange(self.size)
-    if self.size > max_rows:
-      pick = np.sort(rng.choice(self.size, max_rows, replace=False))
+    pick = _sample_rows(self.size, max_rows, seed)
     rows = self.host_bank[pick] if self.bank is None else parallel.to_host(self.bank[pick])
-    x = rows.astype(np.float64) - rows.mean(0, dtype=np.float64)
-    dim = min(dim, *x.shape)
-    _, _, vt = randomized_svd(x, dim, random_state=seed)
+    vt, _, _ = _principal_components(rows, dim, seed)
     return vt.T.astype(np.float32)
+
+
+def _sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
+  if n <= max_rows:
+    return np.arange(n)
+  return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+
+
+def _principal_components(rows: np.ndarray, dim: int, seed: int, n_iter="auto",
+                          dtype=np.float64):
+  """Randomized SVD of the centred rows: (Vᵀ [dim, D], singular values, total energy)."""
+  from sklearn.utils.extmath import randomized_svd  # pylint: disable=g-import-not-at-top
+  x = (rows - rows.mean(0, dtype=np.float64)).astype(dtype)
+  dim = min(dim, *x.shape)
+  _, sv, vt = randomized_svd(x, dim, n_iter=n_iter, random_state=seed)
+  return vt, sv, float(np.sum(x * x))
+
+
+def _reduction(flat: np.ndarray, mean, search_dim):
+  """The reduced search for a bank (module doc): (V [D, r], host (x̂, ‖x − μ‖²), consts).
+
+  (None, None, None) when the full-space search is used: search_dim None, a small D, or
+  a bank whose energy is not concentrated enough for REDUCE_RESIDUAL within the caps.
+  """
+  n, dim = flat.shape
+  if search_dim is None:
+    return None, None, None
+  if search_dim == "auto":
+    cap = min(REDUCE_MAX_DIM, dim // 2) // 64 * 64
+    if dim < REDUCE_MIN_DIM or cap < 64 or n < 2 * cap:
+      return None, None, None
+    # float32 and a 4,096-row sample: the basis only steers speed, never the answer.
+    rows = flat[_sample_rows(n, 4096, 0)]
+    vt, sv, total = _principal_components(rows, cap - 1, seed=0, n_iter=2, dtype=np.float32)
+    residual = 1.0 - np.cumsum(sv.astype(np.float64) ** 2) / max(total, 1e-30)
+    fits = [s - 1 for s in range(64, cap + 1, 64) if residual[s - 2] <= REDUCE_RESIDUAL]
+    if not fits:
+      return None, None, None
+    r = fits[0]
+  else:
+    r = int(search_dim)
+    if not 1 <= r < dim:
+      raise ValueError(f"search_dim must be 'auto', None or an int in [1, {dim - 1}]; got "
+                       f"{search_dim!r}")
+    vt, _, _ = _principal_components(flat[_sample_rows(n, 4096, 0)], r, seed=0,
+                                     dtype=np.float32)
+    r = vt.shape[0]
+  # Orthonormalise in float64; ‖VᵀV − I‖ of the float32 basis enters the error bound.
+  basis = np.linalg.qr(vt[:r].T.astype(np.float64))[0].astype(np.float32)
+  gram = basis.T.astype(np.float64) @ basis.astype(np.float64)
+  orth_err = float(np.linalg.norm(gram - np.eye(r))) * 1.01 + 1e-12
+  basis = jnp.asarray(basis)
+  reduce_fn = jax.jit(lambda x: _reduce(x - mean, basis, orth_err) + (
+      jnp.sum(jnp.square(x - mean), axis=1),))
+  parts = [tuple(np.asarray(a) for a in reduce_fn(jnp.asarray(flat[s:s + 8192])))
+           for s in range(0, n, 8192)]
+  hat, pn, eta, norm2 = (np.concatenate(a) for a in zip(*parts))
+  consts = jnp.asarray([np.max(np.sum(hat * hat, axis=1)), pn.max(), eta.max(), orth_err],
+                       jnp.float32)
+  return basis, (hat, norm2), consts
 
 
 def _round_up(x: int, m: int) -> int:

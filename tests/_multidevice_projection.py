@@ -28,6 +28,7 @@ def main():
 
   def run(mesh, **kw):
     manifold = fpjax.Manifold.from_images(bank, "rgb", mesh=mesh, k=3, tile=64, **kw)
+    assert manifold.basis is not None  # digits: the reduced search runs on every mesh
     proj = manifold.project(queries, batch_size=96)
     # Pad to a multiple of the device count; label -1 rows are ignored by the stats.
     pad = -len(qlabels) % mesh.size

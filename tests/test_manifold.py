@@ -117,6 +117,47 @@ def test_uncertified_queries_fall_back_to_float32(rng):
                          rel=1e-4)
 
 
+def test_reduced_search_ranks_by_a_true_lower_bound(rng):
+  import jax.numpy as jnp
+  from fpjax import manifold as manifold_lib
+  # Large in-span coordinates and a small residual: the case where rounding of the
+  # projection, not the residual, decides whether the bound holds.
+  dim, r = 300, 20
+  basis = np.linalg.qr(rng.normal(size=(dim, r)))[0].astype(np.float32)
+  x = (100 * rng.normal(size=(200, r)) @ basis.T + 1e-3 * rng.normal(size=(200, dim)))
+  x = x.astype(np.float32)
+  orth = float(np.linalg.norm(basis.T.astype(np.float64) @ basis - np.eye(r))) + 1e-12
+  hat, pn, eta = (np.asarray(a, np.float64)
+                  for a in manifold_lib._reduce(jnp.asarray(x), jnp.asarray(basis), orth))
+  p, rho = hat[:, :r], hat[:, r]
+  xd = x.astype(np.float64)
+  bound = (p @ p.T + np.outer(rho, rho) + np.outer(eta, pn) + np.outer(pn, eta)
+           + orth * np.outer(pn, pn))
+  assert np.all(xd @ xd.T <= bound)
+  assert np.all(rho >= np.linalg.norm(xd - p @ basis.T.astype(np.float64), axis=1))
+
+
+def test_reduced_search_is_exact_on_real_digits(mnist):
+  bank_images, query_images = mnist[0][:3000], mnist[0][3000:3500]
+  full = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None)
+  assert full.basis is None
+  ref = full.project(query_images)
+  auto = fpjax.Manifold.from_images(bank_images, k=2)  # digits: the reduced search is chosen
+  assert auto.basis is not None and auto.basis.shape[1] < 784 // 2
+  got = auto.project(query_images)
+  np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
+  np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
+  assert auto.stats["bfloat16"] <= 0.02 * auto.stats["queries"]  # nearly all certified
+  # A crude 4-direction search certifies few answers; the fallback keeps them exact.
+  crude = fpjax.Manifold.from_images(bank_images, k=2, search_dim=4)
+  got = crude.project(query_images)
+  assert crude.stats["bfloat16"] > 0
+  np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
+  np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
+  with pytest.raises(ValueError, match="search_dim"):
+    fpjax.Manifold.from_images(bank_images, search_dim=784)
+
+
 def test_fast_mode_is_exact_on_real_digits(mnist):
   bank_images, query_images = mnist[0][:4000], mnist[0][4000:]
   fast = fpjax.Manifold.from_images(bank_images, precision="fast").project(query_images)
