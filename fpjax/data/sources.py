@@ -130,7 +130,9 @@ def _decode(path: str) -> np.ndarray:
       if mode == 'P':
         im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
         mode = im.mode
-      if mode in ('L', 'LA', '1'):
+      if mode == 'L':  # the common case (grey PNGs): no conversion copy
+        return np.asarray(im)[..., None]
+      if mode in ('LA', '1'):
         return np.asarray(im.convert('L'))[..., None]
       rgb = np.asarray(im.convert('RGB'))
       if mode == 'RGBA' or mode == 'RGB':
