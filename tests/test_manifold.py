@@ -244,16 +244,20 @@ def test_bad_settings(rng):
     fpjax.Manifold.from_embeddings(bank).project_embedded(bank, smooth=True)
 
 
-def test_kernel_memory_is_bank_plus_tile_not_queries_times_bank():
+@pytest.mark.parametrize("search_dim", [None, 63])
+def test_kernel_memory_is_bank_plus_tile_not_queries_times_bank(search_dim):
   import jax
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
   temps = []
   for rows in (4096, 32768):
-    manifold = fpjax.Manifold.from_embeddings(np.zeros((rows, 128), np.float32), tile=1024)
+    manifold = fpjax.Manifold.from_embeddings(np.zeros((rows, 128), np.float32), tile=1024,
+                                              search_dim=search_dim)
     q = jax.device_put(jnp.zeros((512, 128)), NamedSharding(manifold.mesh, P("data", None)))
-    compiled = manifold._search_fn(jnp.bfloat16).lower(
-        q, manifold.bank, manifold.mean, np.int32(0), np.int32(rows)).compile()
+    args = (q, manifold.bank, manifold.mean, np.int32(0), np.int32(rows))
+    if search_dim:  # the reduced search: its rows, ‖b − μ‖², basis and constants
+      args += (manifold.search_rows + (manifold.basis, manifold.reduce_consts),)
+    compiled = manifold._search_fn(jnp.bfloat16, bool(search_dim)).lower(*args).compile()
     analysis = compiled.memory_analysis()
     if analysis is None:
       pytest.skip("this backend reports no memory analysis")
