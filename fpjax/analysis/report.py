@@ -269,7 +269,7 @@ def discussion(rows) -> list[str]:
     elif gap < -2 * noise:
       verdict = (f'**A baseline beats ManiFPT** by {-gap:.1f} points (more than twice the larger '
                  f'seed std, {noise:.1f}). Likely reasons (hypotheses, not tested here): the '
-                 'models of a small zoo differ in global image statistics (near-blank or blurry '
+                 'models of a small zoo differ in global image statistics (thin-stroked or blurry '
                  'samples from some flows/VAEs, contrast, stroke width) that a CNN on the images '
                  'or colour/spectral statistics pick up directly, while the artifact subtracts '
                  'the nearest real digit; and short training budgets and 28x28 grey images are '
