@@ -38,6 +38,16 @@ def toy_models(real, n, seed=0):
   return images, labels, names, [tags[k] for k in names]
 '''
 
+# Full mode of the first two notebooks: build (or reuse) the quick zoo and read its samples.
+QUICK_ZOO = '''\
+  import tempfile
+  from fpjax import zoo
+  real = data.load_real('mnist5k')
+  workdir = os.path.join(tempfile.gettempdir(), 'fpjax_zoo_quick')
+  zoo.build_zoo(workdir, preset='quick', real='mnist5k')
+  gen, meta = zoo.load_zoo(workdir)
+  images, labels, names = gen.images, gen.labels, gen.class_names'''
+
 QUICKSTART = [
     ("md", "# fpjax quickstart: project, look at artifacts, train a probe\n"
            "A generated image's **artifact** is its offset from the nearest real image (its "
@@ -55,13 +65,7 @@ if SMALL:
   real = data.load_real('digits')
   images, labels, names, _ = toy_models(real, 60)
 else:
-  import tempfile
-  from fpjax import zoo
-  real = data.load_real('mnist5k')
-  workdir = os.path.join(tempfile.gettempdir(), 'fpjax_zoo_quick')
-  zoo.build_zoo(workdir, preset='quick', real='mnist5k')
-  gen, meta = zoo.load_zoo(workdir)
-  images, labels, names = gen.images, gen.labels, gen.class_names
+''' + QUICK_ZOO + '''
 print(real.train_images.shape, images.shape, names)'''),
     ("md", "## Project onto the manifold\n`Manifold.from_images` embeds the real images (here in "
            "RGB pixel space) and holds them as the bank; `project` returns the nearest bank row, "
@@ -103,13 +107,7 @@ if SMALL:
   images, labels, names, knob = toy_models(real, 60)
   knobs = {'trace': knob}
 else:
-  import tempfile
-  from fpjax import zoo
-  real = data.load_real('mnist5k')
-  workdir = os.path.join(tempfile.gettempdir(), 'fpjax_zoo_quick')
-  zoo.build_zoo(workdir, preset='quick', real='mnist5k')
-  gen, meta = zoo.load_zoo(workdir)
-  images, labels, names = gen.images, gen.labels, gen.class_names
+''' + QUICK_ZOO + '''
   knobs = {t: [m['tags'][t] for m in meta['models']] for t in meta['models'][0]['tags']}'''),
     ("md", "## Streaming statistics per model\n`FingerprintStats` accumulates, per model, the mean "
            "and variance of artifacts, a covariance in the bank's principal directions, power "

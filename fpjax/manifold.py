@@ -86,10 +86,10 @@ def _gamma(n: int) -> float:
   return n * _F32_EPS / (1.0 - n * _F32_EPS)
 
 
-def _reduce(xc, basis, orth_err):
-  """Search vectors of centred rows xc [n, D] on the basis V [D, r] (see the module doc).
+def _reduce(xc, norm2, basis, orth_err):
+  """Search vectors of centred rows xc [n, D] (‖xc‖² = norm2) on the basis V [D, r].
 
-  Returns x̂ = [p, ρ] [n, r+1] with p = fl(Vᵀx), and per row ‖p‖ and η. With r_x the
+  (See the module doc.) Returns x̂ = [p, ρ] [n, r+1] with p = fl(Vᵀx), and per row ‖p‖ and η. With r_x the
   exact residual x − V p: ρ ≥ ‖r_x‖ and η ≥ ‖Vᵀ r_x‖, so for any two rows
       x·y ≤ p_x·p_y + ρ_x ρ_y + η_x‖p_y‖ + η_y‖p_x‖ + ‖VᵀV − I‖ ‖p_x‖‖p_y‖,
   every term bounded with float32 rounding accounted for (Higham's γ_n).
@@ -100,7 +100,7 @@ def _reduce(xc, basis, orth_err):
   res = xc - jnp.dot(p, basis.T, precision=hi)
   w = jnp.dot(res, basis, precision=hi)
   gd, gr = _gamma(dim + 2), _gamma(r + 2)
-  xn = jnp.sqrt(jnp.sum(xc * xc, axis=1))
+  xn = jnp.sqrt(norm2)
   pn = jnp.sqrt(jnp.sum(p * p, axis=1))
   rn = jnp.sqrt(jnp.sum(res * res, axis=1))
   # ‖r_x − res‖: rounding of V p (r terms) and of the subtraction, normwise.
@@ -136,7 +136,7 @@ def _search(q, bank, mu, offset, n_valid, reduced=None, *, k, tile, search_dtype
   precision = lax.Precision.HIGHEST if search_dtype == jnp.float32 else None
   if reduced is not None:
     sbank, bnorm, basis, consts = reduced
-    q_hat, q_pn, q_eta = _reduce(qc, basis, consts[3])
+    q_hat, q_pn, q_eta = _reduce(qc, qn, basis, consts[3])
     qs = q_hat.astype(search_dtype)
   else:
     qs = qc.astype(search_dtype or jnp.float32)
@@ -388,7 +388,7 @@ class Manifold:
 
     def search(rows, size, search_dtype, reduced=False):
       # Pads to `size` rows: one shape per call, a single compilation.
-      q = jnp.zeros((size, self.dim), jnp.float32).at[:rows.shape[0]].set(rows)
+      q = jnp.pad(rows, ((0, size - rows.shape[0]), (0, 0))) if rows.shape[0] < size else rows
       d, i, ok = self._search_all(jax.device_put(q, sharding), search_dtype, reduced)
       return d[:rows.shape[0]], i[:rows.shape[0]], ok[:rows.shape[0]]
 
@@ -532,8 +532,11 @@ def _reduction(flat: np.ndarray, mean, search_dim):
   gram = basis.T.astype(np.float64) @ basis.astype(np.float64)
   orth_err = float(np.linalg.norm(gram - np.eye(r))) * 1.01 + 1e-12
   basis = jnp.asarray(basis)
-  reduce_fn = jax.jit(lambda x: _reduce(x - mean, basis, orth_err) + (
-      jnp.sum(jnp.square(x - mean), axis=1),))
+  def reduce_fn(x):
+    xc = x - mean
+    norm2 = jnp.sum(xc * xc, axis=1)
+    return _reduce(xc, norm2, basis, orth_err) + (norm2,)
+  reduce_fn = jax.jit(reduce_fn)
   parts = [tuple(np.asarray(a) for a in reduce_fn(jnp.asarray(flat[s:s + 8192])))
            for s in range(0, n, 8192)]
   hat, pn, eta, norm2 = (np.concatenate(a) for a in zip(*parts))

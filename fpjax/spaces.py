@@ -95,12 +95,6 @@ def space_fn(space: Space) -> Callable[[jax.Array], jax.Array]:
   return _jitted(space)
 
 
-def space_name(space: Space) -> str:
-  if isinstance(space, str):
-    return space
-  return getattr(space, "name", None) or getattr(space, "__name__", type(space).__name__)
-
-
 def embed(images, space: Space = "rgb", *, batch_size: int | None = None) -> jax.Array:
   """Embeds images into space φ; see module docstring.
 

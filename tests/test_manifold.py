@@ -127,8 +127,9 @@ def test_reduced_search_ranks_by_a_true_lower_bound(rng):
   x = (100 * rng.normal(size=(200, r)) @ basis.T + 1e-3 * rng.normal(size=(200, dim)))
   x = x.astype(np.float32)
   orth = float(np.linalg.norm(basis.T.astype(np.float64) @ basis - np.eye(r))) + 1e-12
-  hat, pn, eta = (np.asarray(a, np.float64)
-                  for a in manifold_lib._reduce(jnp.asarray(x), jnp.asarray(basis), orth))
+  xj = jnp.asarray(x)
+  hat, pn, eta = (np.asarray(a, np.float64) for a in manifold_lib._reduce(
+      xj, jnp.sum(xj * xj, axis=1), jnp.asarray(basis), orth))
   p, rho = hat[:, :r], hat[:, r]
   xd = x.astype(np.float64)
   bound = (p @ p.T + np.outer(rho, rho) + np.outer(eta, pn) + np.outer(pn, eta)

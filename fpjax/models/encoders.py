@@ -185,11 +185,7 @@ def _train_ssl(backbone, x, *, steps, seed, batch_size, cfg, mesh):
     _, _, rest = nnx.split(m, nnx.Param, ...)
     return loss, rest
 
-  @jax.jit
-  def step(params, rest, opt_state, xb, key):
-    (loss, rest), g = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, xb, key)
-    updates, opt_state = tx.update(g, opt_state, params)
-    return optax.apply_updates(params, updates), rest, opt_state, loss
+  step = training.make_train_step(loss_fn, tx)
 
   rng = np.random.default_rng(seed)
   key = jax.random.key(seed)

@@ -107,6 +107,20 @@ def _kernel_l2(params) -> jax.Array:
   return total
 
 
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation) -> Callable:
+  """One jitted optax step on split nnx state.
+
+  loss_fn(params, rest, *batch) -> (loss, new_rest); the step returns
+  (params, rest, opt_state, loss).
+  """
+  @jax.jit
+  def step(params, rest, opt_state, *batch):
+    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, *batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), rest, opt_state, loss
+  return step
+
+
 def fit_classifier(model: nnx.Module, x: np.ndarray, y: np.ndarray, *,
                    make_tx: Callable[[int, int], optax.GradientTransformation],
                    epochs: int | None = None, steps: int | None = None, batch_size: int = 64,
@@ -152,11 +166,7 @@ def fit_classifier(model: nnx.Module, x: np.ndarray, y: np.ndarray, *,
     loss = ce + 0.5 * l2 * _kernel_l2(params) if l2 else ce
     return loss, new_rest
 
-  @jax.jit
-  def train_step(params, rest, opt_state, xb, yb):
-    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, xb, yb)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), rest, opt_state, loss
+  train_step = make_train_step(loss_fn, tx)
 
   @jax.jit
   def eval_logits(params, rest, xb):
