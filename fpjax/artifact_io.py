@@ -1,22 +1,42 @@
-"""Artifact files on disk: the format compute_artifacts writes, and safe readers for arrays.
+"""Files of a compute_artifacts work directory: the artifact store, its reader, the bad-input
+list, and safe readers for user arrays.
 
-Layout of a compute_artifacts work directory (format "fpjax.artifacts/1"):
+Layout of a compute_artifacts work directory (format "fpjax.artifacts/2"):
 
-  WORKDIR/artifacts/shard-00000.npz ...  one file per checkpoint interval, fields
-      artifact  float32 [n, *embedding_shape]   φ(x) − φ(x*)
-      distance  float32 [n, k]                  Euclidean distance to the k nearest bank rows
-      index     int32   [n, k]                  bank rows of the k nearest, nearest first
-      label     int32   [n]                     generative-model label (class_names[label])
-      row       int64   [n]                     row of the image in index.json's `files`
-  WORKDIR/artifacts/index.json   space, k, embedding_shape, class_names, files, shards
-  WORKDIR/fingerprint/stats.npz  FingerprintStats.finalize() of every model
-  WORKDIR/fingerprint/summary.json  per-model count, mean distance, mean |artifact|, FDR
+  WORKDIR/artifacts/<field>/     one zarr (v2) array per field, row i = image `files[i]` of
+                                 index.json, chunked along rows only (`chunk_rows` rows a chunk):
+      artifact  float32 [N, *embedding_shape]   φ(x) − φ(x*)
+      distance  float32 [N, k]                  Euclidean distance to the k nearest bank rows
+      index     int32   [N, k]                  bank rows of the k nearest, nearest first
+      label     int32   [N]                     generative-model label (class_names[label]);
+                                                -1: a bad file, skipped (listed in bad_inputs.jsonl;
+                                                its artifact is 0, distance NaN, index -1)
+  WORKDIR/artifacts/index.json   format, config, space, k, embedding_shape, class_names, gm_root,
+                                 files (relative to gm_root), num_rows (= len(files)), num_bad_rows,
+                                 chunk_rows, process_count
+  WORKDIR/fingerprint/stats.npz  FingerprintStats.finalize() of every model (good rows only)
+  WORKDIR/fingerprint/summary.json  per-model count, mean distance, mean |artifact|, FDR,
+                                 bad_inputs (number of files skipped)
+  WORKDIR/bad_inputs.jsonl       one JSON object a line per skipped file: path, reason, stage
+                                 ('list': refused when listing the folder, never a row; 'decode':
+                                 unreadable, its row has label -1; 'real': a file of the real bank
+                                 folder), row (for 'decode')
   WORKDIR/metrics.jsonl          progress metrics, one JSON object a line (process 0)
   WORKDIR/checkpoints/           orbax checkpoints of an unfinished run
   WORKDIR/COMPLETE               written last: without it the directory is a partial run
 
-Every file is written to a temporary name in the same folder and renamed into place
-(`os.replace` is atomic), so a reader never sees half a file under a final name.
+Who writes what: the input pipeline gives each process whole blocks of `chunk_rows` consecutive
+rows (global batch b, process p: rows [b·B + p·chunk_rows, b·B + (p+1)·chunk_rows) with
+B = process_count · chunk_rows), and a chunk is exactly one such block, so every process writes
+its own chunks through tensorstore and no two processes ever write the same chunk file; no
+artifact crosses hosts. Any zarr reader (zarr-python, tensorstore, xarray) reads the arrays;
+`ArtifactStore` reads them lazily and hides the rows of bad files (label -1): its row i is the
+i-th *good* file in `files` order. A label of -2 (the arrays' fill value) would be a row no
+process wrote; the reader refuses such a store.
+
+JSON and .npz files are written to a temporary name in the same folder and renamed into place
+(`os.replace` is atomic), so a reader never sees half a file under a final name; a chunk written
+again by a resumed run gets the same bytes.
 
 Readers never unpickle: `load_array` reads .npy/.npz with allow_pickle=False and checks the
 header against the file size before allocating anything, so a corrupt or hostile file gives a
@@ -24,21 +44,46 @@ ValueError naming the file instead of a crash, a huge allocation or code executi
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import os
+import sys
 import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
 
-FORMAT = "fpjax.artifacts/1"
-SHARD_FIELDS = ("artifact", "distance", "index", "label", "row")
+FORMAT = "fpjax.artifacts/2"
+FIELDS = ("artifact", "distance", "index", "label")
 COMPLETE = "COMPLETE"
+BAD_INPUTS = "bad_inputs.jsonl"
+BAD_LABEL = -1      # label of a skipped (bad) file's row
+UNWRITTEN = -2      # label fill value: a row no process wrote
 # Refuse arrays larger than this unless the caller raises the limit: a tiny file whose header
 # (or zip entry) claims terabytes is a decompression bomb, not data.
 DEFAULT_MAX_BYTES = 16 << 30
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+class UserInputError(ValueError):
+  """Input from the user that fpjax refuses (a bad flag value, file, folder or dataset name).
+
+  Binaries turn it into one line on stderr and exit status 2 (fpjax.bin.flags.run); anything
+  else is a bug and keeps its traceback (exit 1).
+  """
+
+
+class BadInputError(UserInputError):
+  """One user file that cannot be used; `path` and `reason` (the message is 'path: reason')."""
+
+  def __init__(self, path: str, reason: str, stage: str = "decode"):
+    super().__init__(f"{path}: {reason}")
+    self.path, self.reason, self.stage = path, reason, stage
 
 
 # ------------------------------------------------------------------------------ atomic writes
@@ -77,7 +122,7 @@ def load_json(path: str) -> Any:
     with open(path) as f:
       return json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path}: unreadable JSON: {e}") from e
+    raise UserInputError(f"{path}: unreadable JSON: {e}") from e
 
 
 # ------------------------------------------------------------------------------ safe readers
@@ -87,7 +132,7 @@ def check_inside(path: str, root: str) -> str:
   """Real path of `path`; ValueError if it (through symlinks) leaves `root`."""
   real, real_root = os.path.realpath(path), os.path.realpath(root)
   if os.path.commonpath([real, real_root]) != real_root:
-    raise ValueError(f"{path}: resolves to {real}, outside the data root {real_root}; refused.")
+    raise UserInputError(f"{path}: resolves to {real}, outside the data root {real_root}; refused.")
   return real
 
 
@@ -95,7 +140,7 @@ def check_name(name: str, what: str = "model name") -> str:
   """A name used as a folder/file name: no path separator, no '..', not empty."""
   if (not isinstance(name, str) or not name or ".." in name or "/" in name or "\\" in name
       or os.sep in name or name.startswith(".") or "\x00" in name):
-    raise ValueError(f"{what} {name!r} is not a safe file name (empty, '..', leading '.' "
+    raise UserInputError(f"{what} {name!r} is not a safe file name (empty, '..', leading '.' "
                      "or a path separator); refused.")
   return name
 
@@ -104,7 +149,7 @@ def _npy_header(f, path: str):
   try:
     version = np.lib.format.read_magic(f)
   except ValueError as e:
-    raise ValueError(f"{path}: not a .npy array (wrong magic bytes): {e}") from e
+    raise UserInputError(f"{path}: not a .npy array (wrong magic bytes): {e}") from e
   try:
     if version == (1, 0):
       shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
@@ -113,16 +158,16 @@ def _npy_header(f, path: str):
     else:
       shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # pylint: disable=protected-access
   except (ValueError, SyntaxError) as e:
-    raise ValueError(f"{path}: corrupt .npy header: {e}") from e
+    raise UserInputError(f"{path}: corrupt .npy header: {e}") from e
   return shape, fortran, np.dtype(dtype)
 
 
 def _check_dtype(dtype: np.dtype, path: str) -> None:
   if dtype.hasobject:
-    raise ValueError(f"{path}: holds Python objects (dtype {dtype}); loading it would unpickle "
+    raise UserInputError(f"{path}: holds Python objects (dtype {dtype}); loading it would unpickle "
                      "arbitrary code, refused (allow_pickle stays off). Save plain numeric arrays.")
   if dtype.kind not in "biuf":
-    raise ValueError(f"{path}: dtype {dtype} is not a numeric array dtype.")
+    raise UserInputError(f"{path}: dtype {dtype} is not a numeric array dtype.")
 
 
 def _load_npy(path: str, max_bytes: int) -> np.ndarray:
@@ -132,33 +177,33 @@ def _load_npy(path: str, max_bytes: int) -> np.ndarray:
     _check_dtype(dtype, path)
     need = math.prod(shape) * dtype.itemsize
     if need > max_bytes:
-      raise ValueError(f"{path}: header claims shape {shape} of {dtype} = {need} bytes, over the "
+      raise UserInputError(f"{path}: header claims shape {shape} of {dtype} = {need} bytes, over the "
                        f"limit of {max_bytes} bytes; refused (pass max_bytes to raise it).")
     have = size - f.tell()
     if have != need:
-      raise ValueError(f"{path}: header claims shape {shape} of {dtype} = {need} bytes but the "
+      raise UserInputError(f"{path}: header claims shape {shape} of {dtype} = {need} bytes but the "
                        f"file holds {have}; truncated or corrupt.")
   try:
     return np.load(path, allow_pickle=False)
   except (ValueError, OSError) as e:
-    raise ValueError(f"{path}: unreadable .npy: {e}") from e
+    raise UserInputError(f"{path}: unreadable .npy: {e}") from e
 
 
 def _load_npz(path: str, max_bytes: int) -> dict[str, np.ndarray]:
   try:
     zf = zipfile.ZipFile(path)
   except (zipfile.BadZipFile, OSError) as e:
-    raise ValueError(f"{path}: not a .npz archive (wrong magic or corrupt zip): {e}") from e
+    raise UserInputError(f"{path}: not a .npz archive (wrong magic or corrupt zip): {e}") from e
   out = {}
   with zf:
     total = 0
     for info in zf.infolist():
       total += info.file_size
       if total > max_bytes:
-        raise ValueError(f"{path}: archive expands to over {max_bytes} bytes (entry "
+        raise UserInputError(f"{path}: archive expands to over {max_bytes} bytes (entry "
                          f"{info.filename}); decompression bomb refused.")
       if not info.filename.endswith(".npy"):
-        raise ValueError(f"{path}: entry {info.filename!r} is not a .npy array.")
+        raise UserInputError(f"{path}: entry {info.filename!r} is not a .npy array.")
       name = f"{path}[{info.filename[:-4]}]"
       try:
         with zf.open(info) as f:
@@ -166,12 +211,12 @@ def _load_npz(path: str, max_bytes: int) -> dict[str, np.ndarray]:
           _check_dtype(dtype, name)
           need = math.prod(shape) * dtype.itemsize
           if need + f.tell() != info.file_size:
-            raise ValueError(f"{name}: header claims {need} bytes but the entry holds "
+            raise UserInputError(f"{name}: header claims {need} bytes but the entry holds "
                              f"{info.file_size - f.tell()}; corrupt.")
         with zf.open(info) as f:
           out[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
       except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ValueError(f"{name}: corrupt archive entry: {e}") from e
+        raise UserInputError(f"{name}: corrupt archive entry: {e}") from e
   return out
 
 
@@ -186,14 +231,14 @@ def load_array(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES, root: str | Non
   if root is not None:
     check_inside(path, root)
   if not os.path.exists(path):
-    raise ValueError(f"{path}: no such file.")
+    raise UserInputError(f"{path}: no such file.")
   if not os.path.isfile(path):
-    raise ValueError(f"{path}: not a regular file.")
+    raise UserInputError(f"{path}: not a regular file.")
   if path.endswith(".npy"):
     return _load_npy(path, max_bytes)
   if path.endswith(".npz"):
     return _load_npz(path, max_bytes)
-  raise ValueError(f"{path}: expected a .npy or .npz file.")
+  raise UserInputError(f"{path}: expected a .npy or .npz file.")
 
 
 def load_images(path: str, **kwargs) -> np.ndarray:
@@ -205,81 +250,303 @@ def load_images(path: str, **kwargs) -> np.ndarray:
   a = load_array(path, **kwargs)
   if isinstance(a, dict):
     if "images" not in a:
-      raise ValueError(f"{path}: .npz has no 'images' entry (has {sorted(a)}).")
+      raise UserInputError(f"{path}: .npz has no 'images' entry (has {sorted(a)}).")
     a = a["images"]
   if a.ndim != 4 or a.shape[-1] not in (1, 3) or a.shape[0] == 0:
-    raise ValueError(f"{path}: expected images [N, H, W, C] with C in {{1, 3}} and N > 0; got "
+    raise UserInputError(f"{path}: expected images [N, H, W, C] with C in {{1, 3}} and N > 0; got "
                      f"shape {a.shape}.")
   if a.dtype == np.uint8:
     return a
   if a.dtype.kind != "f":
-    raise ValueError(f"{path}: images must be uint8 or float in [0, 1]; got dtype {a.dtype}.")
+    raise UserInputError(f"{path}: images must be uint8 or float in [0, 1]; got dtype {a.dtype}.")
   flat = a.reshape(a.shape[0], -1)
   bad = ~np.all(np.isfinite(flat), axis=1)
   if bad.any():
-    raise ValueError(f"{path}: {int(bad.sum())} image(s) hold NaN or Inf, first at row "
+    raise UserInputError(f"{path}: {int(bad.sum())} image(s) hold NaN or Inf, first at row "
                      f"{int(np.flatnonzero(bad)[0])}.")
   out = (flat.min(axis=1) < 0) | (flat.max(axis=1) > 1)
   if out.any():
-    raise ValueError(f"{path}: float images must lie in [0, 1]; row {int(np.flatnonzero(out)[0])} "
+    raise UserInputError(f"{path}: float images must lie in [0, 1]; row {int(np.flatnonzero(out)[0])} "
                      f"spans [{flat[out].min():.3g}, {flat[out].max():.3g}].")
   return a.astype(np.float32)
 
 
-# ------------------------------------------------------------------------------ artifacts
+# ------------------------------------------------------------------------------ bad inputs
+
+
+class BadInputs:
+  """The list of skipped user files, WORKDIR/bad_inputs.jsonl, and the --on_bad_input policy.
+
+  `record` prints one line to stderr and appends one JSON line (path, reason, stage, row) to the
+  file at once, so a killed run keeps what it found. With policy 'skip' the caller goes on
+  without the file; with 'fail' `record` returns False and the caller stops (after saving what
+  is computed) by raising `error()`. Several processes may append to one list: each line is
+  one write() to a file opened with O_APPEND.
+  """
+
+  POLICIES = ("skip", "fail")
+
+  def __init__(self, workdir: str, policy: str = "skip", *, write: bool = True,
+               prefix: str = "fpjax"):
+    if policy not in self.POLICIES:
+      raise UserInputError(f"--on_bad_input={policy!r}: expected one of {self.POLICIES}.")
+    self.path = os.path.join(os.path.abspath(workdir), BAD_INPUTS)
+    self.policy, self.write, self.prefix = policy, write, prefix
+    self.found: list[dict] = []  # recorded by this process in this run
+
+  @property
+  def skip(self) -> bool:
+    return self.policy == "skip"
+
+  def record(self, path: str, reason: str, stage: str, row: int | None = None, *,
+             echo: bool = True) -> bool:
+    """Lists one bad file; True if the caller should skip it and go on (policy 'skip')."""
+    entry = {"path": str(path), "reason": str(reason), "stage": stage}
+    if row is not None:
+      entry["row"] = int(row)
+    self.found.append(entry)
+    if echo:
+      action = "skipped" if self.skip else "stopping at"
+      print(f"{self.prefix}: {action} bad input ({stage}): {path}: {reason}", file=sys.stderr,
+            flush=True)
+    if self.write:
+      os.makedirs(os.path.dirname(self.path), exist_ok=True)
+      line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+      fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+      try:
+        os.write(fd, line)
+      finally:
+        os.close(fd)
+    return self.skip
+
+  def error(self) -> BadInputError:
+    """The error that stops a run under --on_bad_input=fail (names the first bad file)."""
+    first = self.found[0]
+    return BadInputError(first["path"], first["reason"] + " (--on_bad_input=fail; use "
+                         "--on_bad_input=skip to skip and list bad files)", first["stage"])
+
+  def keep_only(self, keep) -> None:
+    """Rewrites the list with the entries for which keep(entry) is true (a resumed run drops
+    what it will find again). Call on one process, before the others append."""
+    entries = read_bad_inputs(os.path.dirname(self.path))
+    kept = [e for e in entries if keep(e)]
+    if kept or os.path.exists(self.path):
+      text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept)
+      _atomic(self.path, lambda f: f.write(text.encode()))
+
+
+def read_bad_inputs(workdir: str) -> list[dict]:
+  """Entries of WORKDIR/bad_inputs.jsonl, without repeats (a torn last line is skipped)."""
+  path = os.path.join(workdir, BAD_INPUTS)
+  out, seen = [], set()
+  if not os.path.exists(path):
+    return out
+  with open(path) as f:
+    for line in f:
+      try:
+        e = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      key = (e.get("path"), e.get("stage"), e.get("row"))
+      if isinstance(e, dict) and key not in seen:
+        seen.add(key)
+        out.append(e)
+  return out
+
+
+# ------------------------------------------------------------------------------ artifact store
 
 
 def is_complete(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, COMPLETE))
 
 
-def read_index(workdir: str) -> dict:
-  """index.json of a *finished* compute_artifacts run (ValueError for a partial one)."""
-  if not is_complete(workdir):
-    raise ValueError(f"{workdir}: no {COMPLETE} marker: the run is unfinished or failed; rerun "
-                     "compute_artifacts with the same --workdir to resume it.")
-  index = load_json(os.path.join(workdir, "artifacts", "index.json"))
-  if index.get("format") != FORMAT:
-    raise ValueError(f"{workdir}/artifacts/index.json: format {index.get('format')!r}, "
-                     f"expected {FORMAT!r}.")
-  return index
+def _field_specs(embedding_shape, k: int) -> dict[str, tuple[tuple, str, Any]]:
+  """(shape of one row, zarr dtype, fill value) of each field."""
+  return {"artifact": (tuple(embedding_shape), "<f4", 0.0), "distance": ((k,), "<f4", 0.0),
+          "index": ((k,), "<i4", 0), "label": ((), "<i4", UNWRITTEN)}
 
 
-def read_shard(workdir: str, name: str) -> dict[str, np.ndarray]:
-  folder = os.path.join(workdir, "artifacts")
-  check_name(name, "shard file name")
-  shard = load_array(os.path.join(folder, name), root=folder)
-  missing = [f for f in SHARD_FIELDS if f not in shard]
-  if missing:
-    raise ValueError(f"{folder}/{name}: missing fields {missing}.")
-  return shard
+def _zarr_spec(workdir: str, field: str) -> dict:
+  return {"driver": "zarr", "kvstore": {"driver": "file",
+                                         "path": os.path.join(workdir, "artifacts", field)}}
 
 
-def iter_shards(workdir: str):
-  """Yields (shard name, dict of fields) of a finished run, in row order."""
-  for entry in read_index(workdir)["shards"]:
-    shard = read_shard(workdir, entry["file"])
-    if len(shard["row"]) != entry["rows"]:
-      raise ValueError(f"{workdir}/artifacts/{entry['file']}: {len(shard['row'])} rows, index.json "
-                       f"says {entry['rows']}.")
-    yield entry["file"], shard
+class ArtifactWriter:
+  """Writes rows of the store's zarr arrays; each process writes only its own chunks.
+
+  `create` (one process, before the others `open`) makes empty arrays of `num_rows` rows;
+  `write(start, fields)` starts writing rows [start, start + n) without waiting; `flush()` waits
+  until everything written so far is on disk (call it before a checkpoint says so).
+  """
+
+  def __init__(self, arrays: dict):
+    self._arrays = arrays
+    self._pending = []
+
+  @classmethod
+  def create(cls, workdir: str, num_rows: int, chunk_rows: int, embedding_shape, k: int):
+    import tensorstore as ts  # pylint: disable=g-import-not-at-top
+    arrays = {}
+    for field, (row_shape, dtype, fill) in _field_specs(embedding_shape, k).items():
+      spec = dict(_zarr_spec(workdir, field), metadata={
+          "shape": [num_rows, *row_shape], "chunks": [chunk_rows, *row_shape], "dtype": dtype,
+          "fill_value": fill})
+      arrays[field] = ts.open(spec, create=True, delete_existing=True).result()
+    return cls(arrays)
+
+  @classmethod
+  def open(cls, workdir: str):
+    import tensorstore as ts  # pylint: disable=g-import-not-at-top
+    return cls({f: ts.open(_zarr_spec(workdir, f), open=True, write=True).result() for f in FIELDS})
+
+  def write(self, start: int, fields: dict[str, np.ndarray]) -> None:
+    n = len(fields["label"])
+    for f in FIELDS:
+      self._pending.append(self._arrays[f][start:start + n].write(np.asarray(fields[f])))
+
+  def flush(self) -> None:
+    for fut in self._pending:
+      fut.result()
+    self._pending = []
 
 
-def read_artifacts(workdir: str, fields=SHARD_FIELDS) -> dict[str, np.ndarray]:
-  """All rows of a finished run, concatenated (fits in memory for moderate runs)."""
-  parts = {f: [] for f in fields}
-  for _, shard in iter_shards(workdir):
-    for f in fields:
-      parts[f].append(shard[f])
-  index = read_index(workdir)
-  k = index["k"]
-  empty = {"artifact": (0, *index["embedding_shape"]), "distance": (0, k), "index": (0, k),
-           "label": (0,), "row": (0,)}
-  return {f: np.concatenate(v) if v else np.zeros(empty[f]) for f, v in parts.items()}
+class LazyRows:
+  """Rows of a zarr array, read on demand: len(), shape, dtype, ndim, `[a:b]`, `[sorted int
+  array]`, `[i]`, and np.asarray (reads everything). `rows` maps its row i to the array's row
+  rows[i] (the good rows of the store), increasing."""
+
+  def __init__(self, array, rows: np.ndarray):
+    self._array = array
+    self._rows = np.asarray(rows, np.int64)
+    self._identity = len(self._rows) == array.shape[0]  # no bad rows: row i is array row i
+    self.dtype = np.dtype(array.dtype.numpy_dtype)
+    self.shape = (len(self._rows), *array.shape[1:])
+    self.ndim = len(self.shape)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def _read(self, phys: np.ndarray) -> np.ndarray:
+    if len(phys) == 0:
+      return np.zeros((0, *self.shape[1:]), self.dtype)
+    if phys[-1] - phys[0] + 1 == len(phys):  # one contiguous run: a plain slice
+      return self._array[int(phys[0]):int(phys[-1]) + 1].read().result()
+    return self._array[phys].read().result()
+
+  def __getitem__(self, key) -> np.ndarray:
+    if isinstance(key, (int, np.integer)):
+      i = int(key) + (len(self) if key < 0 else 0)
+      if not 0 <= i < len(self):
+        raise IndexError(f"row {key} out of range for {len(self)} rows")
+      return self._read(self._rows[i:i + 1])[0]
+    if isinstance(key, slice):
+      a, b, step = key.indices(len(self))
+      if step != 1:
+        raise IndexError("LazyRows takes contiguous slices (step 1) or sorted row arrays")
+      if self._identity:
+        return self._read(np.arange(a, max(a, b)))
+      return self._read(self._rows[a:b])
+    idx = np.asarray(key)
+    if idx.dtype == bool:
+      idx = np.flatnonzero(idx)
+    if idx.ndim != 1 or idx.dtype.kind not in "iu":
+      raise IndexError(f"LazyRows takes an int, a slice or a 1-D array of rows; got {key!r}")
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+      raise IndexError(f"rows out of range for {len(self)} rows")
+    if np.any(np.diff(idx) < 0):
+      raise IndexError("row arrays must be sorted (read in storage order)")
+    return self._read(self._rows[idx])
+
+  def __array__(self, dtype=None, copy=None):
+    out = self[0:len(self)]
+    return out if dtype is None else out.astype(dtype)
 
 
-def read_fingerprint(workdir: str) -> tuple[dict[str, np.ndarray], dict]:
-  """(FingerprintStats.finalize() arrays, summary.json) of a finished run."""
-  read_index(workdir)
-  stats = load_array(os.path.join(workdir, "fingerprint", "stats.npz"))
-  return stats, load_json(os.path.join(workdir, "fingerprint", "summary.json"))
+@dataclasses.dataclass
+class ArtifactStore:
+  """A finished compute_artifacts work directory, read lazily (format in the module docstring).
+
+  Rows are the good files, in `files` order; labels, distance and index are read whole (small),
+  `artifact` is a `LazyRows` that reads only the rows asked for.
+  """
+  workdir: str
+  config: dict
+  space: str
+  k: int
+  embedding_shape: tuple
+  class_names: list
+  gm_root: str
+  files: list
+  labels: np.ndarray
+  distance: np.ndarray
+  index: np.ndarray
+  artifact: LazyRows
+  num_bad_rows: int
+
+  @property
+  def num_rows(self) -> int:
+    return len(self.labels)
+
+  @functools.cached_property
+  def summary(self) -> dict:
+    return load_json(os.path.join(self.workdir, "fingerprint", "summary.json"))
+
+  @property
+  def stats_path(self) -> str:
+    return os.path.join(self.workdir, "fingerprint", "stats.npz")
+
+  def bad_inputs(self) -> list[dict]:
+    return read_bad_inputs(self.workdir)
+
+  @classmethod
+  def open(cls, workdir: str) -> "ArtifactStore":
+    import tensorstore as ts  # pylint: disable=g-import-not-at-top
+    workdir = os.path.abspath(workdir)
+    if not is_complete(workdir):
+      raise UserInputError(f"{workdir}: no {COMPLETE} marker: not a finished compute_artifacts "
+                           "run (rerun compute_artifacts with this --workdir to finish it).")
+    meta = load_json(os.path.join(workdir, "artifacts", "index.json"))
+    if meta.get("format") != FORMAT:
+      raise UserInputError(f"{workdir}/artifacts/index.json: format {meta.get('format')!r}, "
+                           f"expected {FORMAT!r}; recompute the artifacts.")
+    arrays = {}
+    for f in FIELDS:
+      try:
+        arrays[f] = ts.open(_zarr_spec(workdir, f), open=True, read=True).result()
+      except ValueError as e:
+        raise UserInputError(f"{workdir}/artifacts/{f}: unreadable zarr array: {e}") from e
+      if arrays[f].shape[0] != meta["num_rows"]:
+        raise UserInputError(f"{workdir}/artifacts/{f}: {arrays[f].shape[0]} rows, index.json "
+                             f"says {meta['num_rows']}.")
+    label = arrays["label"].read().result()
+    if (label == UNWRITTEN).any():
+      raise UserInputError(f"{workdir}/artifacts/label: row {int(np.flatnonzero(label == UNWRITTEN)[0])}"
+                           " was never written; the store is incomplete.")
+    good = np.flatnonzero(label != BAD_LABEL)
+    if len(label) - len(good) != meta["num_bad_rows"]:
+      raise UserInputError(f"{workdir}/artifacts/label: {len(label) - len(good)} bad rows, "
+                           f"index.json says {meta['num_bad_rows']}.")
+    if (label[good] >= len(meta["class_names"])).any() or (label[good] < 0).any():
+      raise UserInputError(f"{workdir}/artifacts/label: labels outside the "
+                           f"{len(meta['class_names'])} models.")
+    reader = LazyRows(arrays["distance"], good)
+    return cls(
+        workdir=workdir, config=meta["config"], space=meta["space"], k=int(meta["k"]),
+        embedding_shape=tuple(meta["embedding_shape"]), class_names=list(meta["class_names"]),
+        gm_root=meta["gm_root"], files=[meta["files"][i] for i in good],
+        labels=label[good].astype(np.int32), distance=np.asarray(reader),
+        index=np.asarray(LazyRows(arrays["index"], good)),
+        artifact=LazyRows(arrays["artifact"], good), num_bad_rows=int(meta["num_bad_rows"]))
+
+
+def write_index(workdir: str, *, config: dict, space: str, k: int, embedding_shape, class_names,
+                gm_root: str, files, num_bad_rows: int, chunk_rows: int,
+                process_count: int) -> str:
+  """artifacts/index.json (one process writes it, once every row is on disk)."""
+  return save_json(os.path.join(workdir, "artifacts", "index.json"), {
+      "format": FORMAT, "config": config, "space": space, "k": int(k),
+      "embedding_shape": list(embedding_shape), "num_rows": len(files),
+      "num_bad_rows": int(num_bad_rows), "class_names": list(class_names), "gm_root": gm_root,
+      "files": list(files), "chunk_rows": int(chunk_rows), "process_count": int(process_count),
+      "fields": {f: s[1] for f, s in _field_specs(embedding_shape, k).items()}})
