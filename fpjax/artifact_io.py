@@ -287,25 +287,24 @@ class BadInputs:
   POLICIES = ("skip", "fail")
 
   def __init__(self, workdir: str, policy: str = "skip", *, write: bool = True,
-               prefix: str = "fpjax"):
+               echo: bool = True, prefix: str = "fpjax"):
     if policy not in self.POLICIES:
       raise UserInputError(f"--on_bad_input={policy!r}: expected one of {self.POLICIES}.")
     self.path = os.path.join(os.path.abspath(workdir), BAD_INPUTS)
-    self.policy, self.write, self.prefix = policy, write, prefix
+    self.policy, self.write, self.echo, self.prefix = policy, write, echo, prefix
     self.found: list[dict] = []  # recorded by this process in this run
 
   @property
   def skip(self) -> bool:
     return self.policy == "skip"
 
-  def record(self, path: str, reason: str, stage: str, row: int | None = None, *,
-             echo: bool = True) -> bool:
+  def record(self, path: str, reason: str, stage: str, row: int | None = None) -> bool:
     """Lists one bad file; True if the caller should skip it and go on (policy 'skip')."""
     entry = {"path": str(path), "reason": str(reason), "stage": stage}
     if row is not None:
       entry["row"] = int(row)
     self.found.append(entry)
-    if echo:
+    if self.echo:
       action = "skipped" if self.skip else "stopping at"
       print(f"{self.prefix}: {action} bad input ({stage}): {path}: {reason}", file=sys.stderr,
             flush=True)

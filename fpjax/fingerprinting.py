@@ -2,22 +2,34 @@
 
     real bank (embedded dataset | image folder | TFDS | .npy)  ->  Manifold (bank on devices)
     generated images (zoo workdir | image folder), decoded lazily by the grain pipeline
-      -> per-process shard of each global batch -> Manifold.project -> artifacts
-      -> FingerprintStats (every process, identical) + artifact shards (process 0 writes)
+      -> this process's block of each global batch -> Manifold.project -> artifacts
+      -> this process's rows of the artifact store (zarr, its own chunks)
+      -> this process's FingerprintStats, merged over processes at the end
 
-Resuming: every `checkpoint_every` batches (and on SIGTERM, and when a batch fails) the rows
-projected since the last checkpoint go to a new shard file, then an orbax checkpoint records
-the pipeline position, the partial FingerprintStats and the list of shard files. A rerun with
-the same work directory restores the latest checkpoint, deletes shard files the checkpoint does
-not list (written after it) and continues; the result equals an uninterrupted run. The
-`COMPLETE` marker is written last (see fpjax/artifact_io.py for the file format).
+The job is three steps around the batch loop: `_restore` (open or resume the work directory),
+`_checkpoint` (make what is computed durable) and `_write_outputs` (fingerprints, index.json and
+the COMPLETE marker, written last; format in fpjax/artifact_io.py).
 
-Multi-host: the pipeline builds global batches with `jax.make_array_from_process_local_data`
-over all devices; each process takes back its own rows, projects them on a Manifold whose mesh is
-its local devices (the bank is replicated per host and sharded over that host's devices), and the
-results are all-gathered in global row order, so every process holds the same statistics and
-process 0 writes. (Manifold cannot yet take arrays spanning processes: see the core request in
-the notes.)
+Resuming: each batch's rows are written to the store as soon as they are projected. Every
+`checkpoint_every` batches (and on SIGTERM, on --on_bad_input=fail, and when a batch fails on a
+single process) the writes are flushed and an orbax checkpoint records the number of batches
+done (so which rows are committed), the pipeline position and every process's partial
+statistics. A rerun with the same work directory restores the latest checkpoint and goes on from
+there, rewriting the rows of later batches with the same bytes; the result equals an
+uninterrupted run. The bad-input list keeps the files of committed rows and drops the rest,
+which the rerun finds again.
+
+Bad files: a file that cannot be decoded is recorded in WORKDIR/bad_inputs.jsonl with one line
+on stderr; with on_bad_input='skip' its row gets label -1 (excluded from statistics and from
+`ArtifactStore`) and the run goes on; with 'fail' the run checkpoints the batches before it and
+raises a BadInputError naming it.
+
+Multi-host: the pipeline gives process p the contiguous block p of each global batch; it
+projects it on a Manifold whose mesh is its local devices (the bank is replicated per host and
+sharded over that host's devices) and writes those rows itself, so no artifact crosses hosts.
+Only small things are exchanged: two stop flags per batch, the histogram range on the first
+batch, and the per-process statistics at checkpoints and at the end, so every process ends
+with the same FingerprintStats.
 """
 from __future__ import annotations
 
@@ -39,10 +51,12 @@ from fpjax import artifact_io
 from fpjax import data
 from fpjax import parallel
 from fpjax import progress as progress_lib
+from fpjax.artifact_io import BadInputs, UserInputError
 from fpjax.manifold import Manifold
 from fpjax.stats import FingerprintStats
 
-SPACES = ("rgb", "freq", "dct")
+SPACES = ("rgb", "freq", "dct", "sl", "ssl")
+ENCODER_SPACES = ("sl", "ssl")
 _STATS_FIELDS = ("count", "mean", "m2", "basis", "basis_mean", "basis_m2", "spectrum",
                  "distance_edges", "distance_hist")
 
@@ -54,9 +68,10 @@ class Preempted(RuntimeError):
 # ------------------------------------------------------------------------------ inputs
 
 
-def load_bank_images(real: str) -> np.ndarray:
+def load_bank_images(real: str, bad_inputs: BadInputs | None = None) -> np.ndarray:
   """Real images for the bank: an embedded dataset name, 'tfds:<name>[:<split>]', a .npy/.npz
-  of images [N, H, W, C], or an image folder (all its classes pooled)."""
+  of images [N, H, W, C], or an image folder (all its classes pooled; bad files go to
+  `bad_inputs` as stage 'real')."""
   if real in data.REAL_NAMES:
     return np.asarray(data.load_real(real).train_images)
   if real.startswith("tfds:"):
@@ -65,60 +80,168 @@ def load_bank_images(real: str) -> np.ndarray:
   if real.endswith((".npy", ".npz")):
     return artifact_io.load_images(real)
   if os.path.isdir(real):
-    return data.load_image_folder(real).images
-  raise ValueError(f"--real {real!r}: not one of {list(data.REAL_NAMES)}, 'tfds:<name>', a .npy/"
-                   ".npz of images or an image folder.")
+    return data.load_image_folder(real, bad_inputs=bad_inputs, stage="real").images
+  raise UserInputError(f"--real {real!r}: not one of {list(data.REAL_NAMES)}, 'tfds:<name>', a "
+                       ".npy/.npz of images or an image folder.")
 
 
-def open_generated(gm: str, image_shape) -> data.ImageFolderSource:
+def open_generated(gm: str, image_shape, bad_inputs: BadInputs | None = None
+                   ) -> data.ImageFolderSource:
   """--gm: a zoo work directory (has zoo.json and images/) or an image-folder root."""
   if not os.path.isdir(gm):
-    raise ValueError(f"--gm {gm!r}: not a directory (a zoo workdir or an image-folder root).")
+    raise UserInputError(f"--gm {gm!r}: not a directory (a zoo workdir or an image-folder root).")
   zoo_json = os.path.join(gm, "zoo.json")
   if os.path.isfile(zoo_json):
     meta = artifact_io.load_json(zoo_json)
     try:
       names = [artifact_io.check_name(m["name"], f"{zoo_json}: model name") for m in meta["models"]]
     except (KeyError, TypeError) as e:
-      raise ValueError(f"{zoo_json}: no 'models' list of {{'name': ...}} entries: {e}") from e
+      raise UserInputError(f"{zoo_json}: no 'models' list of {{'name': ...}} entries: {e}") from e
     root = os.path.join(gm, "images")
     artifact_io.check_inside(root, gm)
-    return data.ImageFolderSource(root, image_shape, class_names=sorted(names))
-  return data.ImageFolderSource(gm, image_shape)
+    return data.ImageFolderSource(root, image_shape, class_names=sorted(names),
+                                  bad_inputs=bad_inputs)
+  return data.ImageFolderSource(gm, image_shape, bad_inputs=bad_inputs)
 
 
-# ------------------------------------------------------------------------------ helpers
+def resolve_space(space: str, encoder: str | None):
+  """The space argument Manifold takes: a name, or the loaded Encoder for 'sl'/'ssl'."""
+  if space not in SPACES:
+    raise UserInputError(f"space must be one of {SPACES}; got {space!r}")
+  if space not in ENCODER_SPACES:
+    if encoder:
+      raise UserInputError(f"--encoder is for the spaces {ENCODER_SPACES}, not {space!r}.")
+    return space
+  if not encoder:
+    raise UserInputError(f"space {space!r} needs --encoder=<a saved fpjax Encoder>.")
+  if not os.path.exists(encoder):
+    raise UserInputError(f"--encoder {encoder!r}: no such file or folder.")
+  from fpjax import models  # pylint: disable=g-import-not-at-top
+  return models.load_encoder(encoder)
 
 
-def _host_local(batch: dict[str, jax.Array], mesh) -> dict[str, np.ndarray]:
-  """This process's rows of a global batch (the rows it fed to the pipeline)."""
+# ------------------------------------------------------------------------------ collectives
+
+
+def _gather(x) -> np.ndarray:
+  """[P, ...]: every process's x, in process order."""
+  x = np.asarray(x)
   if jax.process_count() == 1:
-    return {k: np.asarray(v) for k, v in batch.items()}
-  local = multihost_utils.global_array_to_host_local_array(
-      batch, mesh, jax.sharding.PartitionSpec(parallel.DATA))
-  return {k: np.asarray(v) for k, v in local.items()}
+    return x[None]
+  return np.asarray(multihost_utils.process_allgather(x))
 
 
-def _all_rows(x: np.ndarray) -> np.ndarray:
-  """Every process's local rows, in the pipeline's global order (element j from process j % P)."""
-  if jax.process_count() == 1:
-    return x
-  g = np.asarray(multihost_utils.process_allgather(x))  # [P, local, ...]
-  return np.swapaxes(g, 0, 1).reshape((-1,) + x.shape[1:])
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
-def _any_process(flag: bool) -> bool:
-  if jax.process_count() == 1:
-    return flag
-  return bool(np.asarray(multihost_utils.process_allgather(np.array([flag]))).any())
+# ------------------------------------------------------------------------------ run state
 
 
-def _stats_arrays(stats: FingerprintStats, distance_sum: np.ndarray) -> dict[str, np.ndarray]:
+@dataclasses.dataclass
+class _RunState:
+  """This process's part of the job: batches done, its statistics, bad rows it skipped."""
+  batches_done: int = 0
+  checkpointed: int = -1
+  stats: FingerprintStats | None = None  # this process's rows only
+  distance_sum: np.ndarray | None = None
+  bad_rows: int = 0
+
+
+def _local_arrays(run: _RunState) -> dict[str, np.ndarray]:
+  out = {f: np.asarray(getattr(run.stats, f)) for f in _STATS_FIELDS}
+  out["distance_sum"] = np.asarray(run.distance_sum, np.float64)
+  out["bad_rows"] = np.asarray(run.bad_rows, np.int64)
+  return out
+
+
+def _gathered_arrays(run: _RunState) -> dict[str, np.ndarray]:
+  """Every process's state stacked [P, ...] (a collective: all processes call it)."""
   # orbax refuses zero-size arrays (no covariance basis, vector artifacts' spectrum): those are
   # left out and come back from the template on restore.
-  out = {f: np.asarray(getattr(stats, f)) for f in _STATS_FIELDS if getattr(stats, f).size}
-  out["distance_sum"] = np.asarray(distance_sum, np.float64)
-  return out
+  return {f: _gather(v) for f, v in _local_arrays(run).items() if v.size}
+
+
+def _stats_of(template: FingerprintStats, arrays: dict, p: int) -> FingerprintStats:
+  return dataclasses.replace(template, **{f: jax.numpy.asarray(arrays[f][p])
+                                          for f in _STATS_FIELDS if f in arrays})
+
+
+@dataclasses.dataclass
+class _Job:
+  """What the steps share: the inputs, the store writer, the checkpoint manager."""
+  workdir: str
+  config: dict
+  source: data.ImageFolderSource
+  manifold: Manifold
+  pipe: data.Pipeline
+  writer: artifact_io.ArtifactWriter
+  manager: ocp.CheckpointManager
+  bad: BadInputs
+  other_bad: int  # files skipped before the batch loop (bank folder, listing)
+
+  @property
+  def num_models(self) -> int:
+    return len(self.source.class_names)
+
+  def template(self, basis_dim: int, num_edges: int) -> FingerprintStats:
+    return FingerprintStats.init(
+        self.num_models, self.manifold.embedding_shape,
+        basis=np.zeros((self.manifold.dim, basis_dim), np.float32),
+        distance_edges=np.arange(num_edges, dtype=np.float32))
+
+
+def _checkpoint_meta(manager) -> dict | None:
+  latest = manager.latest_step()
+  if latest is None:
+    return None
+  return manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def _restore(job: _Job, meta: dict | None) -> _RunState:
+  """The run state from the latest checkpoint (this process's share), or a fresh one."""
+  run = _RunState()
+  if meta is None:
+    return run
+  if meta["config"] != job.config:
+    raise UserInputError(f"{job.workdir}: checkpoint was made with another configuration "
+                         f"({meta['config']}); use another --workdir.")
+  try:
+    job.pipe.set_state(dict(meta["pipeline"], next_batch=meta["batches_done"]))
+  except ValueError as e:
+    raise UserInputError(f"{job.workdir}: cannot resume this checkpoint: {e}") from e
+  template = job.template(meta["basis_dim"], meta["num_edges"])
+  zeros = _RunState(stats=template, distance_sum=np.zeros(job.num_models))
+  shapes = {f: np.zeros((jax.process_count(),) + v.shape, v.dtype)
+            for f, v in _local_arrays(zeros).items() if v.size}
+  arrays = job.manager.restore(meta["batches_done"], args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(shapes)))["state"]
+  p = jax.process_index()
+  run.stats = _stats_of(template, arrays, p)
+  run.distance_sum = np.asarray(arrays["distance_sum"][p], np.float64)
+  run.bad_rows = int(arrays["bad_rows"][p])
+  run.batches_done = run.checkpointed = int(meta["batches_done"])
+  logging.info("compute_artifacts: resuming %s at batch %d/%d", job.workdir, run.batches_done,
+               len(job.pipe))
+  return run
+
+
+def _checkpoint(job: _Job, run: _RunState) -> None:
+  """Makes every batch done so far durable: rows flushed on every process, then the state."""
+  job.writer.flush()
+  if run.stats is None or run.checkpointed == run.batches_done:
+    return
+  arrays = _gathered_arrays(run)  # also a barrier: every process has flushed its rows
+  meta = {"config": job.config, "batches_done": run.batches_done,
+          "pipeline": dict(job.pipe.get_state(), next_batch=run.batches_done),
+          "basis_dim": int(run.stats.basis.shape[1]),
+          "num_edges": int(run.stats.distance_edges.shape[0])}
+  job.manager.save(run.batches_done, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
+  job.manager.wait_until_finished()
+  run.checkpointed = run.batches_done
+  logging.info("compute_artifacts: checkpoint at batch %d/%d", run.batches_done, len(job.pipe))
 
 
 def _summary(stats: FingerprintStats, final: dict, distance_sum, class_names) -> dict:
@@ -138,24 +261,51 @@ def _summary(stats: FingerprintStats, final: dict, distance_sum, class_names) ->
           "artifact_shape": list(stats.artifact_shape)}
 
 
+def _write_outputs(job: _Job, run: _RunState, t0: float) -> dict:
+  """Merges the processes' statistics; writes fingerprints, index.json, then COMPLETE."""
+  _checkpoint(job, run)  # the tail's rows flushed; a crash below resumes with nothing to redo
+  arrays = {f: _gather(v) for f, v in _local_arrays(run).items()}
+  stats = run.stats
+  for p in range(jax.process_count()):  # in process order: the same result on every process
+    part = _stats_of(run.stats, arrays, p)
+    stats = part if p == 0 else stats.merge(part)
+  distance_sum = arrays["distance_sum"].sum(0)
+  bad_rows = int(arrays["bad_rows"].sum())
+  if bad_rows == len(job.source):
+    raise UserInputError(f"{job.source.root}: no readable image ({bad_rows} bad files, listed in "
+                         f"{job.bad.path}).")
+  final = stats.finalize()
+  summary = _summary(stats, final, distance_sum, job.source.class_names)
+  summary["bad_inputs"] = job.other_bad + bad_rows
+  summary["seconds"] = time.perf_counter() - t0
+  if jax.process_index() == 0:
+    fp_dir = os.path.join(job.workdir, "fingerprint")
+    artifact_io.save_npz(os.path.join(fp_dir, "stats.npz"), **final)
+    artifact_io.save_json(os.path.join(fp_dir, "summary.json"), summary)
+    artifact_io.write_index(
+        job.workdir, config=job.config, space=job.config["space"], k=job.config["k"],
+        embedding_shape=job.manifold.embedding_shape, class_names=job.source.class_names,
+        gm_root=job.source.root, files=[os.path.relpath(f, job.source.root)
+                                        for f in job.source.files],
+        num_bad_rows=bad_rows, chunk_rows=job.pipe.local_batch_size,
+        process_count=jax.process_count())
+    artifact_io.save_json(os.path.join(job.workdir, artifact_io.COMPLETE),
+                          {"rows": len(job.source), "bad_rows": bad_rows, "time": time.time()})
+  _barrier("compute_artifacts complete")
+  if jax.process_index() == 0:
+    shutil.rmtree(os.path.join(job.workdir, "checkpoints"), ignore_errors=True)
+  return summary
+
+
 # ------------------------------------------------------------------------------ the job
 
 
-@dataclasses.dataclass
-class _RunState:
-  batches_done: int = 0
-  shards: list = dataclasses.field(default_factory=list)
-  stats: FingerprintStats | None = None
-  distance_sum: np.ndarray | None = None
-  pending: list = dataclasses.field(default_factory=list)
-  checkpointed: int = -1
-
-
-def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb", k: int = 1,
-                      precision: str = "exact", batch_size: int = 256, checkpoint_every: int = 20,
+def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
+                      encoder: str | None = None, k: int = 1, precision: str = "exact",
+                      batch_size: int = 256, checkpoint_every: int = 20,
                       device_bank_bytes: int | None = None, basis_dim: int = 16,
-                      distance_max: float | None = None, prefetch: int = 2, num_threads: int = 4,
-                      log_every_s: float = 10.0,
+                      distance_max: float | None = None, on_bad_input: str = "skip",
+                      prefetch: int = 2, num_threads: int = 4, log_every_s: float = 10.0,
                       on_batch: Callable[[int], None] | None = None) -> dict:
   """Projects every generated image onto the real manifold; writes artifacts and fingerprints.
 
@@ -163,36 +313,57 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb", k
     real: the real bank (see `load_bank_images`).
     gm: generated images, a zoo workdir or an image-folder root (`open_generated`).
     workdir: output folder (format in fpjax/artifact_io.py); rerun with it to resume.
-    space: embedding space 'rgb' | 'freq' | 'dct'.
+    space: embedding space 'rgb' | 'freq' | 'dct' | 'sl' | 'ssl'.
+    encoder: for 'sl'/'ssl', the path of a saved fpjax Encoder (`fpjax.models.load_encoder`).
     k, precision, device_bank_bytes: passed to `Manifold`.
-    batch_size: global batch (all processes), rounded up to a multiple of the device count.
-    checkpoint_every: batches between checkpoints (each checkpoint closes one shard file).
+    batch_size: global batch (all processes), rounded up to a multiple of the device count; a
+      process's share is one chunk of the store.
+    checkpoint_every: batches between checkpoints.
     basis_dim: principal directions of the bank kept for the fingerprint covariance (0: none).
     distance_max: upper edge of the 64-bin distance histogram (default: twice the largest
       distance in the first batch, rounded up).
+    on_bad_input: 'skip' (list bad files in WORKDIR/bad_inputs.jsonl and go on) or 'fail'
+      (list it, checkpoint, raise a BadInputError naming it).
     on_batch: called with the number of batches done after each batch (hooks, tests).
 
   Returns:
-    summary.json's content plus 'workdir'. Raises `Preempted` after a SIGTERM (checkpointed).
+    summary.json's content (with 'bad_inputs', the number of files skipped) plus 'workdir'.
+    Raises `Preempted` after a SIGTERM (checkpointed), `UserInputError` for input it refuses.
   """
-  if space not in SPACES:
-    raise ValueError(f"space must be one of {SPACES}; got {space!r}")
   if checkpoint_every < 1:
-    raise ValueError(f"checkpoint_every must be >= 1; got {checkpoint_every}")
+    raise UserInputError(f"checkpoint_every must be >= 1; got {checkpoint_every}")
   workdir = os.path.abspath(workdir)
   chief = jax.process_index() == 0
-  art_dir = os.path.join(workdir, "artifacts")
+  space_arg = resolve_space(space, encoder)
+  bad = BadInputs(workdir, on_bad_input, prefix="compute_artifacts")
+  complete = artifact_io.is_complete(workdir)
+  manager = None if complete else ocp.CheckpointManager(
+      os.path.join(workdir, "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
+  meta = None if complete else _checkpoint_meta(manager)
+  if chief and not complete:
+    # Keep the bad files of committed rows; the rest (and the listings) will be found again.
+    committed = meta["batches_done"] * meta["pipeline"]["batch_size"] if meta else 0
+    bad.keep_only(lambda e: e.get("stage") == "decode" and e.get("row", committed) < committed)
+  _barrier("compute_artifacts bad-input list")
 
-  bank_images = load_bank_images(real)
-  source = open_generated(gm, bank_images.shape[1:])
+  # Every process reads the bank and lists the folder; process 0 alone reports and records the
+  # files they skip (none again for a finished run).
+  quiet = BadInputs(workdir, on_bad_input, write=False, echo=False)
+  listing = bad if chief and not complete else quiet
+  bank_images = load_bank_images(real, listing)
+  source = open_generated(gm, bank_images.shape[1:], listing)
+  other_bad = len(listing.found)
   config = {"real": real, "gm": os.path.abspath(gm), "space": space, "k": k,
             "precision": precision, "num_images": len(source), "class_names": source.class_names,
             "image_shape": list(bank_images.shape[1:])}
-  if artifact_io.is_complete(workdir):
-    index = artifact_io.read_index(workdir)
-    if index["config"] != config:
-      raise ValueError(f"{workdir} holds a finished run with another configuration "
-                       f"({index['config']}); use another --workdir.")
+  if encoder:
+    config["encoder"] = os.path.abspath(encoder)
+  if complete:
+    done = artifact_io.load_json(os.path.join(workdir, "artifacts", "index.json"))["config"]
+    if done != config:
+      raise UserInputError(f"{workdir} holds a finished run with another configuration "
+                           f"({done}); use another --workdir.")
     logging.info("compute_artifacts: %s is already complete; nothing to do.", workdir)
     return dict(artifact_io.load_json(os.path.join(workdir, "fingerprint", "summary.json")),
                 workdir=workdir)
@@ -200,164 +371,120 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb", k
   t0 = time.perf_counter()
   logging.info("compute_artifacts: process %d of %d, %d of %d devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
-  local_mesh = parallel.make_mesh(devices=jax.local_devices())
-  manifold = Manifold.from_images(bank_images, space, mesh=local_mesh, precision=precision, k=k,
-                                  device_bank_bytes=device_bank_bytes)
-  logging.info("compute_artifacts: bank of %d real images in '%s' (%s) built in %.1f s", manifold.size,
-               space, "streamed from host" if manifold.bank is None else "on device",
-               time.perf_counter() - t0)
-  emb_shape = manifold.embedding_shape
-  num_models = len(source.class_names)
+  manifold = Manifold.from_images(bank_images, space_arg,
+                                  mesh=parallel.make_mesh(devices=jax.local_devices()),
+                                  precision=precision, k=k, device_bank_bytes=device_bank_bytes)
+  logging.info("compute_artifacts: bank of %d real images in '%s' built in %.1f s", manifold.size,
+               space, time.perf_counter() - t0)
   n_dev = jax.device_count()
   batch = -(-batch_size // n_dev) * n_dev
-  global_mesh = jax.make_mesh((n_dev,), (parallel.DATA,))
-  pipe = _make_pipeline(source, batch, global_mesh, prefetch, num_threads)
-  local_batch = batch // jax.process_count()
-
-  manager = ocp.CheckpointManager(
-      os.path.join(workdir, "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
-  run = _RunState()
-  latest = manager.latest_step()
-  if latest is not None:
-    meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    if meta["config"] != config:
-      raise ValueError(f"{workdir}: checkpoint was made with another configuration "
-                       f"({meta['config']}); use another --workdir.")
-    template = FingerprintStats.init(num_models, emb_shape,
-                                     basis=np.zeros((manifold.dim, meta["basis_dim"]), np.float32),
-                                     distance_edges=np.arange(meta["num_edges"], dtype=np.float32))
-    arrays = manager.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(
-        _stats_arrays(template, np.zeros(num_models)))))["state"]
-    run.stats = dataclasses.replace(template, **{f: jax.numpy.asarray(arrays[f])
-                                                 for f in _STATS_FIELDS if f in arrays})
-    run.distance_sum = np.asarray(arrays["distance_sum"], np.float64)
-    run.batches_done = run.checkpointed = int(meta["batches_done"])
-    run.shards = list(meta["shards"])
-    pipe.set_state(dict(meta["pipeline"], next_batch=run.batches_done))
-    logging.info("compute_artifacts: resuming %s at batch %d/%d (%d shard files kept)", workdir,
-                 run.batches_done, len(pipe), len(run.shards))
-  if chief:  # anything not listed by the checkpoint was written after it: redo it
-    keep = {s["file"] for s in run.shards}
-    for name in os.listdir(art_dir) if os.path.isdir(art_dir) else []:
-      if name not in keep and (name.startswith("shard-") or name.startswith(".tmp-")):
-        os.remove(os.path.join(art_dir, name))
+  pipe = data.make_pipeline(source, batch_size=batch, drop_remainder=False, prefetch=prefetch,
+                            num_threads=num_threads,
+                            mesh=jax.make_mesh((n_dev,), (parallel.DATA,)))
+  if meta is None and chief:
+    artifact_io.ArtifactWriter.create(workdir, len(source), pipe.local_batch_size,
+                                      manifold.embedding_shape, k)
+  _barrier("compute_artifacts store created")
+  job = _Job(workdir, config, source, manifold, pipe, artifact_io.ArtifactWriter.open(workdir),
+             manager, bad, other_bad)
+  run = _restore(job, meta)
   basis = None
   if run.stats is None and basis_dim:
     basis = manifold.principal_basis(min(basis_dim, manifold.dim, manifold.size))
+  _run_batches(job, run, basis, distance_max, checkpoint_every, log_every_s, on_batch)
+  summary = _write_outputs(job, run, t0)
+  logging.info("compute_artifacts: wrote %s (%d images, %d models, %d bad inputs skipped, FDR %s) "
+               "in %.1f s", workdir, len(source) - (summary["bad_inputs"] - other_bad),
+               job.num_models, summary["bad_inputs"], summary["fdr"], summary["seconds"])
+  return dict(summary, workdir=workdir)
 
-  metrics = progress_lib.MetricWriter(workdir)
-  rows_done = sum(s["rows"] for s in run.shards)
-  prog = progress_lib.Progress(len(source), desc="compute_artifacts", initial=rows_done,
-                               log_every_s=log_every_s)
 
-  def checkpoint():
-    if run.pending:
-      rows = {f: np.concatenate([p[f] for p in run.pending]) for f in artifact_io.SHARD_FIELDS}
-      name = f"shard-{len(run.shards):05d}.npz"
-      if chief:
-        artifact_io.save_npz(os.path.join(art_dir, name), **rows)
-      run.shards.append({"file": name, "rows": int(len(rows["row"])),
-                         "first_row": int(rows["row"][0])})
-      run.pending = []
-    if run.stats is None or run.checkpointed == run.batches_done:
-      return
-    meta = {"config": config, "batches_done": run.batches_done, "shards": run.shards,
-            "pipeline": dict(pipe.get_state(), next_batch=run.batches_done),
-            "basis_dim": int(run.stats.basis.shape[1]),
-            "num_edges": int(run.stats.distance_edges.shape[0])}
-    manager.save(run.batches_done, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_stats_arrays(run.stats, run.distance_sum)),
-        meta=ocp.args.JsonSave(meta)), force=True)
-    manager.wait_until_finished()
-    run.checkpointed = run.batches_done
-    logging.info("compute_artifacts: checkpoint at batch %d (%d shard files)", run.batches_done,
-                 len(run.shards))
+def _project(job: _Job, run: _RunState, local: dict, basis, distance_max):
+  """Projects one block; returns the new statistics and the rows to write (bad rows blanked)."""
+  valid = np.asarray(local["valid"])
+  errors = local.get("error")
+  bad = valid & (errors != "") if errors is not None else np.zeros_like(valid)
+  good = valid & ~bad
+  labels = np.where(good, local["label"], artifact_io.BAD_LABEL).astype(np.int32)
+  proj = job.manifold.project(local["image"], batch_size=job.pipe.local_batch_size)
+  artifact = np.array(proj.artifact, np.float32)
+  distance = np.array(proj.distance, np.float32)
+  index = np.array(proj.index, np.int32)
+  stats, dsum = run.stats, run.distance_sum
+  if stats is None:  # first batch: the histogram range, the same on every process
+    top = float(distance[good, 0].max()) if good.any() else 0.0
+    hi = distance_max or max(1.0, float(np.ceil(2 * _gather(top).max())))
+    stats = FingerprintStats.init(job.num_models, job.manifold.embedding_shape, basis=basis,
+                                  distance_edges=np.linspace(0.0, hi, 65))
+    dsum = np.zeros(job.num_models, np.float64)
+  stats = stats.update(artifact, distance, labels)
+  dsum = dsum + np.bincount(labels[good], distance[good, 0].astype(np.float64),
+                            minlength=job.num_models)
+  artifact[~good], distance[~good], index[~good] = 0.0, np.nan, -1
+  n = int(valid.sum())  # real rows are a prefix of the block: rows[0] .. rows[0] + n - 1
+  rows = {"artifact": artifact[:n], "distance": distance[:n], "index": index[:n],
+          "label": labels[:n]}
+  first = int(local["row"][0]) if n else 0
+  if n and not np.array_equal(local["row"][:n], first + np.arange(n)):
+    raise AssertionError("pipeline block is not a contiguous run of rows")
+  return stats, dsum, bad, first, rows
 
+
+def _run_batches(job: _Job, run: _RunState, basis, distance_max, checkpoint_every, log_every_s,
+                 on_batch) -> None:
+  pipe = job.pipe
+  metrics = progress_lib.MetricWriter(job.workdir)
+  total = len(job.source)
+  prog = progress_lib.Progress(total, desc="compute_artifacts", log_every_s=log_every_s,
+                               initial=min(total, run.batches_done * pipe.batch_size))
   term = threading.Event()
   previous = None
   if threading.current_thread() is threading.main_thread():
     previous = signal.signal(signal.SIGTERM, lambda *_: term.set())
   try:
-    for global_batch in pipe:
+    for local in pipe.local_batches():
       t_batch = time.perf_counter()
-      local = _host_local(global_batch, global_mesh)
-      labels = np.where(local["valid"], local["label"], -1).astype(np.int32)
-      proj = manifold.project(local["image"], batch_size=local_batch)
-      out = {"artifact": np.asarray(proj.artifact, np.float32),
-             "distance": np.asarray(proj.distance, np.float32),
-             "index": np.asarray(proj.index, np.int32), "label": labels,
-             "row": local["row"].astype(np.int64)}
-      out = {f: _all_rows(v) for f, v in out.items()}
-      stats, dsum = run.stats, run.distance_sum
-      if stats is None:  # first batch: the histogram range (same on every process)
-        hi = distance_max or max(1.0, float(np.ceil(2 * out["distance"][:, 0].max())))
-        stats = FingerprintStats.init(num_models, emb_shape, basis=basis,
-                                      distance_edges=np.linspace(0.0, hi, 65))
-        dsum = np.zeros(num_models, np.float64)
-      stats = stats.update(out["artifact"], out["distance"], out["label"])
-      keep = out["label"] >= 0
-      dsum = dsum + np.bincount(out["label"][keep], out["distance"][keep, 0].astype(np.float64),
-                                minlength=num_models)
+      stats, dsum, bad, first, rows = _project(job, run, local, basis, distance_max)
+      for t in np.flatnonzero(bad):
+        row = int(local["row"][t])
+        job.bad.record(pipe.path_of(row), str(local["error"][t]), "decode", row=row)
+      stop = _gather(np.array([term.is_set(), bad.any() and not job.bad.skip])).any(0)
+      if stop[1]:  # --on_bad_input=fail: this batch is not committed
+        _checkpoint(job, run)
+        if job.bad.found:
+          raise job.bad.error()
+        raise UserInputError(f"stopped: another process found a bad input (--on_bad_input=fail); "
+                             f"see {job.bad.path}.")
       # Commit the batch only once all of it is computed: a failure leaves the state consistent.
+      if rows["label"].size:
+        job.writer.write(first, rows)
       run.stats, run.distance_sum = stats, dsum
-      run.pending.append({f: v[keep] for f, v in out.items()})
+      run.bad_rows += int(bad.sum())
       run.batches_done += 1
-      prog.update(int(keep.sum()))
+      prog.update(min(total, run.batches_done * pipe.batch_size) - prog.done,
+                  note=f"{job.other_bad + run.bad_rows} bad inputs" if job.bad.found else "")
+      good = rows["label"] >= 0
       metrics.write(run.batches_done, images=prog.done, images_per_s=prog.rate,
                     batch_seconds=time.perf_counter() - t_batch,
-                    batch_mean_distance=float(out["distance"][keep, 0].mean()) if keep.any() else 0.0)
+                    batch_mean_distance=float(rows["distance"][good, 0].mean()) if good.any() else 0.0)
       if on_batch is not None:
         on_batch(run.batches_done)
-      stop = _any_process(term.is_set())
-      if stop or run.batches_done % checkpoint_every == 0:
-        checkpoint()
-      if stop:
-        raise Preempted(f"SIGTERM: checkpointed {workdir} at batch {run.batches_done}/{len(pipe)}; "
-                        "rerun with the same --workdir to resume.")
-  except Preempted:
+      if stop[0] or run.batches_done % checkpoint_every == 0:
+        _checkpoint(job, run)
+      if stop[0]:
+        raise Preempted(f"SIGTERM: checkpointed {job.workdir} at batch {run.batches_done}/"
+                        f"{len(pipe)}; rerun with the same --workdir to resume.")
+  except (Preempted, UserInputError):
     raise
   except BaseException:
-    # Keep everything computed so far (e.g. a bad file in the middle of the run). With several
-    # processes an orbax save needs all of them, and the others are not here: keep the periodic
-    # checkpoints only.
+    # Keep everything computed so far. With several processes an orbax save needs all of them,
+    # and the others are not here: keep the periodic checkpoints only.
     if jax.process_count() == 1 and run.batches_done > max(run.checkpointed, 0):
       logging.error("compute_artifacts: stopping at batch %d; checkpointing what is done.",
                     run.batches_done)
-      checkpoint()
+      _checkpoint(job, run)
     raise
   finally:
     if previous is not None:
       signal.signal(signal.SIGTERM, previous)
     metrics.close()
-
-  # ---- finish: shard of the tail, fingerprints, index, then the COMPLETE marker
-  if run.pending:
-    checkpoint()
-  final = run.stats.finalize()
-  summary = _summary(run.stats, final, run.distance_sum, source.class_names)
-  summary["seconds"] = time.perf_counter() - t0
-  if chief:
-    fp_dir = os.path.join(workdir, "fingerprint")
-    artifact_io.save_npz(os.path.join(fp_dir, "stats.npz"), **final)
-    artifact_io.save_json(os.path.join(fp_dir, "summary.json"), summary)
-    files = [os.path.relpath(f, source.root) for f in source.files]
-    artifact_io.save_json(os.path.join(art_dir, "index.json"), {
-        "format": artifact_io.FORMAT, "config": config, "space": space, "k": k,
-        "embedding_shape": list(emb_shape), "num_rows": len(source),
-        "class_names": source.class_names, "gm_root": source.root, "files": files,
-        "shards": run.shards, "fields": list(artifact_io.SHARD_FIELDS)})
-    artifact_io.save_json(os.path.join(workdir, artifact_io.COMPLETE),
-                          {"rows": len(source), "shards": len(run.shards), "time": time.time()})
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("compute_artifacts complete")
-  if chief:
-    shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-  logging.info("compute_artifacts: wrote %s (%d images, %d models, FDR %s) in %.1f s", workdir,
-               len(source), num_models, summary["fdr"], summary["seconds"])
-  return dict(summary, workdir=workdir)
-
-
-def _make_pipeline(source, batch, mesh, prefetch, num_threads):
-  return data.make_pipeline(source, batch_size=batch, mesh=mesh, drop_remainder=False,
-                            prefetch=prefetch, num_threads=num_threads)

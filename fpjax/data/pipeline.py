@@ -1,15 +1,24 @@
 """Input pipeline: per-process shard -> batch -> prefetch -> global device arrays (grain).
 
-Every process reads a disjoint, strided shard of a random-access source (element j of the
-(optionally shuffled) epoch order goes to process j % process_count), batches it with grain,
-prefetches with grain's reader threads and assembles a global `jax.Array` per field with
-`jax.make_array_from_process_local_data`, sharded over the mesh axis 'data'.
+Every process reads a disjoint shard of a random-access source in whole blocks: global batch b
+is elements [b·B, (b+1)·B) of the (optionally shuffled) epoch order, B = batch_size, and process
+p takes the contiguous block [b·B + p·L, b·B + (p+1)·L), L = B / process_count. Contiguous
+blocks let each process write its own rows of an output array (the artifact store's chunks are
+these blocks), and with the usual process-major device order the global array's rows are the
+epoch order. grain batches and prefetches with its reader threads; `__iter__` assembles a
+global `jax.Array` per field with `jax.make_array_from_process_local_data`, sharded over the
+mesh axis 'data'; `local_batches()` yields this process's blocks as numpy arrays instead.
 
 With `drop_remainder=False` the last batch is padded (repeating element 0) and a boolean 'valid'
 field marks real elements, so every process yields the same number of equally shaped batches
 (required for global arrays) and nothing is dropped. The position is a small JSON-serialisable
 dict (`pipeline.get_state()` / `pipeline.set_state(state)`) counting batches *delivered to the
 caller*, so device-side prefetch never makes a restored run skip data.
+
+Bad files arrive as data, not exceptions: a source that can meet one (ImageFolderSource) yields
+an 'error' field (the reason, '' when the element is fine) and a 'row' (its index), so nothing
+raises inside grain's threads. `local_batches()` passes 'error' on for the caller to skip or
+stop (fpjax.artifact_io.BadInputs); `__iter__` raises a BadInputError naming the file.
 """
 from __future__ import annotations
 
@@ -21,6 +30,8 @@ import grain
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+
+from fpjax.artifact_io import BadInputError
 
 
 def _data_sharding(mesh) -> NamedSharding:
@@ -34,9 +45,11 @@ def _data_sharding(mesh) -> NamedSharding:
 class _Indexer:
   """Maps a per-process element position to (source index, valid) for every epoch."""
 
-  def __init__(self, n, process_index, process_count, per_epoch, shuffle_seed):
-    self.n, self.pi, self.pc = n, process_index, process_count
-    self.per_epoch, self.seed = per_epoch, shuffle_seed
+  def __init__(self, n, process_index, process_count, local_batch, batches_per_epoch,
+               shuffle_seed):
+    self.n, self.pi, self.pc, self.lb = n, process_index, process_count, local_batch
+    self.per_epoch = batches_per_epoch * local_batch
+    self.seed = shuffle_seed
     self._perms = {}
 
   def order(self, epoch: int) -> np.ndarray:
@@ -48,7 +61,8 @@ class _Indexer:
 
   def __call__(self, position: int) -> tuple[int, bool]:
     epoch, i = divmod(position, self.per_epoch)
-    j = self.pi + i * self.pc
+    b, t = divmod(i, self.lb)
+    j = (b * self.pc + self.pi) * self.lb + t  # this process's block of global batch b
     if j >= self.n:
       return 0, False
     return int(self.order(epoch)[j]), True
@@ -73,12 +87,10 @@ class Pipeline:
     n = len(source)
     if n == 0:
       raise ValueError('source is empty.')
-    per_process = math.ceil(n / self.process_count)
     if drop_remainder:
-      # Only full global batches of real elements: the smallest shard sets the count.
-      self.batches_per_epoch = (n // self.process_count) // self.local_batch_size
+      self.batches_per_epoch = n // batch_size  # only full global batches of real elements
     else:
-      self.batches_per_epoch = math.ceil(per_process / self.local_batch_size)
+      self.batches_per_epoch = math.ceil(n / batch_size)
     if self.batches_per_epoch == 0:
       raise ValueError(f'{n} elements make no full batch of {batch_size}; '
                        'use drop_remainder=False.')
@@ -88,8 +100,8 @@ class Pipeline:
     self.shuffle_seed = shuffle_seed
     self.prefetch = prefetch
     self.num_threads = num_threads
-    self._indexer = _Indexer(n, self.process_index, self.process_count,
-                             self.batches_per_epoch * self.local_batch_size, shuffle_seed)
+    self._indexer = _Indexer(n, self.process_index, self.process_count, self.local_batch_size,
+                             self.batches_per_epoch, shuffle_seed)
     self._next_batch = 0
 
   # -- state
@@ -128,10 +140,27 @@ class Pipeline:
     return iter(ds.to_iter_dataset(options))
 
   def _to_global(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    errors = local.pop('error', None)
+    if errors is not None and (errors != '').any():
+      t = int(np.flatnonzero(errors != '')[0])
+      raise BadInputError(self.path_of(int(local['row'][t])), str(errors[t]))
     if self.drop_remainder:
       local.pop('valid')
     return {k: jax.make_array_from_process_local_data(self.sharding, np.asarray(v))
             for k, v in local.items()}
+
+  def path_of(self, index: int) -> str:
+    """The file behind source element `index` (for messages), or a description of it."""
+    files = getattr(self.source, 'files', None)
+    return files[index] if files is not None else f'{type(self.source).__name__}[{index}]'
+
+  def local_batches(self) -> Iterator[dict[str, np.ndarray]]:
+    """This process's blocks as numpy arrays (with 'valid' and, from a source that can meet bad
+    files, 'error'); no device transfer, no collective. Counts delivered batches like
+    `__iter__`."""
+    for batch in self._local_batches(self._next_batch):
+      self._next_batch += 1
+      yield batch
 
   def __iter__(self) -> Iterator[dict[str, jax.Array]]:
     local = self._local_batches(self._next_batch)

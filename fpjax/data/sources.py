@@ -14,10 +14,15 @@ Conversions done by `load_image_folder` (documented, never silent skips):
   `channels=None` gives 1 channel if every image is grey, else 3;
 - mixed resolutions are an error unless `image_size` is given, then every image is resized
   (bicubic) to it.
-Everything else is a ValueError naming the file: unreadable, truncated or zero-byte files,
-images larger than Pillow's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`), float images,
-symlinks pointing outside `root`, empty model folders, model folder names containing '..' or a
-path separator, and files in `root/<model>/` that are not regular image files.
+Bad files are a `BadInputError` (a ValueError) naming the file: unreadable, truncated or
+zero-byte files, images larger than Pillow's decompression-bomb limit
+(`PIL.Image.MAX_IMAGE_PIXELS`), float images, symlinks pointing outside `root` or into another
+model's folder, and files in `root/<model>/` that are not regular image files. Given a
+`bad_inputs` list (fpjax.artifact_io.BadInputs, policy 'skip'), the listing and
+`load_image_folder` record such a file and go on without it; `ImageFolderSource[i]` never raises
+for one but returns it as data ('error': the reason) for the pipeline's caller to skip or stop.
+A folder that is unusable as a whole (model folder names with '..' or a path separator, an empty
+model folder, no model folders) is a `UserInputError`.
 """
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ from typing import Any, Sequence
 
 from absl import logging
 import numpy as np
+
+from fpjax.artifact_io import BadInputError
+from fpjax.artifact_io import UserInputError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
@@ -69,64 +77,79 @@ class ArraySource:
 # ----------------------------------------------------------------------------- image folders
 
 
-def _check_inside(path: str, real_root: str) -> str:
+def _outside(path: str, real_root: str) -> str | None:
+  """Why `path` (through symlinks) leaves `real_root`, or None."""
   real = os.path.realpath(path)
   if os.path.commonpath([real, real_root]) != real_root:
-    raise ValueError(f'{path}: symlink points outside the root {real_root} ({real}); refused.')
-  return real
+    return f'symlink points outside the root {real_root} ({real}); refused.'
+  return None
 
 
-def _list_folder(root: str) -> tuple[list[str], list[list[str]]]:
+def _list_folder(root: str, bad_inputs=None) -> tuple[list[str], list[list[str]]]:
+  """Model names and their image files; a bad file is recorded in `bad_inputs` (and left out)
+  when it says to skip, else a BadInputError."""
   if not os.path.isdir(root):
-    raise ValueError(f'{root}: not a directory.')
+    raise UserInputError(f'{root}: not a directory.')
   real_root = os.path.realpath(root)
+
+  def bad(path, reason):
+    if bad_inputs is None or not bad_inputs.record(path, reason, 'list'):
+      raise BadInputError(path, reason, 'list')
+
   class_names, class_files = [], []
   for name in sorted(os.listdir(root)):
     path = os.path.join(root, name)
     if '..' in name or '/' in name or '\\' in name or os.sep in name:
-      raise ValueError(f'{path}: model folder name {name!r} contains ".." or a path separator.')
+      raise UserInputError(f'{path}: model folder name {name!r} contains ".." or a path separator.')
     if not os.path.isdir(path):
-      raise ValueError(f'{path}: expected only model folders directly under {root}.')
-    real_dir = _check_inside(path, real_root)
+      raise UserInputError(f'{path}: expected only model folders directly under {root}.')
+    why = _outside(path, real_root)
+    if why:
+      raise UserInputError(f'{path}: {why}')
+    real_dir = os.path.realpath(path)
     files = []
     for fname in sorted(os.listdir(path)):
       fpath = os.path.join(path, fname)
+      real = os.path.realpath(fpath)
       if not fname.lower().endswith(IMAGE_EXTENSIONS):
-        raise ValueError(f'{fpath}: not an image file (extensions {IMAGE_EXTENSIONS}).')
-      real = _check_inside(fpath, real_root)
-      if os.path.commonpath([real, real_dir]) != real_dir and os.path.islink(fpath):
+        bad(fpath, f'not an image file (extensions {IMAGE_EXTENSIONS}).')
+      elif why := _outside(fpath, real_root):
+        bad(fpath, why)
+      elif os.path.commonpath([real, real_dir]) != real_dir and os.path.islink(fpath):
         # A link to another model's folder would silently mislabel the image.
-        raise ValueError(f'{fpath}: symlink points into another model folder ({real}); refused.')
-      if not os.path.isfile(real):
-        raise ValueError(f'{fpath}: not a regular file.')
-      files.append(fpath)
+        bad(fpath, f'symlink points into another model folder ({real}); refused.')
+      elif not os.path.isfile(real):
+        bad(fpath, 'not a regular file.')
+      else:
+        files.append(fpath)
     if not files:
-      raise ValueError(f'{path}: model folder is empty (no {"/".join(IMAGE_EXTENSIONS)} files).')
+      raise UserInputError(f'{path}: model folder has no readable '
+                           f'{"/".join(IMAGE_EXTENSIONS)} file.')
     class_names.append(name)
     class_files.append(files)
   if not class_names:
-    raise ValueError(f'{root}: no model folders found.')
+    raise UserInputError(f'{root}: no model folders found.')
   return class_names, class_files
 
 
 def _decode(path: str) -> np.ndarray:
-  """Decodes one file to uint8 [H,W,1] (grey) or [H,W,3] (colour); ValueError on bad input."""
+  """Decodes one file to uint8 [H,W,1] (grey) or [H,W,3] (colour); BadInputError on bad input."""
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   if os.path.getsize(path) == 0:
-    raise ValueError(f'{path}: zero-byte file.')
+    raise BadInputError(path, 'zero-byte file.')
   try:
     with Image.open(path) as im:
       limit = Image.MAX_IMAGE_PIXELS
       if limit is not None and im.width * im.height > limit:
-        raise ValueError(f'{path}: {im.width}x{im.height} pixels exceeds the decompression-bomb '
-                         f'limit PIL.Image.MAX_IMAGE_PIXELS={limit}.')
+        raise BadInputError(path, f'{im.width}x{im.height} pixels exceeds the decompression-bomb '
+                            f'limit PIL.Image.MAX_IMAGE_PIXELS={limit}.')
       im.load()
       mode = im.mode
       if mode in ('I;16', 'I;16B', 'I;16L', 'I'):
         a = np.asarray(im, dtype=np.int64)
         return np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)[..., None]
       if mode == 'F':
-        raise ValueError(f'{path}: floating-point images are not supported.')
+        raise BadInputError(path, 'floating-point images are not supported.')
       if mode == 'P':
         im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
         mode = im.mode
@@ -141,11 +164,11 @@ def _decode(path: str) -> np.ndarray:
           return rgb[..., :1]
       return rgb
   except Image.DecompressionBombError as e:
-    raise ValueError(f'{path}: decompression bomb refused by Pillow: {e}') from e
+    raise BadInputError(path, f'decompression bomb refused by Pillow: {e}') from e
   except UnidentifiedImageError as e:
-    raise ValueError(f'{path}: unreadable image (not a PNG/JPEG Pillow can identify).') from e
+    raise BadInputError(path, 'unreadable image (not a PNG/JPEG Pillow can identify).') from e
   except OSError as e:
-    raise ValueError(f'{path}: truncated or corrupt image: {e}') from e
+    raise BadInputError(path, f'truncated or corrupt image: {e}') from e
 
 
 def _to_size(path: str, a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -170,17 +193,20 @@ class ImageFolderSource:
   """`root/<model>/*.{png,jpg,jpeg}`, decoded when the input pipeline asks for an image.
 
   The listing (names, symlinks, non-image files) is checked up front with the same rules as
-  `load_image_folder`; a file that fails to decode raises a ValueError naming it when its batch
-  is read, so a long run stops there with everything before it kept. Images are converted to
-  `image_shape`'s channel count; another size is an error naming the file.
+  `load_image_folder` (bad files recorded in `bad_inputs` and left out, when given). Element i
+  is {'image', 'label', 'row': i, 'error': ''}; a file that fails to decode, or whose size is not
+  `image_shape`'s, gives a zero image and 'error': the reason, so grain's reader threads never
+  raise and the caller decides (skip and list it, or stop). Images are converted to
+  `image_shape`'s channel count.
   """
 
-  def __init__(self, root: str, image_shape: Sequence[int], class_names: Sequence[str] | None = None):
+  def __init__(self, root: str, image_shape: Sequence[int], class_names: Sequence[str] | None = None,
+               bad_inputs=None):
     self.root = os.path.abspath(root)
-    names, files = _list_folder(self.root)
+    names, files = _list_folder(self.root, bad_inputs)
     if class_names is not None and list(class_names) != names:
-      raise ValueError(f'{self.root}: model folders {names} differ from the expected models '
-                       f'{list(class_names)}.')
+      raise UserInputError(f'{self.root}: model folders {names} differ from the expected models '
+                           f'{list(class_names)}.')
     self.class_names = names
     self.files = [f for fs in files for f in fs]
     self.labels = np.concatenate([np.full(len(fs), i, np.int32) for i, fs in enumerate(files)])
@@ -189,18 +215,28 @@ class ImageFolderSource:
   def __len__(self) -> int:
     return len(self.files)
 
-  def __getitem__(self, i: int) -> dict[str, Any]:
+  def load(self, i: int) -> np.ndarray:
+    """Image i as uint8 `image_shape`; BadInputError naming the file if it cannot be."""
     path = self.files[i]
     a = _decode(path)
     h, w, c = self.image_shape
     if a.shape[:2] != (h, w):
-      raise ValueError(f'{path}: image is {a.shape[1]}x{a.shape[0]} but {w}x{h} is expected '
-                       '(the real bank\'s size).')
-    return {'image': _to_channels(a, c), 'label': self.labels[i], 'row': np.int64(i)}
+      raise BadInputError(path, f'image is {a.shape[1]}x{a.shape[0]} but {w}x{h} is expected '
+                          '(the real bank\'s size).')
+    return _to_channels(a, c)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    error = ''
+    try:
+      image = self.load(i)
+    except BadInputError as e:
+      image, error = np.zeros(self.image_shape, np.uint8), e.reason
+    return {'image': image, 'label': self.labels[i], 'row': np.int64(i), 'error': error}
 
 
 def load_image_folder(root: str, *, image_size: int | Sequence[int] | None = None,
-                      channels: int | None = None, num_threads: int | None = None) -> ImageSet:
+                      channels: int | None = None, num_threads: int | None = None,
+                      bad_inputs=None, stage: str = 'decode') -> ImageSet:
   """Reads `root/<model_name>/*.{png,jpg,jpeg}` into an ImageSet (see module docstring).
 
   Args:
@@ -208,25 +244,46 @@ def load_image_folder(root: str, *, image_size: int | Sequence[int] | None = Non
     image_size: None (all images must share one size) or int / (H, W) to resize every image to.
     channels: None (1 if all grey else 3), 1 or 3.
     num_threads: Pillow decoding threads (default: min(32, cpu_count + 4)).
+    bad_inputs: a fpjax.artifact_io.BadInputs: bad files are recorded there (as `stage`) and
+      left out when it says to skip; None: the first bad file is a BadInputError.
   """
   if channels not in (None, 1, 3):
-    raise ValueError(f'channels must be None, 1 or 3, got {channels!r}.')
+    raise UserInputError(f'channels must be None, 1 or 3, got {channels!r}.')
   size = None
   if image_size is not None:
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if len(size) != 2 or min(size) < 1:
-      raise ValueError(f'image_size must be a positive int or (H, W), got {image_size!r}.')
-  class_names, class_files = _list_folder(root)
+      raise UserInputError(f'image_size must be a positive int or (H, W), got {image_size!r}.')
+  class_names, class_files = _list_folder(root, bad_inputs)
   files = [f for fs in class_files for f in fs]
   labels = np.concatenate([np.full(len(fs), k, np.int32) for k, fs in enumerate(class_files)])
   workers = num_threads or min(32, (os.cpu_count() or 1) + 4)
+
+  def decode(path):
+    try:
+      return _decode(path)
+    except BadInputError as e:
+      return e
+
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    decoded = list(pool.map(_decode, files))  # map keeps file order; first error propagates.
+    decoded = list(pool.map(decode, files))  # map keeps file order
+  keep = []
+  for i, a in enumerate(decoded):  # errors in file order, from this thread
+    if isinstance(a, BadInputError):
+      if bad_inputs is None or not bad_inputs.record(a.path, a.reason, stage):
+        raise BadInputError(a.path, a.reason, stage)
+    else:
+      keep.append(i)
+  if not keep:
+    raise UserInputError(f'{root}: no readable image.')
+  files = [files[i] for i in keep]
+  labels = labels[keep]
+  decoded = [decoded[i] for i in keep]
   if size is None:
     first = decoded[0].shape[:2]
     for f, a in zip(files, decoded):
       if a.shape[:2] != first:
-        raise ValueError(f'{f}: size {a.shape[1]}x{a.shape[0]} differs from {files[0]} '
+        raise UserInputError(f'{f}: size {a.shape[1]}x{a.shape[0]} differs from {files[0]} '
                          f'({first[1]}x{first[0]}); pass image_size= to resize.')
     size = first
   else:
@@ -275,7 +332,7 @@ class TfdsSource:
     try:
       self._ds = tfds.data_source(name, split=split, data_dir=data_dir)
     except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f'TFDS dataset {name!r} split {split!r} could not be opened from '
+      raise UserInputError(f'TFDS dataset {name!r} split {split!r} could not be opened from '
                        f'data_dir={data_dir!r} (prepare it first, e.g. with the tf extra): {e}') from e
     self.name, self.split = name, split
     self._image_key, self._label_key = image_key, label_key
@@ -302,7 +359,7 @@ def load_tfds(name: str, split: str = 'train', *, data_dir: str | None = None,
   with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
     examples = list(pool.map(source.__getitem__, range(n)))
   if not examples:
-    raise ValueError(f'TFDS {name}[{split}] is empty.')
+    raise UserInputError(f'TFDS {name}[{split}] is empty.')
   images = np.stack([e['image'] for e in examples])
   labels = np.array([e['label'] for e in examples], np.int32)
   logging.info('load_tfds: read %d examples of %s[%s]', n, name, split)
