@@ -3,20 +3,24 @@
     from fpjax import analysis
     ev = analysis.evaluate('/tmp/zoo', workdir='/tmp/eval')     # a zoo or an image-folder root
     ev = analysis.run_demo('/tmp/fpjax_demo')                    # the main job, zoo included
+
+Artifacts are read from the stores `fpjax.compute_artifacts` writes (WORKDIR/artifacts/<gm>/
+<space>), computed first when missing; nothing here projects images itself.
 """
 from fpjax.analysis import metrics, protocols, report
 from fpjax.analysis.evaluate import (DEMO_CONFIG, Evaluation, evaluate, quiet_library_logs,
                                      run_demo)
 from fpjax.analysis.metrics import (accuracy, confusion_matrix, fisher_discriminant_ratio, mean_std,
                                     nmi, split_per_class)
-from fpjax.analysis.protocols import (GMDataset, KNOBS, MANIFPT_SPACES, compute_artifacts, load_gm,
-                                      make_spaces, openset, table1, table2, table3)
-from fpjax.analysis.report import markdown_tables, write_json
+from fpjax.analysis.protocols import (CLASSIFIERS, ENCODER_SPACES, Features, GMData, LazyRows,
+                                      MANIFPT_SPACES, artifact_store, load_gm, make_encoders,
+                                      open_features, openset, table1, table2, table3)
+from fpjax.analysis.report import ROW_FIELDS, make_row, markdown_tables, write_json
 
 __all__ = ['metrics', 'protocols', 'report', 'DEMO_CONFIG', 'Evaluation', 'evaluate',
-           'quiet_library_logs',
-           'run_demo',
+           'quiet_library_logs', 'run_demo',
            'accuracy', 'confusion_matrix', 'fisher_discriminant_ratio', 'mean_std', 'nmi',
-           'split_per_class', 'GMDataset', 'KNOBS', 'MANIFPT_SPACES', 'compute_artifacts',
-           'load_gm', 'make_spaces', 'openset', 'table1', 'table2', 'table3', 'markdown_tables',
+           'split_per_class', 'CLASSIFIERS', 'ENCODER_SPACES', 'Features', 'GMData', 'LazyRows',
+           'MANIFPT_SPACES', 'artifact_store', 'load_gm', 'make_encoders', 'open_features',
+           'openset', 'table1', 'table2', 'table3', 'ROW_FIELDS', 'make_row', 'markdown_tables',
            'write_json']

@@ -62,25 +62,39 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
              cross_baselines=None, shots: int = 10, encoder_steps: dict | None = None,
              cfg: dict | None = None, cross_cfg: dict | None = None,
              baseline_cfg: dict | None = None, split_seed: int = 0, table3_pca_dim: int = 32,
+             table3_max_rows: int = 20000, openset_max_per_model: int = 500,
+             figure_max_rows: int = 2000, artifact_kwargs: dict | None = None,
              figures: bool = True, print_tables: bool = True, extra_config: dict | None = None,
              timings: dict | None = None) -> Evaluation:
   """Runs the paper's evaluation on one GM dataset and writes tables, figures and report.md.
 
+  The artifacts come from one store per (GM dataset, real source, space), written by
+  `fpjax.compute_artifacts` in WORKDIR/artifacts/<gm name>/<space> and computed first when
+  missing (a complete store is reused, a partial one resumed); every table streams over the
+  stores, so neither all images nor all artifacts are ever in RAM.
+
   Args:
-    gm: zoo workdir (has zoo.json), image-folder root `root/<model>/*.png`, or a GMDataset.
-    real: real dataset name (`fpjax.data.load_real`) or RealData; a zoo's own by default.
-    workdir: output folder (tables.md, tables.json, report.md, figures/, encoders/).
-    spaces: ManiFPT spaces among 'rgb', 'freq', 'dct', 'sl', 'ssl'.
+    gm: zoo workdir (has zoo.json), image-folder root `root/<model>/*.png`, or a GMData.
+    real: any real source of `fpjax.compute_artifacts` (embedded name, 'tfds:<name>[:<split>]',
+      .npy/.npz of images, image folder); a zoo's own by default.
+    workdir: output folder (tables.md, tables.json, report.md, figures/, encoders/, artifacts/).
+    spaces: ManiFPT spaces among `protocols.MANIFPT_SPACES`; 'sl' is skipped (one warning) when
+      the real source has no labels.
     seeds: number of classifier seeds (int) or a list of seeds; >= 3 for mean ± std.
-    baselines: names in `fpjax.baselines.BASELINES` (None: all nine).
+    baselines: names in `fpjax.baselines.BASELINES` (None: all nine); they read the images of
+      the stores' rows in slices.
     classifiers: 'probe' and/or 'attributor' on the artifacts.
-    cross: pairs (train_gm, test_gm) for Table 2 (paths or GMDatasets; zoos bring their real).
+    cross: pairs (train_gm, test_gm) for Table 2 (paths or GMData; zoos bring their real).
     cross_baselines: baselines for Table 2 (None: the same as Table 1).
     shots: enrolment samples per new model in the few-shot protocol.
     encoder_steps: {'sl': steps, 'ssl': steps} for the SL/SSL encoders (default: their preset).
     cfg / cross_cfg: {'probe': LinearProbe kwargs, 'attributor': Attributor overrides,
       'attributor_preset': 'quick'|'paper'} for Table 1 / Table 2.
     baseline_cfg: {baseline name: constructor kwargs}.
+    table3_max_rows / openset_max_per_model / figure_max_rows: sizes of the stratified
+      samples Table 3, the open set and the embedding figure hold in RAM.
+    artifact_kwargs: keyword arguments of `fpjax.compute_artifacts` for missing stores
+      (precision, batch_size, device_bank_bytes, num_threads, ...).
   """
   t_start = time.time()
   timings = dict(timings or {})
@@ -94,40 +108,48 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
   if writer:
     os.makedirs(fig_dir, exist_ok=True)
   logging.info('evaluate: %s, %d images of %d models, real %r (%d bank images), spaces %s, '
-               'seeds %s', gm.name, len(gm.images), len(gm.class_names), gm.real.name,
-               len(gm.real.train_images), list(spaces), seeds)
+               'seeds %s', gm.name, len(gm.source), len(gm.class_names), gm.real, gm.bank_size,
+               list(spaces), seeds)
 
   t = time.time()
-  space_objs = protocols.make_spaces(spaces, gm.real, workdir=workdir if writer else None,
+  encoders = protocols.make_encoders(spaces, gm.real, workdir=workdir,
                                      encoder_steps=encoder_steps)
   timings['encoders_s'] = time.time() - t
+  t = time.time()
+  feats = protocols.open_features(gm, encoders, workdir, artifact_kwargs=artifact_kwargs)
+  timings['artifacts_s'] = time.time() - t
 
   t = time.time()
-  t1 = protocols.table1(gm, space_objs, seeds=seeds, baselines=baselines, classifiers=classifiers,
+  t1 = protocols.table1(feats, seeds=seeds, baselines=baselines, classifiers=classifiers,
                         split_seed=split_seed, cfg=cfg, baseline_cfg=baseline_cfg)
   timings['table1_s'] = time.time() - t
   rows = list(t1['rows'])
 
   t = time.time()
-  if gm.tags:
-    rows += protocols.table3(gm, t1['artifacts'], pca_dim=table3_pca_dim, seed=split_seed)
-  else:
+  if gm.tags and feats.stores:
+    rows += protocols.table3(feats, pca_dim=table3_pca_dim, max_rows=table3_max_rows,
+                             seed=split_seed)
+  elif not gm.tags:
     logging.info('Table 3 skipped: %s has no design-knob tags (not a zoo)', gm.name)
   timings['table3_s'] = time.time() - t
 
   t = time.time()
   if len(gm.class_names) >= 3:
-    feats = {s: a for s, (a, _) in t1['artifacts'].items()}
-    feats.update(_fit_free_baseline_features(gm, baselines, baseline_cfg))
-    rows += protocols.openset(gm, feats, t1['train_mask'], shots=shots, seed=split_seed)
+    rows += protocols.openset(feats, t1['train_mask'], baselines=baselines,
+                              baseline_cfg=baseline_cfg, shots=shots,
+                              max_per_model=openset_max_per_model, seed=split_seed)
   timings['openset_s'] = time.time() - t
 
   t = time.time()
   cross_b = baselines if cross_baselines is None else cross_baselines
   for src, tgt in cross:
-    src = protocols.load_gm(src) if isinstance(src, str) else src
-    tgt = protocols.load_gm(tgt) if isinstance(tgt, str) else tgt
-    rows += protocols.table2(src, tgt, space_objs, seeds=seeds,
+    sides = []
+    for side in (src, tgt):
+      side = protocols.load_gm(side) if isinstance(side, str) else side
+      # The same encoders on both sides: each side's artifacts in the same embedding.
+      sides.append(protocols.open_features(side, encoders, workdir,
+                                           artifact_kwargs=artifact_kwargs))
+    rows += protocols.table2(*sides, seeds=seeds,
                              baselines=list(cross_b) if cross_b is not None else None,
                              classifiers=classifiers, cfg=cross_cfg if cross_cfg else cfg,
                              baseline_cfg=baseline_cfg)
@@ -138,20 +160,32 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
   if writer:
     t = time.time()
     if figures:
-      files.update(_figures(gm, t1, fig_dir))
+      files.update(_figures(feats, t1, fig_dir, figure_max_rows, split_seed))
     timings['figures_s'] = time.time() - t
     timings['evaluate_s'] = time.time() - t_start
-    config = dict(gm=gm.name, real=gm.real.name, models=gm.class_names, spaces=list(spaces),
-                  seeds=seeds, baselines=baselines, classifiers=list(classifiers),
+    skipped = [s for s in spaces if s not in encoders]
+    config = dict(gm=gm.name, real=gm.real, models=gm.class_names, num_images=feats.num_rows,
+                  spaces=list(encoders), skipped_spaces=skipped, seeds=seeds,
+                  baselines=baselines, classifiers=list(classifiers),
                   split='70/30 per model, split_seed=%d' % split_seed, shots=shots,
                   cross=[f'{r}' for r in dict.fromkeys(r['dataset'] for r in rows
                                                        if r['table'] == '2')],
                   cfg=cfg, cross_cfg=cross_cfg, baseline_cfg=baseline_cfg,
-                  encoder_steps=encoder_steps, table3=dict(
+                  encoder_steps=encoder_steps,
+                  artifact_stores='WORKDIR/artifacts/<gm>/<space>, written by '
+                                  'fpjax.compute_artifacts',
+                  table3=dict(
+                      rows=f'stratified sample of at most {table3_max_rows} rows (seed '
+                           f'{split_seed})',
                       features='artifacts z-scored per coordinate, PCA to %d dims' % table3_pca_dim,
                       clustering='k-means (n_init=10), k = number of distinct knob values; '
                                  "models tagged 'n/a' left out per knob",
                       nmi='sklearn normalized_mutual_info_score (arithmetic)'),
+                  openset=dict(
+                      rows=f'stratified sample of at most {openset_max_per_model} rows per model '
+                           f'(seed {split_seed})',
+                      protocols='fpjax.attribution.openset nearest prototype; enrolment = the '
+                                'Table 1 train rows of the sample'),
                   **(extra_config or {}))
     files['tables.json'] = os.path.join(workdir, 'tables.json')
     report_lib.write_json(files['tables.json'], rows, config, timings)
@@ -167,28 +201,13 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
   return Evaluation(rows, workdir, files, md)
 
 
-def _fit_free_baseline_features(gm, baselines, baseline_cfg) -> dict:
-  """Features of the baselines whose features need no training (hand-crafted, Marra19).
-
-  CNN baselines learn their features from the known models, so a model left out of the
-  open-set protocol would have been seen in training: they are left out here.
-  """
-  from fpjax.baselines import BASELINES
-  out = {}
-  for b in (list(BASELINES) if baselines is None else baselines):
-    try:
-      out[b] = np.asarray(BASELINES[b](**(baseline_cfg or {}).get(b, {})).features(gm.images))
-    except ValueError:  # 'call fit first': a learned feature extractor
-      continue
-  return out
-
-
-def _figures(gm, t1, fig_dir) -> dict:
+def _figures(feats, t1, fig_dir, max_rows: int, seed: int) -> dict:
+  from fpjax import artifact_io
   files = {}
-  names = gm.class_names
+  names = feats.gm.class_names
   k = len(names)
-  val = ~t1['train_mask']
-  y_va = gm.labels[val]
+  val = np.flatnonzero(~t1['train_mask'])
+  y_va = feats.labels[val]
   conf = {}
   for (method, space, clf), pred in t1['predictions'].items():
     if method == 'ManiFPT' and clf == 'probe':
@@ -201,15 +220,18 @@ def _figures(gm, t1, fig_dir) -> dict:
   if conf:
     files['confusion'] = report_lib.plot_confusions(
         os.path.join(fig_dir, 'confusion.png'), conf, names)
-  if t1['artifacts']:
+  if feats.stores:
+    # A bounded stratified sample of the validation rows: the figure needs no more.
+    sample = val[protocols.stratified_sample(y_va, max(1, max_rows // k), seed)]
     files['embedding'] = report_lib.plot_embeddings(
         os.path.join(fig_dir, 'embedding_pca.png'),
-        {f'{s.upper()} artifacts (val)': a[val] for s, (a, _) in t1['artifacts'].items()},
-        y_va, names)
-  for s, (a, d) in t1['artifacts'].items():
-    if a.ndim != 4 or s not in ('rgb', 'freq', 'dct'):
+        {f'{s.upper()} artifacts (val)': feats.artifacts(s)[sample] for s in feats.stores},
+        feats.labels[sample], names)
+  for s, store in feats.stores.items():
+    if len(store.embedding_shape) != 3 or s not in ('rgb', 'freq', 'dct'):
       continue
-    st = report_lib.fingerprint_stats(a, d, gm.labels, k)
+    # The store's FingerprintStats, streamed over every row when the store was written.
+    st = artifact_io.load_array(store.stats_path)
     files[f'mean_artifact_{s}'] = report_lib.plot_mean_artifacts(
         os.path.join(fig_dir, f'mean_artifact_{s}.png'), st, names,
         f'mean {s.upper()} artifact per model')
@@ -224,8 +246,8 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
              cross_preset: str = 'cross', cross_num_samples: int | None = None,
              cross_reals=('mnist5k_0to4', 'mnist5k_5to9'), spaces=protocols.MANIFPT_SPACES,
              seeds: int = 3, baselines=None, cross_baselines=('Durall20', 'Frank20', 'Wang20'),
-             cfg: dict | None = None, cross_cfg: dict | None = None,
-             encoder_steps: dict | None = None) -> Evaluation:
+             classifiers=protocols.CLASSIFIERS, cfg: dict | None = None,
+             cross_cfg: dict | None = None, encoder_steps: dict | None = None) -> Evaluation:
   """The main job: build (or reuse) the zoos, then the whole evaluation, printed and written.
 
   WORKDIR/zoo (preset `preset` on `real`) is the Table 1/3 dataset;
@@ -252,7 +274,7 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
     a, b = (protocols.load_gm(d) for d in cross_dirs)
     cross = [(a, b), (b, a)]
   return evaluate(zoo_dir, real, workdir, spaces=spaces, seeds=seeds, baselines=baselines,
-                  cross=cross, cross_baselines=cross_baselines,
+                  classifiers=classifiers, cross=cross, cross_baselines=cross_baselines,
                   cfg=DEMO_CONFIG['cfg'] if cfg is None else cfg,
                   cross_cfg=DEMO_CONFIG['cross_cfg'] if cross_cfg is None else cross_cfg,
                   encoder_steps=DEMO_CONFIG['encoder_steps'] if encoder_steps is None

@@ -1,7 +1,7 @@
 """Writers: tables.md / tables.json, figures (matplotlib Agg) and report.md.
 
 tables.json = {"version": 1, "config": {...}, "rows": [row, ...], "timings": {...}}; every row
-has the keys of `protocols._row`: table ('1' | '2' | '3' | 'openset'), method ('ManiFPT' or a
+has the keys ROW_FIELDS (`make_row` builds rows; the one definition of a result row): table ('1' | '2' | '3' | 'openset'), method ('ManiFPT' or a
 baseline name), space (ManiFPT space or null), classifier ('probe' | 'attributor' | 'own' |
 'prototype' | null), dataset, accuracy_mean / accuracy_std (fractions in [0, 1], std over
 seeds, ddof 0), accuracies (per seed), num_seeds, fdr (trace(S_B)/trace(S_W)), nmi ({knob: NMI
@@ -22,7 +22,22 @@ from fpjax import artifact_io
 ROW_FIELDS = ('table', 'method', 'space', 'classifier', 'dataset', 'accuracy_mean', 'accuracy_std',
               'accuracies', 'num_seeds', 'fdr', 'nmi', 'auroc', 'few_shot_accuracy',
               'few_shot_new_model_accuracy', 'num_train', 'num_test', 'seconds')
-NMI_COLUMNS = ('upsampling', 'normalization', 'nonlinearity', 'loss', 'family', 'sampler', 'model')
+# Fields that measure the run, not its result: two runs of the same configuration differ only here.
+TIMING_FIELDS = ('seconds',)
+
+
+def make_row(**fields) -> dict:
+  """One machine-readable result row: every ROW_FIELDS key (None where not applicable)."""
+  unknown = set(fields) - set(ROW_FIELDS)
+  if unknown:
+    raise ValueError(f'unknown row fields {sorted(unknown)}; known: {ROW_FIELDS}')
+  return {f: fields.get(f) for f in ROW_FIELDS}
+
+
+def nmi_columns(rows) -> list:
+  """Table 3 columns: the knobs in the order the rows name them (the zoo's tags), 'model' last."""
+  cols = list(dict.fromkeys(c for r in rows for c in r['nmi'] if c != 'model'))
+  return cols + ['model']
 
 
 def _jsonable(x):
@@ -97,7 +112,7 @@ def markdown_tables(rows) -> str:
     out.append('')
   t3 = [r for r in rows if r['table'] == '3']
   if t3:
-    cols = [c for c in NMI_COLUMNS if any(r['nmi'].get(c) is not None for r in t3)]
+    cols = [c for c in nmi_columns(t3) if any(r['nmi'].get(c) is not None for r in t3)]
     out += ['### Table 3 — NMI between k-means clusters of artifacts and design knobs', '',
             '| space | ' + ' | '.join(cols) + ' |', '|---|' + '---|' * len(cols)]
     for r in t3:
@@ -181,15 +196,6 @@ def plot_embeddings(path, features: dict, labels, class_names, *, seed: int = 0)
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
-
-
-def fingerprint_stats(artifact, distance, labels, num_models) -> dict:
-  """`fpjax.stats.FingerprintStats` of image-shaped artifacts, finalized (one implementation)."""
-  import jax.numpy as jnp
-  from fpjax.stats import FingerprintStats
-  st = FingerprintStats.init(num_models, tuple(artifact.shape[1:]))
-  st = st.update(jnp.asarray(artifact), jnp.asarray(distance), jnp.asarray(labels, jnp.int32))
-  return st.finalize()
 
 
 def plot_mean_artifacts(path, stats: dict, class_names, title: str) -> str:
@@ -311,7 +317,7 @@ def discussion(rows) -> list[str]:
       out.append(line + '.')
   t3 = [r for r in rows if r['table'] == '3']
   if t3:
-    knobs = [c for c in NMI_COLUMNS[:-1] if any(r['nmi'].get(c) is not None for r in t3)]
+    knobs = [c for c in nmi_columns(t3)[:-1] if any(r['nmi'].get(c) is not None for r in t3)]
     avg = {c: float(np.mean([r['nmi'][c] for r in t3 if r['nmi'].get(c) is not None]))
            for c in knobs}
     order = sorted(avg, key=avg.get, reverse=True)
@@ -330,11 +336,12 @@ def discussion(rows) -> list[str]:
 
 
 def report_markdown(rows, gm, config: dict, timings: dict, files: dict, workdir: str) -> str:
+  """gm: the evaluated `protocols.GMData`; config['num_images'] counts the rows evaluated."""
   rel = lambda p: os.path.relpath(p, workdir)
   lines = ['# fpjax evaluation report', '',
-           f'GM dataset **{gm.name}**: {len(gm.images)} images of {len(gm.class_names)} models; '
-           f'real data **{gm.real.name}** ({len(gm.real.train_images)} train images = the bank of '
-           'the manifold).', '',
+           f'GM dataset **{gm.name}**: {config["num_images"]} images of {len(gm.class_names)} '
+           f'models; real data **{gm.real}** ({gm.bank_size} images = the bank of the '
+           'manifold).', '',
            'Models: ' + ', '.join(f'`{c}`' for c in gm.class_names) + '.', '',
            '## Results', '', markdown_tables(rows), '## Discussion', '']
   lines += discussion(rows)
@@ -344,25 +351,27 @@ def report_markdown(rows, gm, config: dict, timings: dict, files: dict, workdir:
                    'space and the best baseline. Rows = true model (index = order above).',
       'embedding': '2-D PCA of the validation artifacts per space (z-scored), one colour per '
                    'model.',
-      'mean_artifact_rgb': 'Mean RGB artifact per model (`FingerprintStats`), all images.',
+      'mean_artifact_rgb': 'Mean RGB artifact per model (the artifact store\'s streamed '
+                           '`FingerprintStats`), all images.',
       'mean_artifact_freq': 'Mean FREQ artifact per model.',
       'mean_artifact_dct': 'Mean DCT artifact per model.',
       'spectra_rgb': 'Power spectrum of the RGB artifacts per model: radial profile and 2-D '
-                     '(log10), from `FingerprintStats`.'}
+                     '(log10), from the store\'s `FingerprintStats` (all images).'}
   for key, path in files.items():
     if key in captions:
       lines += [f'### {key}', captions[key], '', f'![{key}]({rel(path)})', '']
   lines += ['## Protocol', '',
             '- Split: 70/30 per model, the same mask for every method; seeds vary the '
             'classifier (initialisation, minibatch order), not the split.',
-            '- ManiFPT features: artifacts φ(x) − φ(x*), x* the nearest real training image in '
-            'space φ (exact 1-NN, `fpjax.Manifold`). SL/SSL encoders are trained on the real '
-            'training images (no pretrained weights).',
-            '- FDR: `fpjax.stats.fisher_discriminant_ratio` = trace(S_B)/trace(S_W) on the '
-            'validation features (artifacts; baselines: `.features()` of the seed-0 fit).',
+            '- ManiFPT features: artifacts φ(x) − φ(x*), x* the nearest real image in space φ '
+            '(`fpjax.compute_artifacts`, read back from its artifact store '
+            f'{config.get("artifact_stores", "")}). SL/SSL encoders are trained on the real '
+            'images (no pretrained weights).',
+            '- FDR: trace(S_B)/trace(S_W) (`fpjax.stats.fdr_from_moments`) of the validation '
+            'features, from per-model moments streamed over the rows (artifacts; baselines: '
+            '`.features()` of the seed-0 fit).',
             f'- Table 3: {config.get("table3", {})}.',
-            '- Open set: `fpjax.attribution.openset` nearest-prototype protocols; enrolment '
-            'samples = the Table 1 train split.', '',
+            f'- Open set: {config.get("openset", {})}.', '',
             '## Configuration', '', '```', json.dumps(_jsonable(config), indent=1), '```', '',
             '## Timings (seconds)', '', '```', json.dumps(_jsonable(timings), indent=1), '```', '']
   return '\n'.join(lines)

@@ -2,6 +2,9 @@
 
 Linear baselines train the attribution LinearProbe on their hand-crafted features (one way
 of training linear models in fpjax); CNN baselines train an Attributor (ResNet / SmallCNN).
+Images may be an array or a lazy array-like (len, shape, dtype, contiguous slices, e.g. the
+evaluation's view of an image folder): every method reads them `SLICE_ROWS` images at a time,
+and a CNN's pre-processed inputs are computed slice by slice as its training reads them.
 """
 from __future__ import annotations
 
@@ -21,10 +24,22 @@ def float_images(images, who: str) -> np.ndarray:
     raise ValueError(f'{who}: {e}') from None
 
 
+SLICE_ROWS = 4096  # images decoded and pre-processed at a time
+
+
 def batched(fn, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
   """fn (jnp, per-batch) over x in padded batches sharded over all devices."""
   return training.apply_batched(jax.jit(fn), x, batch_size=batch_size,
                                 mesh=training.default_mesh())
+
+
+def in_slices(fn, images) -> np.ndarray:
+  """np.concatenate of fn(images[a:b]) over slices of SLICE_ROWS images."""
+  n = len(images)
+  if n == 0:
+    raise ValueError('no images (N = 0)')
+  return np.concatenate([np.asarray(fn(np.asarray(images[a:a + SLICE_ROWS])))
+                         for a in range(0, n, SLICE_ROWS)])
 
 
 def check_labels(x, labels, who):
@@ -37,6 +52,8 @@ def check_labels(x, labels, who):
 class _Baseline:
   """Options: the class's ``QUICK`` defaults overridden by known keyword arguments."""
   QUICK: dict = {}
+  # True when ``features`` needs no fit (hand-crafted): usable for models never trained on.
+  FIT_FREE_FEATURES = False
 
   def __init__(self, seed: int = 0, **cfg):
     unknown = set(cfg) - set(self.QUICK)
@@ -50,14 +67,16 @@ class _Baseline:
 class LinearBaseline(_Baseline):
   """Hand-crafted features -> LinearProbe. Subclasses define ``QUICK`` and ``_features``."""
   PROBE_KEYS = ('l2', 'lr', 'epochs', 'batch_size', 'val_fraction', 'patience')
+  FIT_FREE_FEATURES = True
   probe = None
 
   def _features(self, x):  # jnp float images [B,H,W,C] in [0,1] -> [B, D]
     raise NotImplementedError
 
   def features(self, images) -> np.ndarray:
-    x = float_images(images, type(self).__name__)
-    return batched(self._features, x)
+    """[N, D] hand-crafted features, computed SLICE_ROWS images at a time."""
+    return in_slices(lambda im: batched(self._features, float_images(im, type(self).__name__)),
+                     images)
 
   def fit(self, images, labels):
     f = self.features(images)
@@ -82,11 +101,16 @@ class CNNBaseline(_Baseline):
   def _augment(self):
     return None
 
+  def _lazy_inputs(self, images):
+    """The network's inputs as a lazy array: pre-processed slice by slice when read."""
+    first = self._inputs(np.asarray(images[0:1]))
+    return training.MappedRows(images, self._inputs, (len(images),) + first.shape[1:],
+                               first.dtype)
+
   def fit(self, images, labels):
-    x = self._inputs(images)
-    labels = check_labels(x, labels, type(self).__name__)
+    labels = check_labels(images, labels, type(self).__name__)
     self.attributor = Attributor('quick', augment=self._augment(), **self.cfg)
-    self.attributor.fit(x, labels, seed=self.seed)
+    self.attributor.fit(self._lazy_inputs(images), labels, seed=self.seed)
     return self
 
   def _trained(self) -> Attributor:
@@ -95,7 +119,9 @@ class CNNBaseline(_Baseline):
     return self.attributor
 
   def predict(self, images) -> np.ndarray:
-    return self._trained().predict(self._inputs(images))
+    net = self._trained()
+    return in_slices(lambda im: net.predict(self._inputs(im)), images)
 
   def features(self, images) -> np.ndarray:
-    return self._trained().features(self._inputs(images))
+    net = self._trained()
+    return in_slices(lambda im: net.features(self._inputs(im)), images)

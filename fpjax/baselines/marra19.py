@@ -9,7 +9,7 @@ is BM3D; a Gaussian filter keeps it dependency-free. ``features`` are the flatte
 import jax.numpy as jnp
 import numpy as np
 
-from fpjax.baselines._common import _Baseline, batched, check_labels, float_images
+from fpjax.baselines._common import _Baseline, batched, check_labels, float_images, in_slices
 
 
 def gaussian_denoise(x, sigma: float = 1.0, truncate: float = 4.0):
@@ -36,24 +36,36 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 
 class Marra19(_Baseline):
   QUICK = dict(sigma=1.0)  # the seed is unused: the method is deterministic
+  FIT_FREE_FEATURES = True
   classes_ = None
   fingerprints_ = None
 
+  def _residuals(self, images) -> np.ndarray:
+    return batched(lambda v: noise_residual(v, self.cfg['sigma']), float_images(images, 'Marra19'))
+
   def features(self, images) -> np.ndarray:
-    x = float_images(images, 'Marra19')
-    return batched(lambda v: noise_residual(v, self.cfg['sigma']), x)
+    return in_slices(self._residuals, images)
 
   def fit(self, images, labels):
-    r = self.features(images).astype(np.float64)
-    labels = check_labels(r, labels, 'Marra19')
+    labels = check_labels(images, labels, 'Marra19')
     self.classes_ = np.unique(labels)
-    self.fingerprints_ = np.stack([r[labels == c].mean(0) for c in self.classes_])
+    # Fingerprint = mean residual per model, summed slice by slice (float64).
+    sums = count = None
+    for a in range(0, len(images), 4096):
+      r = self._residuals(np.asarray(images[a:a + 4096])).astype(np.float64)
+      y = np.searchsorted(self.classes_, labels[a:a + 4096])
+      if sums is None:
+        sums, count = np.zeros((len(self.classes_), r.shape[1])), np.zeros(len(self.classes_))
+      np.add.at(sums, y, r)
+      count += np.bincount(y, minlength=len(self.classes_))
+    self.fingerprints_ = sums / count[:, None]
     return self
 
   def correlations(self, images) -> np.ndarray:
     if self.fingerprints_ is None:
       raise ValueError('Marra19: call fit first')
-    return _normalise(self.features(images).astype(np.float64)) @ _normalise(self.fingerprints_).T
+    fp = _normalise(self.fingerprints_).T
+    return in_slices(lambda im: _normalise(self._residuals(im).astype(np.float64)) @ fp, images)
 
   def predict(self, images) -> np.ndarray:
     return self.classes_[self.correlations(images).argmax(1)]

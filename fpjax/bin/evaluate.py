@@ -2,6 +2,9 @@ r"""The paper's evaluation on one GM dataset: Tables 1-3, open set, figures, rep
 
 python -m fpjax.bin.evaluate --gm=DIR --workdir=OUT [--real=mnist5k] [--spaces=rgb,freq,dct,sl,ssl]
     [--seeds=3] [--baselines=all] [--classifiers=probe,attributor] [--cross=TRAIN_GM:TEST_GM,...]
+
+The artifacts are read from OUT/artifacts/<gm>/<space>, the stores `compute_artifacts` writes;
+a missing store is computed first (a partial one resumed), with the artifact flags below.
 """
 from absl import app
 from absl import flags
@@ -11,22 +14,34 @@ from fpjax.bin import flags as fpjax_flags
 
 _GM = flags.DEFINE_string('gm', None, 'Zoo workdir (has zoo.json) or image-folder root '
                           'root/<model>/*.png.', required=True)
-_REAL = flags.DEFINE_string('real', None, 'Real dataset the models imitate (fpjax.data.load_real '
-                            'name); default: the zoo\'s own. Required for an image folder.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.', required=True)
+_REAL = flags.DEFINE_string(
+    'real', None, "Real source the models imitate (the manifold's bank): mnist5k | "
+    'mnist5k_0to4 | mnist5k_5to9 | digits | tfds:<name>[:<split>] | a .npy/.npz of images '
+    '[N,H,W,C] | an image folder. Default: the zoo\'s own; required for an image folder.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (tables, figures, report, '
+                               'encoders/ and the artifact stores artifacts/<gm>/<space>).',
+                               required=True)
 _SPACES = flags.DEFINE_list('spaces', list(analysis.MANIFPT_SPACES), 'ManiFPT spaces.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Classifier seeds (mean ± std over them).')
 _BASELINES = flags.DEFINE_list('baselines', ['all'], "Baselines ('all', 'none' or names).")
-_CLASSIFIERS = flags.DEFINE_list('classifiers', ['probe', 'attributor'], 'On the artifacts.')
+_CLASSIFIERS = flags.DEFINE_list('classifiers', list(analysis.CLASSIFIERS), 'On the artifacts.')
 _CROSS = flags.DEFINE_list('cross', [], 'Table 2 pairs TRAIN_GM:TEST_GM (zoo workdirs).')
 _SHOTS = flags.DEFINE_integer('shots', 10, 'Few-shot enrolment samples per new model.')
 _ATTRIBUTOR_EPOCHS = flags.DEFINE_integer('attributor_epochs', None,
                                           'Attributor epochs (default: its quick preset, 15).')
 _ENCODER_STEPS = flags.DEFINE_integer('encoder_steps', None, 'SL/SSL training steps '
                                       '(default: the encoders\' quick preset).')
+# compute_artifacts' settings for stores that are missing (see fpjax.bin.compute_artifacts).
+_PRECISION = flags.DEFINE_enum('precision', 'exact', ['exact', 'fast'],
+                               "Artifacts: 'exact' certifies every nearest neighbour.")
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Artifacts: global batch.')
+_DEVICE_BANK_BYTES = flags.DEFINE_integer('device_bank_bytes', None,
+                                          'Artifacts: largest bank slice per device.')
+_NUM_THREADS = flags.DEFINE_integer('num_threads', 4, 'Image-decoding threads per process.')
 
 
-def _baselines(values):
+def baselines_flag(values):
+  """--baselines: ['all'] -> None (all nine), ['none'] -> [], else the names."""
   if values == ['all']:
     return None
   return [] if values == ['none'] else values
@@ -43,9 +58,13 @@ def main(argv):
   steps = ({'sl': _ENCODER_STEPS.value, 'ssl': _ENCODER_STEPS.value}
            if _ENCODER_STEPS.value else None)
   analysis.evaluate(_GM.value, _REAL.value, _WORKDIR.value, spaces=_SPACES.value,
-                    seeds=_SEEDS.value, baselines=_baselines(_BASELINES.value),
+                    seeds=_SEEDS.value, baselines=baselines_flag(_BASELINES.value),
                     classifiers=_CLASSIFIERS.value, cross=[p.split(':', 1) for p in _CROSS.value],
-                    shots=_SHOTS.value, cfg=cfg, encoder_steps=steps)
+                    shots=_SHOTS.value, cfg=cfg, encoder_steps=steps,
+                    artifact_kwargs=dict(precision=_PRECISION.value,
+                                         batch_size=_BATCH_SIZE.value,
+                                         device_bank_bytes=_DEVICE_BANK_BYTES.value,
+                                         num_threads=_NUM_THREADS.value))
 
 
 if __name__ == '__main__':
