@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +32,10 @@ import numpy as np
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from fpjax import spaces
+from fpjax import autotune as autotune_lib
+from fpjax import pallas_search
 from fpjax import parallel
+from fpjax import spaces
 
 # Search settings: the candidate search runs in `search_dtype`; rows are grouped
 # `GROUP` at a time and the `CANDIDATE_GROUPS` groups with the smallest minimum are
@@ -111,54 +114,38 @@ def _reduce(xc, norm2, basis, orth_err):
   return jnp.concatenate([p, rho[:, None]], axis=1), pn * (1.0 + gd), eta
 
 
-def _search(q, bank, mu, offset, n_valid, reduced=None, *, k, tile, search_dtype, groups):
-  """Per-device top-k of local queries against the local bank slice.
+class ReducedConsts(NamedTuple):
+  """Bank-wide scalars of the reduced search's error bound (module doc), float32."""
+  max_search_norm2: jax.Array  # max ‖b̂‖² over the real rows
+  max_proj_norm: jax.Array     # max ‖p_b‖ (rounded up, as _reduce returns it)
+  max_eta: jax.Array           # max η_b
+  orth_err: jax.Array          # ‖VᵀV − I‖ of the float32 basis
 
-  `reduced` (reduced search, see the module doc): (search rows x̂ of the bank slice
-  [rows, r+1], their ‖b − μ‖² [rows] (inf on padding rows), the basis V [D, r], and
-  bank-wide scalars [max ‖b̂‖², max ‖p_b‖, max η_b, ‖VᵀV − I‖]).
 
-  `offset` and `n_valid` (traced int32 scalars: one compilation serves every chunk of
-  a streamed bank) say which global rows this call's bank holds and how many are real.
-  Returns, merged over the 'bank' axis (identical on every 'bank' device):
-  squared distances [q, k] (float32, exact difference form), global indices [q, k],
-  and `certified` [q]: True where a rounding-error bound proves that no row left
-  out of the exact re-rank could be among the k nearest.
+def _scan_tiles(qc, qs, bank, mu, bn, *, tile, c, search_dtype, precision):
+  """The XLA candidate search: lax.scan over bank tiles with a running top-c of groups.
+
+  bank: the slice's search rows (centred here when mu is not None); bn: their ‖b‖² [rows],
+  inf on padding rows. Returns group minima [q, c] ascending (ties: lower group first)
+  and their slice-local group ids.
   """
-  rows, dim = bank.shape
-  shard_offset = offset + lax.axis_index(parallel.BANK) * rows
+  rows = bank.shape[0]
   groups_per_tile = tile // GROUP
-  c = min(groups, rows // GROUP)
-  # Centring on the bank mean keeps ‖q‖², ‖b‖² and q·b small, so the expansion
-  # loses little to cancellation; it does not change any distance.
-  qc = q - mu
-  qn = jnp.sum(qc * qc, axis=1)
-  precision = lax.Precision.HIGHEST if search_dtype == jnp.float32 else None
-  if reduced is not None:
-    sbank, bnorm, basis, consts = reduced
-    q_hat, q_pn, q_eta = _reduce(qc, qn, basis, consts[3])
-    qs = q_hat.astype(search_dtype)
-  else:
-    qs = qc.astype(search_dtype or jnp.float32)
 
   def scan_tile(carry, t):
-    best_d, best_g, bmax2 = carry
-    if reduced is not None:
-      b = lax.dynamic_slice_in_dim(sbank, t * tile, tile)
-      bn = lax.dynamic_slice_in_dim(bnorm, t * tile, tile)  # inf on padding rows
-    else:
-      b = lax.dynamic_slice_in_dim(bank, t * tile, tile) - mu
-      row = shard_offset + t * tile + jnp.arange(tile, dtype=jnp.int32)
-      # Padding rows get ‖b‖² = inf: masked through a [tile] vector, not a [q, tile] select.
-      bn = jnp.where(row < offset + n_valid, jnp.sum(b * b, axis=1), jnp.inf)
+    best_d, best_g = carry
+    b = lax.dynamic_slice_in_dim(bank, t * tile, tile)
+    if mu is not None:
+      b = b - mu
+    bn_t = lax.dynamic_slice_in_dim(bn, t * tile, tile)
     # ‖q‖² is the same for a whole row of d: added after the minima, not to every entry.
     if search_dtype is None:  # direct ‖q − b‖²: no cancellation, matmul-free, slow
       d = lax.map(lambda qi: jnp.sum(jnp.square(qi - b), axis=1), qc)
-      d = jnp.where(jnp.isinf(bn)[None, :], jnp.inf, d)
+      d = jnp.where(jnp.isinf(bn_t)[None, :], jnp.inf, d)
     else:
       dots = lax.dot_general(qs, b.astype(search_dtype), (((1,), (1,)), ((), ())),
                              precision=precision, preferred_element_type=jnp.float32)
-      d = bn[None, :] - 2.0 * dots
+      d = bn_t[None, :] - 2.0 * dots
     # Minimum per group of GROUP rows: top_k then sorts GROUP times fewer values.
     gmin = jnp.min(d.reshape(d.shape[0], groups_per_tile, GROUP), axis=2)
     gid = t * groups_per_tile + jnp.arange(groups_per_tile, dtype=jnp.int32)
@@ -166,13 +153,61 @@ def _search(q, bank, mu, offset, n_valid, reduced=None, *, k, tile, search_dtype
     cand_d = jnp.concatenate([best_d, gmin], axis=1)
     cand_g = jnp.concatenate([best_g, jnp.broadcast_to(gid, gmin.shape)], axis=1)
     neg, pos = lax.top_k(-cand_d, c)
-    # The largest real ‖b‖² of the slice feeds the rounding-error bound below.
-    bmax2 = jnp.maximum(bmax2, jnp.max(jnp.where(jnp.isinf(bn), 0.0, bn)))
-    return (-neg, jnp.take_along_axis(cand_g, pos, axis=1), bmax2), None
+    return (-neg, jnp.take_along_axis(cand_g, pos, axis=1)), None
 
-  init = (jnp.full((q.shape[0], c), jnp.inf, jnp.float32),
-          jnp.zeros((q.shape[0], c), jnp.int32), jnp.zeros((), jnp.float32))
-  (group_d, group_g, bmax2), _ = lax.scan(scan_tile, init, jnp.arange(rows // tile))
+  init = (jnp.full((qc.shape[0], c), jnp.inf, jnp.float32),
+          jnp.zeros((qc.shape[0], c), jnp.int32))
+  (group_d, group_g), _ = lax.scan(scan_tile, init, jnp.arange(rows // tile))
+  return group_d, group_g
+
+
+def _search(q, bank, mu, offset, n_valid, reduced=None, *, k, config, search_dtype, groups):
+  """Per-device top-k of local queries against the local bank slice.
+
+  `reduced` (reduced search, see the module doc): (search rows x̂ of the bank slice
+  [rows, r+1], their ‖b − μ‖² [rows] (inf on padding rows), the basis V [D, r], and
+  the bank-wide ReducedConsts).
+
+  `offset` and `n_valid` (traced int32 scalars: one compilation serves every chunk of
+  a streamed bank) say which global rows this call's bank holds and how many are real.
+  `config` (fpjax.autotune.Config) picks the candidate search: the XLA tile scan or the
+  fused Pallas kernel; both return the same candidates, so the answer never depends on it.
+  Returns, merged over the 'bank' axis (identical on every 'bank' device):
+  squared distances [q, k] (float32, exact difference form), global indices [q, k],
+  and `certified` [q]: True where a rounding-error bound proves that no row left
+  out of the exact re-rank could be among the k nearest.
+  """
+  rows, dim = bank.shape
+  shard_offset = offset + lax.axis_index(parallel.BANK) * rows
+  c = min(groups, rows // GROUP)
+  hi = lax.Precision.HIGHEST
+  # Centring on the bank mean keeps ‖q‖², ‖b‖² and q·b small, so the expansion
+  # loses little to cancellation; it does not change any distance.
+  qc = q - mu
+  qn = jnp.sum(qc * qc, axis=1)
+  precision = hi if search_dtype == jnp.float32 else None
+  if reduced is not None:
+    sbank, bn, basis, consts = reduced  # bn: ‖b − μ‖², inf on padding rows
+    q_hat, q_pn, q_eta = _reduce(qc, qn, basis, consts.orth_err)
+    qs = q_hat.astype(search_dtype)
+    search_bank, search_mu = sbank, None
+  else:
+    qs = qc.astype(search_dtype or jnp.float32)
+    row = shard_offset + jnp.arange(rows, dtype=jnp.int32)
+    # Padding rows get ‖b‖² = inf: masked through a [rows] vector, not a [q, tile] select.
+    bn = jnp.where(row < offset + n_valid, jnp.sum(jnp.square(bank - mu), axis=1), jnp.inf)
+    search_bank, search_mu = bank, mu
+  # The largest real ‖b‖² of the slice feeds the rounding-error bound below.
+  bmax2 = jnp.max(jnp.where(jnp.isinf(bn), 0.0, bn))
+
+  if config.variant == "pallas" and search_dtype is not None:
+    bs = search_bank if search_mu is None else search_bank - search_mu
+    group_d, group_g = pallas_search.group_candidates(
+        qs, bs.astype(search_dtype), bn, c=c, block_q=config.block_q, block_b=config.tile,
+        precision=precision, dim_block=config.dim_block, interpret=config.interpret)
+  else:
+    group_d, group_g = _scan_tiles(qc, qs, search_bank, search_mu, bn, tile=config.tile, c=c,
+                                   search_dtype=search_dtype, precision=precision)
   if search_dtype is not None:
     group_d = group_d + qn[:, None]
 
@@ -199,12 +234,13 @@ def _search(q, bank, mu, offset, n_valid, reduced=None, *, k, tile, search_dtype
   if search_dtype is None:
     bound = 2.0 * gamma * group_d[:, -1] + 6.0 * _F32_EPS * (qnorm + bmax) ** 2
   elif reduced is not None:
-    smax2, pmax, etamax, orth_err = (consts[i] for i in range(4))
     u = _UNIT_ROUNDOFF[jnp.dtype(search_dtype)]
     gs = _gamma(sbank.shape[1])
     qhat_n = jnp.sqrt(jnp.sum(q_hat * q_hat, axis=1))
-    bound = (2.0 * (u * (2.0 + u) + gs * (1.0 + u) ** 2) * qhat_n * jnp.sqrt(smax2)
-             + 2.0 * (q_eta * pmax + q_pn * etamax + orth_err * q_pn * pmax)
+    bound = (2.0 * (u * (2.0 + u) + gs * (1.0 + u) ** 2) * qhat_n
+             * jnp.sqrt(consts.max_search_norm2)
+             + 2.0 * (q_eta * consts.max_proj_norm + q_pn * consts.max_eta
+                      + consts.orth_err * q_pn * consts.max_proj_norm)
              + gamma * (qn + bmax2) + 6.0 * _F32_EPS * (qnorm + bmax) ** 2)
   else:
     u = _UNIT_ROUNDOFF[jnp.dtype(search_dtype)]
@@ -240,6 +276,87 @@ def _merge_topk(d1, i1, d2, i2, k):
   return d[:, :k], i[:, :k]
 
 
+class BankPlacement:
+  """Where the bank's rows live while the kernel runs.
+
+  Resident: one padded array sharded over 'bank' (each device holds its slice only, so a
+  bank that fits the devices together never has to fit one device whole). Streamed: a
+  slice over `device_bank_bytes` stays in host RAM and goes to the devices one chunk at a
+  time; every chunk has the same shape, so one compiled kernel serves them all.
+  The reduced search's rows (x̂, ‖x − μ‖²) follow the bank: on the devices or on the host.
+  """
+
+  def __init__(self, flat: np.ndarray, mesh, tile: int, device_bank_bytes: int | None):
+    n, dim = flat.shape
+    self.mesh = mesh
+    self.size = n
+    nb = mesh.shape[parallel.BANK]
+    per_shard = -(-n // nb)
+    row_bytes = 4 * dim
+    if device_bank_bytes is not None and per_shard * row_bytes > device_bank_bytes:
+      chunk_per_shard = max(8, device_bank_bytes // row_bytes)
+      self.tile = min(tile, _round_up(chunk_per_shard, 8))
+      self.chunk_rows = nb * (chunk_per_shard // self.tile * self.tile or self.tile)
+      self.host_bank, self.bank = flat, None
+    else:
+      self.tile = min(tile, _round_up(per_shard, 8))
+      self.chunk_rows = nb * _round_up(per_shard, self.tile)
+      self.host_bank, self.bank = None, self.put(flat, 0)
+    self.search_rows = self.host_search_rows = None  # set by set_search_rows
+
+  @property
+  def streamed(self) -> bool:
+    return self.bank is None
+
+  @property
+  def slice_rows(self) -> int:
+    """Rows of one device's slice in each kernel call."""
+    return self.chunk_rows // self.mesh.shape[parallel.BANK]
+
+  def put(self, rows, start, fill=0.0):
+    """Pads rows [start, start + chunk_rows) of a host array and shards them over 'bank'."""
+    chunk = rows[start:start + self.chunk_rows]
+    pad = self.chunk_rows - chunk.shape[0]
+    if pad:
+      chunk = np.concatenate([chunk, np.full((pad,) + chunk.shape[1:], fill, chunk.dtype)])
+    spec = P(parallel.BANK, *([None] * (chunk.ndim - 1)))
+    return jax.device_put(chunk, NamedSharding(self.mesh, spec))
+
+  def bank_chunks(self):
+    """(bank chunk on the devices, its first global row, its real rows), in order."""
+    if not self.streamed:
+      yield self.bank, 0, self.size
+      return
+    for start in range(0, self.size, self.chunk_rows):
+      yield self.put(self.host_bank, start), start, min(self.chunk_rows, self.size - start)
+
+  def set_search_rows(self, chunks):
+    """Keeps the reduced search's (x̂, ‖x − μ‖²): one device chunk, or host copies of every
+    chunk without their padding rows (chunks are re-padded, ‖x − μ‖² = inf, when sent)."""
+    if not self.streamed:
+      (self.search_rows,) = chunks
+    else:
+      self.host_search_rows = tuple(np.concatenate(a) for a in zip(*chunks))
+
+  def chunks(self, reduced: bool):
+    """(bank, search rows or None, first global row, real rows) for each kernel call."""
+    if not self.streamed:
+      yield self.bank, self.search_rows if reduced else None, 0, self.size
+      return
+    for bank, start, n_valid in self.bank_chunks():
+      rows = None
+      if reduced:
+        hat, norm2 = self.host_search_rows
+        rows = (self.put(hat, start), self.put(norm2, start, np.inf))
+      yield bank, rows, start, n_valid
+
+  def rows(self, index) -> np.ndarray:
+    """Host copies of bank rows (any integer index array)."""
+    if self.streamed:
+      return self.host_bank[index]
+    return parallel.to_host(self.bank[index])
+
+
 class Manifold:
   """A bank of embedded real samples, sharded over a device mesh, and its projection.
 
@@ -248,11 +365,13 @@ class Manifold:
   search_dim: 'auto' chooses the reduced search (module doc) when the bank is compressible,
   an int r forces r principal directions, None searches in the full space. Results are the
   same in every case; only the speed differs.
+  autotune: time kernel configurations the first time a shape is seen and cache the fastest
+  (fpjax.autotune); None: on for GPU and TPU, off on the CPU (env FPJAX_AUTOTUNE=0: off).
   """
 
   def __init__(self, bank, *, space: spaces.Space = "rgb", mesh=None, precision: str = "exact",
                k: int = 1, image_shape=None, tile: int = 2048, device_bank_bytes: int | None = None,
-               search_dim: int | str | None = "auto"):
+               search_dim: int | str | None = "auto", autotune: bool | None = None):
     if tile % GROUP:
       raise ValueError(f"tile must be a multiple of {GROUP}; got {tile}")
     if precision not in PRECISIONS:
@@ -272,33 +391,24 @@ class Manifold:
     self.embedding_shape = tuple(bank.shape[1:])
     self.image_shape = tuple(image_shape) if image_shape is not None else None
     self.dim = math.prod(self.embedding_shape)
-    # The bank is assembled on the host and sent to each device as its slice only, so
-    # a bank that fits the devices together never has to fit one device whole.
+    # The bank is assembled on the host and sent to each device as its slice only.
     flat = parallel.to_host(bank).astype(np.float32, copy=False).reshape(n, self.dim)
     check_finite(flat, "real bank")
     self.mean = jnp.asarray(flat.mean(axis=0, dtype=np.float64), jnp.float32)
-    self.basis, search_rows, self.reduce_consts = _reduction(flat, self.mean, search_dim)
-
-    nb = self.mesh.shape[parallel.BANK]
-    per_shard = -(-n // nb)
-    row_bytes = 4 * self.dim
-    # A bank slice over the device budget stays on the host and streams in chunks.
-    if device_bank_bytes is not None and per_shard * row_bytes > device_bank_bytes:
-      chunk_per_shard = max(8, device_bank_bytes // row_bytes)
-      self.tile = min(tile, _round_up(chunk_per_shard, 8))
-      self.chunk_rows = nb * (chunk_per_shard // self.tile * self.tile or self.tile)
-      self.host_bank, self.host_search_rows = flat, search_rows
-      self.bank = self.search_rows = None
-    else:
-      self.tile = min(tile, _round_up(per_shard, 8))
-      self.chunk_rows = nb * _round_up(per_shard, self.tile)
-      self.host_bank = self.host_search_rows = None
-      self.bank = self._put_bank(flat, 0)
-      self.search_rows = self._put_search_rows(search_rows, 0)
+    self.placement = BankPlacement(flat, self.mesh, tile, device_bank_bytes)
+    self.basis, self.reduce_consts = _reduction(flat, self.mean, search_dim, self.placement)
+    self.autotune = autotune_lib.enabled(autotune)
+    self._tuner = autotune_lib.Tuner() if self.autotune else None
+    self._configs = {}
     self._fns = {}
     # 'exact': queries projected, queries searched again (not certified by the first
     # search), and how many reached each fallback stage (the benchmark reports them).
     self.stats = {"queries": 0, "researched": 0, "bfloat16": 0, "float32": 0, "direct": 0}
+
+  # The bank's placement, as attributes (fingerprinting and the benchmarks read them).
+  bank = property(lambda self: self.placement.bank, doc="device bank, None when streamed")
+  tile = property(lambda self: self.placement.tile)
+  chunk_rows = property(lambda self: self.placement.chunk_rows)
 
   # ---- construction ---------------------------------------------------------------------
   @classmethod
@@ -314,27 +424,13 @@ class Manifold:
     """Holds already-embedded real samples [N, ...] as the bank."""
     return cls(bank, space=space, **kwargs)
 
-  def _put_bank(self, rows, start, fill=0.0):
-    """Pads rows [start, start + chunk_rows) of a bank array and shards them over 'bank'."""
-    chunk = rows[start:start + self.chunk_rows]
-    pad = self.chunk_rows - chunk.shape[0]
-    if pad:
-      chunk = np.concatenate([chunk, np.full((pad,) + chunk.shape[1:], fill, np.float32)])
-    spec = P(parallel.BANK, *([None] * (chunk.ndim - 1)))
-    return jax.device_put(chunk, NamedSharding(self.mesh, spec))
-
-  def _put_search_rows(self, search_rows, start):
-    """The reduced search's (x̂, ‖x − μ‖²) for a chunk; padding rows get ‖x − μ‖² = inf."""
-    if search_rows is None:
-      return None
-    return (self._put_bank(search_rows[0], start), self._put_bank(search_rows[1], start, np.inf))
-
   # ---- the kernels ------------------------------------------------------------------------
-  def _search_fn(self, search_dtype, reduced=False):
-    key = ("search", search_dtype and jnp.dtype(search_dtype).name, reduced)
+  def _search_fn(self, search_dtype, reduced=False, config=None):
+    config = config or autotune_lib.Config("xla", self.tile)
+    key = ("search", search_dtype and jnp.dtype(search_dtype).name, reduced, config)
     if key not in self._fns:
       kernel = functools.partial(
-          _search, k=self.k, tile=self.tile, search_dtype=search_dtype,
+          _search, k=self.k, config=config, search_dtype=search_dtype,
           groups=max(CANDIDATE_GROUPS, 2 * -(-self.k // GROUP)))
       in_specs = (P(parallel.DATA, None), P(parallel.BANK, None), P(), P(), P())
       if reduced:
@@ -357,23 +453,40 @@ class Manifold:
           out_specs=P(parallel.DATA, None), check_vma=False))
     return self._fns[key]
 
-  def _search_all(self, q, search_dtype, reduced=False):
-    """Top-k of one padded query batch over the whole bank (streamed if on host)."""
-    search = self._search_fn(search_dtype, reduced)
+  def _candidate_configs(self, n_queries):
+    """Configurations the autotuner times; the first (the XLA scan at `tile`) is the default."""
+    return autotune_lib.candidates(jax.default_backend(), self.placement.slice_rows, self.tile,
+                                   n_queries)
 
-    def call(bank, search_rows, start, n_valid):
+  def _config(self, q, search_dtype, reduced):
+    """The kernel configuration for this query batch shape and stage (autotuned or default)."""
+    if search_dtype is None or not self.autotune:  # the direct stage has one variant
+      return autotune_lib.Config("xla", self.tile)
+    n_local = q.shape[0] // self.mesh.shape[parallel.DATA]
+    key = dict(bank_rows=self.placement.slice_rows,
+               dim=self.dim if not reduced else self.basis.shape[1] + 1,
+               k=self.k, dtype=jnp.dtype(search_dtype).name, stage="reduced" if reduced else "full",
+               queries=n_local, streamed=self.placement.streamed,
+               mesh=[self.mesh.shape[parallel.DATA], self.mesh.shape[parallel.BANK]])
+    name = repr(sorted(key.items()))
+    if name not in self._configs:
+      def run(config):
+        jax.block_until_ready(self._search_all(q, search_dtype, reduced, config))
+      self._configs[name] = self._tuner.choose(
+          str(jax.devices()[0].device_kind), key, self._candidate_configs(n_local), run)
+    return self._configs[name]
+
+  def _search_all(self, q, search_dtype, reduced=False, config=None):
+    """Top-k of one padded query batch over the whole bank (streamed if on host)."""
+    if config is None:
+      config = self._config(q, search_dtype, reduced)
+    search = self._search_fn(search_dtype, reduced, config)
+    best = None
+    for bank, search_rows, start, n_valid in self.placement.chunks(reduced):
       args = (q, bank, self.mean, np.int32(start), np.int32(n_valid))
       if reduced:
         args += (search_rows + (self.basis, self.reduce_consts),)
-      return search(*args)
-
-    if self.bank is not None:
-      return call(self.bank, self.search_rows, 0, self.size)
-    best = None
-    for start in range(0, self.size, self.chunk_rows):
-      n_valid = min(self.chunk_rows, self.size - start)
-      d, i, ok = call(self._put_bank(self.host_bank, start),
-                      self._put_search_rows(self.host_search_rows, start), start, n_valid)
+      d, i, ok = search(*args)
       if best is None:
         best = (d, i, ok)
       else:
@@ -454,8 +567,8 @@ class Manifold:
     nd = self.mesh.shape[parallel.DATA]
     batch = _round_up(batch_size or 1024 * nd, nd)
     d, index = self._nearest(q_all, batch)
-    if self.bank is None:
-      rows = self.host_bank[parallel.to_host(index)]
+    if self.placement.streamed:
+      rows = self.placement.rows(parallel.to_host(index))
       near = jnp.asarray(rows.mean(axis=1) if smooth else rows[:, 0])
     else:
       gather, near = self._gather_fn(smooth), []
@@ -473,13 +586,12 @@ class Manifold:
   def principal_basis(self, dim: int, max_rows: int = 10000, seed: int = 0) -> np.ndarray:
     """Top-`dim` principal directions of the bank, [D, dim]: a basis for fingerprint covariance.
 
-    Computed on the host from at most `max_rows` bank rows with a randomized SVD:
-    a one-off, and cheaper there than an SVD of a sharded array.
+    A randomized SVD on the device (float32, HIGHEST precision) of at most `max_rows` bank
+    rows, orthonormalised in float64 on the host.
     """
-    pick = _sample_rows(self.size, max_rows, seed)
-    rows = self.host_bank[pick] if self.bank is None else parallel.to_host(self.bank[pick])
-    vt, _, _ = _principal_components(rows, dim, seed)
-    return vt.T.astype(np.float32)
+    rows = self.placement.rows(_sample_rows(self.size, max_rows, seed))
+    vt, _, _ = _principal_components(rows, min(dim, *rows.shape), seed, n_iter=4)
+    return np.linalg.qr(vt.T.astype(np.float64))[0].astype(np.float32)
 
 
 def _sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
@@ -488,61 +600,111 @@ def _sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
 
 
-def _principal_components(rows: np.ndarray, dim: int, seed: int, n_iter="auto",
-                          dtype=np.float64):
-  """Randomized SVD of the centred rows: (Vᵀ [dim, D], singular values, total energy)."""
-  from sklearn.utils.extmath import randomized_svd  # pylint: disable=g-import-not-at-top
-  x = (rows - rows.mean(0, dtype=np.float64)).astype(dtype)
-  dim = min(dim, *x.shape)
-  _, sv, vt = randomized_svd(x, dim, n_iter=n_iter, random_state=seed)
-  return vt, sv, float(np.sum(x * x))
+@functools.partial(jax.jit, static_argnames=("rank", "n_iter", "seed"))
+def _randomized_svd(rows, *, rank, n_iter, seed):
+  """Top `rank` right singular vectors, singular values and total energy of the centred rows.
+
+  Halko, Martinsson & Tropp (2011): a Gaussian range finder with `n_iter` power iterations
+  (each followed by a QR, which keeps float32 from losing the small directions), then the
+  SVD of the small projected matrix. float32 with HIGHEST precision: on GPU and TPU the
+  default would round the products to TF32 / bfloat16.
+  """
+  hi = lax.Precision.HIGHEST
+  x = rows - jnp.mean(rows, axis=0)
+  n, dim = x.shape
+  width = min(rank + 10, n, dim)  # oversampling
+  omega = jax.random.normal(jax.random.key(seed), (dim, width), jnp.float32)
+  y, _ = jnp.linalg.qr(jnp.dot(x, omega, precision=hi))
+  for _ in range(n_iter):
+    z, _ = jnp.linalg.qr(jnp.dot(x.T, y, precision=hi))
+    y, _ = jnp.linalg.qr(jnp.dot(x, z, precision=hi))
+  _, sv, vt = jnp.linalg.svd(jnp.dot(y.T, x, precision=hi), full_matrices=False)
+  return vt[:rank], sv[:rank], jnp.sum(x * x)
 
 
-def _reduction(flat: np.ndarray, mean, search_dim):
-  """The reduced search for a bank (module doc): (V [D, r], host (x̂, ‖x − μ‖²), consts).
+def _principal_components(rows: np.ndarray, dim: int, seed: int, n_iter: int):
+  """(Vᵀ [dim, D], singular values, total energy) of the centred rows, on the host."""
+  vt, sv, total = _randomized_svd(jnp.asarray(rows, jnp.float32), rank=dim, n_iter=n_iter,
+                                  seed=seed)
+  return np.asarray(vt), np.asarray(sv), float(total)
 
-  (None, None, None) when the full-space search is used: search_dim None, a small D, or
-  a bank whose energy is not concentrated enough for REDUCE_RESIDUAL within the caps.
+
+def _reduce_slice(bank, mu, offset, n_valid, basis, orth_err, *, batch):
+  """Search rows (x̂, ‖x − μ‖²) of one device's bank slice and the slice's bound maxima.
+
+  In batches of `batch` rows (lax.map): the residual x − V Vᵀx is a batch × D temporary,
+  never a bank-sized one. Padding rows get ‖x − μ‖² = inf and stay out of the maxima.
+  """
+  rows, dim = bank.shape
+
+  def one(x):
+    xc = x - mu
+    norm2 = jnp.sum(xc * xc, axis=1)
+    return _reduce(xc, norm2, basis, orth_err) + (norm2,)
+  hat, pn, eta, norm2 = (a.reshape((rows,) + a.shape[2:]) for a in
+                         lax.map(one, bank.reshape(rows // batch, batch, dim)))
+  row = offset + lax.axis_index(parallel.BANK) * rows + jnp.arange(rows, dtype=jnp.int32)
+  valid = row < offset + n_valid
+  maxima = jnp.stack([jnp.max(jnp.where(valid, jnp.sum(hat * hat, axis=1), 0.0)),
+                      jnp.max(jnp.where(valid, pn, 0.0)), jnp.max(jnp.where(valid, eta, 0.0))])
+  return hat, jnp.where(valid, norm2, jnp.inf), lax.pmax(maxima, parallel.BANK)
+
+
+def _reduction(flat: np.ndarray, mean, search_dim, placement: BankPlacement):
+  """The reduced search for a bank (module doc): (V [D, r], ReducedConsts), or (None, None).
+
+  The basis comes from a randomized SVD of a 4,096-row sample on the device; the bank is
+  reduced on the devices, slice by slice, and its search rows stay with the bank
+  (`placement.set_search_rows`). (None, None) when the full-space search is used:
+  search_dim None, a small D, or a bank whose energy is not concentrated enough for
+  REDUCE_RESIDUAL within the caps.
   """
   n, dim = flat.shape
   if search_dim is None:
-    return None, None, None
+    return None, None
+  # float32 and a 4,096-row sample: the basis only steers speed, never the answer.
+  sample = flat[_sample_rows(n, 4096, 0)]
   if search_dim == "auto":
     cap = min(REDUCE_MAX_DIM, dim // 2) // 64 * 64
     if dim < REDUCE_MIN_DIM or cap < 64 or n < 2 * cap:
-      return None, None, None
-    # float32 and a 4,096-row sample: the basis only steers speed, never the answer.
-    rows = flat[_sample_rows(n, 4096, 0)]
-    vt, sv, total = _principal_components(rows, cap - 1, seed=0, n_iter=2, dtype=np.float32)
+      return None, None
+    vt, sv, total = _principal_components(sample, cap - 1, seed=0, n_iter=2)
     residual = 1.0 - np.cumsum(sv.astype(np.float64) ** 2) / max(total, 1e-30)
     fits = [s - 1 for s in range(64, cap + 1, 64) if residual[s - 2] <= REDUCE_RESIDUAL]
     if not fits:
-      return None, None, None
+      return None, None
     r = fits[0]
   else:
     r = int(search_dim)
     if not 1 <= r < dim:
       raise ValueError(f"search_dim must be 'auto', None or an int in [1, {dim - 1}]; got "
                        f"{search_dim!r}")
-    vt, _, _ = _principal_components(flat[_sample_rows(n, 4096, 0)], r, seed=0,
-                                     dtype=np.float32)
+    vt, _, _ = _principal_components(sample, min(r, *sample.shape), seed=0, n_iter=4)
     r = vt.shape[0]
   # Orthonormalise in float64; ‖VᵀV − I‖ of the float32 basis enters the error bound.
   basis = np.linalg.qr(vt[:r].T.astype(np.float64))[0].astype(np.float32)
   gram = basis.T.astype(np.float64) @ basis.astype(np.float64)
   orth_err = float(np.linalg.norm(gram - np.eye(r))) * 1.01 + 1e-12
   basis = jnp.asarray(basis)
-  def reduce_fn(x):
-    xc = x - mean
-    norm2 = jnp.sum(xc * xc, axis=1)
-    return _reduce(xc, norm2, basis, orth_err) + (norm2,)
-  reduce_fn = jax.jit(reduce_fn)
-  parts = [tuple(np.asarray(a) for a in reduce_fn(jnp.asarray(flat[s:s + 8192])))
-           for s in range(0, n, 8192)]
-  hat, pn, eta, norm2 = (np.concatenate(a) for a in zip(*parts))
-  consts = jnp.asarray([np.max(np.sum(hat * hat, axis=1)), pn.max(), eta.max(), orth_err],
-                       jnp.float32)
-  return basis, (hat, norm2), consts
+  slice_rows = placement.slice_rows
+  tiles = slice_rows // placement.tile
+  batch = placement.tile * max(d for d in range(1, tiles + 1)
+                               if tiles % d == 0 and placement.tile * d <= max(65536, placement.tile))
+  reduce_fn = jax.jit(jax.shard_map(
+      functools.partial(_reduce_slice, batch=batch), mesh=placement.mesh,
+      in_specs=(P(parallel.BANK, None), P(), P(), P(), P(), P()),
+      out_specs=(P(parallel.BANK, None), P(parallel.BANK), P()), check_vma=False))
+  chunks, maxima = [], np.zeros(3, np.float32)
+  for bank, start, n_valid in placement.bank_chunks():
+    hat, norm2, m = reduce_fn(bank, mean, np.int32(start), np.int32(n_valid), basis,
+                              np.float32(orth_err))
+    if placement.streamed:  # to the host at once: a streamed bank's rows never pile up on device
+      hat, norm2 = np.asarray(hat)[:n_valid], np.asarray(norm2)[:n_valid]
+    chunks.append((hat, norm2))
+    maxima = np.maximum(maxima, np.asarray(m))
+  placement.set_search_rows(chunks)
+  consts = ReducedConsts(*(jnp.asarray(v, jnp.float32) for v in (*maxima, orth_err)))
+  return basis, consts
 
 
 def _round_up(x: int, m: int) -> int:

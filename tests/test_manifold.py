@@ -257,7 +257,7 @@ def test_kernel_memory_is_bank_plus_tile_not_queries_times_bank(search_dim):
     q = jax.device_put(jnp.zeros((512, 128)), NamedSharding(manifold.mesh, P("data", None)))
     args = (q, manifold.bank, manifold.mean, np.int32(0), np.int32(rows))
     if search_dim:  # the reduced search: its rows, ‖b − μ‖², basis and constants
-      args += (manifold.search_rows + (manifold.basis, manifold.reduce_consts),)
+      args += (manifold.placement.search_rows + (manifold.basis, manifold.reduce_consts),)
     compiled = manifold._search_fn(jnp.bfloat16, bool(search_dim)).lower(*args).compile()
     analysis = compiled.memory_analysis()
     if analysis is None:

@@ -1,0 +1,150 @@
+"""The candidate search of the k-NN kernel as one fused Pallas kernel (GPU and TPU).
+
+It computes what the XLA tile scan in ``manifold._search`` computes: for each query, the
+`c` groups of GROUP bank rows with the smallest group minimum of the searched distance
+    d(q, b) = ‖b‖² − 2 q·b        (‖q‖² is added by the caller),
+sorted by (minimum, group id), so on equal minima the lower group comes first. The grid runs
+over (query blocks, bank blocks) with the bank axis innermost; the [block_q, c] candidate
+list is the output block, resident on chip across the bank axis, and is merged with each
+bank block's group minima by c rounds of (min, lowest rank) selection. No queries × tile
+distance block ever goes to HBM. The certificate, the exact re-rank and the fallback stages
+stay in ``manifold._search``; they see the same candidates as with the XLA scan.
+
+Layout. The bank block is stored as [GROUP, block_b / GROUP, dim]: row s of group g of the
+block sits at [s, g]. A group minimum is then the elementwise minimum of GROUP dot-product
+blocks of width block_b / GROUP, and nothing is reshaped on chip (reshapes that split the
+lane dimension are slow or unsupported on Mosaic TPU and Triton).
+
+Lowering (untested on hardware here: no GPU or TPU in the project's CI). Triton needs block
+dimensions that are powers of two and >= 16 for a dot, so on GPU the feature dimension is
+padded with zeros to a multiple of `dim_block` and each dot runs over `dim_block` slices
+(adding zero products changes no sum). If a configuration fails to lower or compile, the
+autotuner (fpjax.autotune) skips it with one warning and the XLA scan runs instead.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+GROUP = 8  # rows per group: the same as manifold.GROUP (checked there)
+_BIG_RANK = 2 ** 30  # rank of a list entry already taken (or a slot beyond c)
+
+
+def _merge_kernel(q_ref, b_ref, bn_ref, d_ref, g_ref, *, c, precision, dim_block):
+  """One (query block, bank block) step: group minima, then merge into the candidate list."""
+  j = pl.program_id(1)
+  block_q, c_pad = d_ref.shape
+  groups = b_ref.shape[2]  # groups in this bank block
+
+  @pl.when(j == 0)
+  def _():
+    d_ref[...] = jnp.full((block_q, c_pad), jnp.inf, jnp.float32)
+    g_ref[...] = jnp.zeros((block_q, c_pad), jnp.int32)
+
+  dims = (((1,), (1,)), ((), ()))
+
+  def dots(s):
+    if dim_block is None:
+      return lax.dot_general(q_ref[...], b_ref[0, s], dims, precision=precision,
+                             preferred_element_type=jnp.float32)
+    def step(kk, acc):
+      ks = pl.ds(pl.multiple_of(kk * dim_block, dim_block), dim_block)
+      return acc + lax.dot_general(q_ref[:, ks], b_ref[0, s, :, ks], dims, precision=precision,
+                                   preferred_element_type=jnp.float32)
+    return lax.fori_loop(0, q_ref.shape[1] // dim_block, step,
+                         jnp.zeros((block_q, groups), jnp.float32))
+
+  # Group minima: the same float32 values as the XLA scan's bn − 2 q·b, then min over GROUP.
+  gmin = None
+  for s in range(GROUP):
+    d = bn_ref[0, s][None, :] - 2.0 * dots(s)
+    gmin = d if gmin is None else jnp.minimum(gmin, d)
+
+  best_d = d_ref[...]
+  slot = lax.broadcasted_iota(jnp.int32, (block_q, c_pad), 1)
+  # The list changes only if some group beats a row's c-th candidate (ties keep the old one).
+  cth = jnp.max(jnp.where(slot == c - 1, best_d, -jnp.inf), axis=1, keepdims=True)
+  beats = jnp.sum(jnp.where(gmin < cth, 1, 0))
+
+  @pl.when(beats > 0)
+  def _():
+    # Ranks order the merged list [old candidates (slots 0..c-1), this block's groups] as
+    # lax.top_k does on the XLA path: by value, then by position, so the lower group wins.
+    best_g = g_ref[...]
+    rank_b = jnp.where(slot < c, slot, _BIG_RANK)
+    val_b = best_d
+    rank_t = lax.broadcasted_iota(jnp.int32, (block_q, groups), 1) + c
+    val_t = gmin
+    gid0 = j * groups - c  # group id of rank c + p is j * groups + p
+    new_d = jnp.full((block_q, c_pad), jnp.inf, jnp.float32)
+    new_g = jnp.zeros((block_q, c_pad), jnp.int32)
+    for r in range(c):
+      m = jnp.minimum(jnp.min(val_b, axis=1, keepdims=True), jnp.min(val_t, axis=1, keepdims=True))
+      pick = jnp.minimum(
+          jnp.min(jnp.where(val_b == m, rank_b, _BIG_RANK), axis=1, keepdims=True),
+          jnp.min(jnp.where(val_t == m, rank_t, _BIG_RANK), axis=1, keepdims=True))
+      from_old = jnp.sum(jnp.where(rank_b == pick, best_g, 0), axis=1, keepdims=True)
+      gid = jnp.where(pick < c, from_old, gid0 + pick)
+      new_d = jnp.where(slot == r, m, new_d)
+      new_g = jnp.where(slot == r, gid, new_g)
+      # Taken entries leave the race: value inf and a rank after every untaken entry.
+      val_b = jnp.where(rank_b == pick, jnp.inf, val_b)
+      rank_b = jnp.where(rank_b == pick, _BIG_RANK, rank_b)
+      val_t = jnp.where(rank_t == pick, jnp.inf, val_t)
+      rank_t = jnp.where(rank_t == pick, _BIG_RANK, rank_t)
+    d_ref[...] = new_d
+    g_ref[...] = new_g
+
+
+def _next_pow2(x: int) -> int:
+  return 1 << max(0, (x - 1).bit_length())
+
+
+@functools.partial(jax.jit, static_argnames=("c", "block_q", "block_b", "precision",
+                                             "dim_block", "interpret"))
+def group_candidates(qs, bs, bn, *, c, block_q, block_b, precision=None, dim_block=None,
+                     interpret=False):
+  """Running top-c group candidates of queries against a bank slice, fused.
+
+  qs: [q, D] search vectors (bfloat16 or float32); bs: [rows, D] bank search vectors of the
+  same dtype; bn: [rows] float32 ‖b‖² of the same rows (inf on padding rows). rows must be
+  a multiple of block_b, block_b of GROUP. Returns (group minima [q, c] float32 ascending,
+  group ids [q, c] int32), identical to the XLA scan on the same inputs.
+  """
+  n_q, dim = qs.shape
+  rows = bs.shape[0]
+  if rows % block_b or block_b % GROUP:
+    raise ValueError(f"bank slice of {rows} rows does not split into blocks of {block_b}")
+  groups = block_b // GROUP
+  n_blocks = rows // block_b
+  if dim_block is not None and dim % dim_block:
+    pad = dim_block - dim % dim_block  # zero features: every dot product unchanged
+    qs = jnp.pad(qs, ((0, 0), (0, pad)))
+    bs = jnp.pad(bs, ((0, 0), (0, pad)))
+    dim += pad
+  q_pad = -n_q % block_q
+  if q_pad:
+    qs = jnp.pad(qs, ((0, q_pad), (0, 0)))
+  # [blocks, GROUP, groups, D]: row s of group g of block t at [t, s, g] (see module doc).
+  bs = bs.reshape(n_blocks, groups, GROUP, dim).transpose(0, 2, 1, 3)
+  bn = bn.reshape(n_blocks, groups, GROUP).transpose(0, 2, 1)
+  c_pad = max(16, _next_pow2(c))  # a power of two for Triton; slots >= c stay unused
+  kernel = functools.partial(_merge_kernel, c=c, precision=precision, dim_block=dim_block)
+  d, g = pl.pallas_call(
+      kernel,
+      grid=(qs.shape[0] // block_q, n_blocks),
+      in_specs=[pl.BlockSpec((block_q, dim), lambda i, j: (i, 0)),
+                pl.BlockSpec((1, GROUP, groups, dim), lambda i, j: (j, 0, 0, 0)),
+                pl.BlockSpec((1, GROUP, groups), lambda i, j: (j, 0, 0))],
+      out_specs=[pl.BlockSpec((block_q, c_pad), lambda i, j: (i, 0)),
+                 pl.BlockSpec((block_q, c_pad), lambda i, j: (i, 0))],
+      out_shape=[jax.ShapeDtypeStruct((qs.shape[0], c_pad), jnp.float32),
+                 jax.ShapeDtypeStruct((qs.shape[0], c_pad), jnp.int32)],
+      interpret=interpret,
+      name="fpjax_knn_candidates",
+  )(qs, bs, bn)
+  return d[:n_q, :c], g[:n_q, :c]
