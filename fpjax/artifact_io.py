@@ -319,8 +319,8 @@ class BadInputs:
     return self.skip
 
   def error(self) -> BadInputError:
-    """The error that stops a run under --on_bad_input=fail (names the first bad file)."""
-    first = self.found[0]
+    """The error that stops a run under --on_bad_input=fail (names the last bad file found)."""
+    first = self.found[-1]
     return BadInputError(first["path"], first["reason"] + " (--on_bad_input=fail; use "
                          "--on_bad_input=skip to skip and list bad files)", first["stage"])
 

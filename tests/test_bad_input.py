@@ -1,10 +1,15 @@
-"""Bad input: every case is refused with a ValueError naming the file, or handled as documented.
+"""Bad input: refused with a ValueError naming the file, or skipped and listed as documented.
 
 Array/zoo cases: tests/data/bad_inputs/ (make_bad_inputs.py). Image-file cases reuse
-tests/data/bad_images/ (made by helper-data's tests/data/make_bad_images.py).
+tests/data/bad_images/ (made by helper-data's tests/data/make_bad_images.py). The binary is run
+as a user runs it (a subprocess) and judged by its exit status, stderr and files.
 """
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ import pytest
 from fpjax import artifact_io
 from fpjax import fingerprinting
 from test_fingerprinting import make_gm
+from test_fingerprinting import read_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BAD = os.path.join(HERE, "data", "bad_inputs")
@@ -80,15 +86,21 @@ def test_npy_bank_with_cmyk_jpeg_and_16bit_png_converted(tmp_path):
       os.path.join(BAD, "good_float.npy"), os.path.join(BAD_IMAGES, "conversions"), str(tmp_path),
       batch_size=16, log_every_s=0.0)
   assert [m["count"] for m in out["models"]] == [5, 4]  # colour: 5 files, grey: 4 (cmyk, grey16 ..)
-  rows = artifact_io.read_artifacts(str(tmp_path))
+  assert out["bad_inputs"] == 0
+  rows = read_rows(tmp_path)
   assert np.all(np.isfinite(rows["artifact"]))
 
 
-def test_decompression_bomb_png_refused(tmp_path):
-  with pytest.raises(ValueError, match="decompression") as e:
-    fingerprinting.compute_artifacts(os.path.join(BAD, "good_float.npy"),
-                                     os.path.join(BAD_IMAGES, "bomb"), str(tmp_path), batch_size=8)
-  assert "x_bomb.png" in str(e.value)
+def test_decompression_bomb_png_skipped_or_refused(tmp_path):
+  bank, gm = os.path.join(BAD, "good_float.npy"), os.path.join(BAD_IMAGES, "bomb")
+  with pytest.raises(artifact_io.BadInputError, match="decompression") as e:
+    fingerprinting.compute_artifacts(bank, gm, str(tmp_path / "fail"), batch_size=8,
+                                     on_bad_input="fail")
+  assert "x_bomb.png" in str(e.value) and e.value.path.endswith("x_bomb.png")
+  out = fingerprinting.compute_artifacts(bank, gm, str(tmp_path / "skip"), batch_size=8)
+  store = artifact_io.ArtifactStore.open(out["workdir"])
+  assert store.files == ["good/0.png", "good/1.png"] and out["bad_inputs"] == 1
+  assert [e["path"] for e in store.bad_inputs()] == [os.path.join(gm, "good", "x_bomb.png")]
 
 
 def test_nan_bank_refused(tmp_path):
@@ -97,31 +109,154 @@ def test_nan_bank_refused(tmp_path):
                                      str(tmp_path))
 
 
-def test_bad_file_mid_run_keeps_work_and_resumes_after_fix(tmp_path):
+def test_bad_file_mid_run_fail_keeps_work_and_resumes_after_fix(tmp_path):
   gm = tmp_path / "gm"
   make_gm(gm, n=12)  # rows 0-35; 'shifted' = rows 12-23
   bad = gm / "shifted" / "000010.png"  # row 22, in batch 5 (4 images a batch)
   good = bad.read_bytes()
   shutil.copy(os.path.join(BAD_IMAGES, "truncated", "good", "x_truncated.png"), bad)
   out = tmp_path / "out"
-  kw = dict(batch_size=4, checkpoint_every=100, log_every_s=0.0)
+  kw = dict(batch_size=4, checkpoint_every=100, log_every_s=0.0, on_bad_input="fail")
   with pytest.raises(ValueError, match="truncated") as e:
     fingerprinting.compute_artifacts("digits", str(gm), str(out), **kw)
   assert str(bad) in str(e.value)
-  steps = [int(s) for s in os.listdir(out / "checkpoints")]
-  assert steps and 0 < max(steps) <= 5  # the batches before the bad file survive
+  assert os.listdir(out / "checkpoints") == ["5"]  # the 5 batches before the bad file survive
+  assert [x["row"] for x in artifact_io.read_bad_inputs(str(out))] == [22]
   bad.write_bytes(good)  # fix the file and rerun: resumes where it stopped
   seen = []
-  fingerprinting.compute_artifacts("digits", str(gm), str(out), on_batch=seen.append, **kw)
-  assert seen[0] == max(steps) + 1
-  rows = artifact_io.read_artifacts(str(out))
-  np.testing.assert_array_equal(np.sort(rows["row"]), np.arange(36))
+  res = fingerprinting.compute_artifacts("digits", str(gm), str(out), on_batch=seen.append, **kw)
+  assert seen[0] == 6 and res["bad_inputs"] == 0
+  assert artifact_io.ArtifactStore.open(str(out)).num_rows == 36
+  assert artifact_io.read_bad_inputs(str(out)) == []  # the fixed file is no longer listed
 
 
-def test_tampered_shard_refused(tmp_path):
-  (tmp_path / "artifacts").mkdir()
-  shutil.copy(os.path.join(BAD, "pickled.npz"), tmp_path / "artifacts" / "shard-00000.npz")
-  with pytest.raises(ValueError, match="Python objects"):
-    artifact_io.read_shard(str(tmp_path), "shard-00000.npz")
-  with pytest.raises(ValueError, match="not a safe file name"):
-    artifact_io.read_shard(str(tmp_path), "../shard.npz")
+def test_tampered_store_refused(tmp_path):
+  gm = tmp_path / "gm"
+  make_gm(gm, n=4)
+  out = tmp_path / "out"
+  fingerprinting.compute_artifacts("digits", str(gm), str(out), batch_size=4, basis_dim=0)
+  os.remove(out / "artifacts" / "label" / "1")  # rows 4-7: never written, as far as zarr knows
+  with pytest.raises(ValueError, match="row 4 was never written"):
+    artifact_io.ArtifactStore.open(str(out))
+  index = json.load(open(out / "artifacts" / "index.json"))
+  artifact_io.save_json(str(out / "artifacts" / "index.json"), dict(index, format="other/1"))
+  with pytest.raises(ValueError, match="format 'other/1'"):
+    artifact_io.ArtifactStore.open(str(out))
+  with pytest.raises(ValueError, match="no COMPLETE marker"):
+    artifact_io.ArtifactStore.open(str(tmp_path))
+
+
+# ------------------------------------------------------------------------------ the binary
+
+BAD_FILES = [("truncated", "x_truncated.png", "noisy", "truncated or corrupt"),
+             ("bomb", "x_bomb.png", "noisy", "decompression bomb"),
+             ("zero_byte", "x_empty.png", "shifted", "zero-byte"),
+             ("unreadable", "x_garbage.png", "washed", "unreadable image")]
+
+
+def make_bad_gm(root):
+  """make_gm's 36 good images plus four bad files and a symlink leaving the root; returns the
+  bad paths (absolute)."""
+  make_gm(root, n=12)
+  paths = []
+  for case, name, model, _ in BAD_FILES:
+    paths.append(os.path.join(root, model, name))
+    shutil.copy(os.path.join(BAD_IMAGES, case, "good", name), paths[-1])
+  link = os.path.join(root, "washed", "y_link.png")
+  os.symlink(os.path.join(BAD_IMAGES, "conversions", "grey", "grey.png"), link)
+  return paths + [link]
+
+
+def _binary(gm, out, *extra):
+  cmd = [sys.executable, "-m", "fpjax.bin.compute_artifacts", "--real=digits", f"--gm={gm}",
+         f"--workdir={out}", "--batch_size=8", "--checkpoint_every=2", *extra]
+  return subprocess.run(cmd, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                        text=True, timeout=300)
+
+
+def _user_lines(stderr):
+  """stderr without absl's log lines (they start with a level letter and a date)."""
+  return [l for l in stderr.splitlines() if l and not (l[0] in "IWEF" and l[1:5].isdigit())]
+
+
+def test_binary_skips_and_lists_bad_files(tmp_path):
+  gm = tmp_path / "gm"
+  bad = make_bad_gm(str(gm))
+  res = _binary(gm, tmp_path / "out")
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "Traceback" not in res.stderr
+  lines = _user_lines(res.stderr)
+  assert len(lines) == len(bad), lines  # one line per bad file, nothing else
+  for path in bad:
+    assert sum(path in l for l in lines) == 1, (path, lines)
+  assert all(l.startswith("compute_artifacts: skipped bad input") for l in lines)
+  listed = artifact_io.read_bad_inputs(str(tmp_path / "out"))
+  assert sorted(e["path"] for e in listed) == sorted(bad)
+  stages = {os.path.basename(e["path"]): e["stage"] for e in listed}
+  assert stages["y_link.png"] == "list" and stages["x_bomb.png"] == "decode"
+  for case, name, _, reason in BAD_FILES:
+    assert reason in next(e["reason"] for e in listed if e["path"].endswith(name))
+  store = artifact_io.ArtifactStore.open(str(tmp_path / "out"))
+  good = sorted(os.path.relpath(os.path.join(d, f), gm) for d, _, fs in os.walk(gm) for f in fs
+                if os.path.join(d, f) not in bad)
+  assert store.files == good and store.num_rows == 36 and len(store.artifact) == 36
+  assert (store.labels >= 0).all() and np.isfinite(store.distance).all()
+  assert store.summary["bad_inputs"] == 5 and [m["count"] for m in store.summary["models"]] == [12] * 3
+  assert "5 bad inputs skipped" in res.stderr.strip().splitlines()[-1]
+  # The good rows equal a run on a folder without the bad files.
+  for path in bad:
+    os.remove(path)
+  clean = _binary(gm, tmp_path / "clean")
+  assert clean.returncode == 0, clean.stderr[-3000:]
+  a, b = read_rows(tmp_path / "out"), read_rows(tmp_path / "clean")
+  for f in a:
+    np.testing.assert_array_equal(a[f], b[f], err_msg=f)
+
+
+def test_binary_fail_policy_stops_with_one_line(tmp_path):
+  gm = tmp_path / "gm"
+  bad = make_bad_gm(str(gm))
+  os.remove(bad[-1])  # the symlink would stop it before any batch; test a decode failure
+  res = _binary(gm, tmp_path / "out", "--on_bad_input=fail")
+  assert res.returncode == 2, res.stderr[-3000:]
+  assert "Traceback" not in res.stderr
+  last = _user_lines(res.stderr)[-1]
+  assert last.startswith("compute_artifacts: error: ") and "--on_bad_input=fail" in last
+  assert "x_truncated.png: truncated or corrupt image" in last  # rows 12, 13: batch 1
+  assert os.listdir(tmp_path / "out" / "checkpoints") == ["1"]  # batch 0 is kept
+  assert not artifact_io.is_complete(str(tmp_path / "out"))
+
+
+def test_resumed_run_keeps_the_list(tmp_path):
+  gm = tmp_path / "gm"
+  bad = make_bad_gm(str(gm))
+
+  def term(done):
+    if done == 2:  # rows 0-15 done: x_bomb (12), x_truncated (13) found; x_empty (26) not yet
+      os.kill(os.getpid(), signal.SIGTERM)
+  with pytest.raises(fingerprinting.Preempted):
+    fingerprinting.compute_artifacts("digits", str(gm), str(tmp_path / "out"), batch_size=8,
+                                     checkpoint_every=100, on_batch=term, log_every_s=0.0)
+  first = artifact_io.read_bad_inputs(str(tmp_path / "out"))
+  assert sorted(os.path.basename(e["path"]) for e in first) == ["x_bomb.png", "x_truncated.png",
+                                                                 "y_link.png"]
+  out = fingerprinting.compute_artifacts("digits", str(gm), str(tmp_path / "out"), batch_size=8,
+                                         checkpoint_every=100, log_every_s=0.0)
+  assert out["bad_inputs"] == 5
+  with open(tmp_path / "out" / artifact_io.BAD_INPUTS) as f:
+    lines = [json.loads(l) for l in f]
+  assert sorted(e["path"] for e in lines) == sorted(bad)  # each file once, none lost
+  assert artifact_io.ArtifactStore.open(str(tmp_path / "out")).num_rows == 36
+
+
+def test_binary_refusals_exit_2(tmp_path):
+  gm = tmp_path / "gm"
+  os.makedirs(gm / "only")
+  shutil.copy(os.path.join(BAD_IMAGES, "unreadable", "good", "x_garbage.png"), gm / "only")
+  for extra, message in [((), "no readable image"),
+                         (("--real=nope",), "--real 'nope': not one of"),
+                         (("--k=zz",), "flag --k=zz")]:
+    res = _binary(gm, tmp_path / "out", *extra)
+    assert res.returncode == 2, (extra, res.stderr[-3000:])
+    assert "Traceback" not in res.stderr
+    assert message in _user_lines(res.stderr)[-1], (extra, res.stderr[-2000:])

@@ -6,21 +6,20 @@ import sys
 import textwrap
 import time
 
-import numpy as np
-
 from fpjax import artifact_io
 from test_fingerprinting import make_gm
+from test_fingerprinting import same_outputs
 
 FLAGS = ["--real=digits", "--batch_size=8", "--checkpoint_every=2", "--space=rgb"]
 # The killed run is slowed down (0.4 s per batch) so the kill lands between checkpoints.
 SLOW = textwrap.dedent("""
     import functools, sys, time
-    from absl import app
     from fpjax import fingerprinting
     from fpjax.bin import compute_artifacts
+    from fpjax.bin import flags
     fingerprinting.compute_artifacts = functools.partial(
         fingerprinting.compute_artifacts, on_batch=lambda done: time.sleep(0.4))
-    app.run(compute_artifacts.main)
+    flags.run(compute_artifacts.main)
 """)
 
 
@@ -58,14 +57,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "resuming" in rerun.stderr and "at batch 0/" not in rerun.stderr
 
-  a = artifact_io.read_artifacts(str(tmp_path / "clean"))
-  b = artifact_io.read_artifacts(str(out))
-  for f in artifact_io.SHARD_FIELDS:
-    np.testing.assert_array_equal(a[f], b[f], err_msg=f)
-  sa, _ = artifact_io.read_fingerprint(str(tmp_path / "clean"))
-  sb, _ = artifact_io.read_fingerprint(str(out))
-  for f in sa:
-    np.testing.assert_array_equal(sa[f], sb[f], err_msg=f)
+  same_outputs(tmp_path / "clean", out)
   assert not any(n.startswith(".tmp-") for n in os.listdir(out / "artifacts"))
 
 

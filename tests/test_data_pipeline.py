@@ -66,6 +66,41 @@ def test_processes_read_disjoint_shards(drop):
     assert sorted(seen) == list(range(n))
 
 
+def test_each_process_takes_a_contiguous_block_of_each_global_batch():
+  # Global batch b is elements [8b, 8b + 8) of the epoch order; process p takes [8b + 4p, 8b + 4p + 4):
+  # the artifact store's chunks are these blocks, so no two processes write the same chunk.
+  n, pc = 21, 2
+  for pi in range(pc):
+    pipe = data.Pipeline(_source(n), batch_size=8, drop_remainder=False, process_index=pi,
+                         process_count=pc)
+    got = [(b['label'][b['valid']].tolist()) for b in pipe.local_batches()]
+    want = [[j for j in range(8 * b + 4 * pi, 8 * b + 4 * pi + 4) if j < n] for b in range(3)]
+    assert got == want, (pi, got)
+  assert pipe.get_state()['next_batch'] == 3
+
+
+class _FlakySource:
+  """Like an image folder: element 2 and 5 are bad files, returned as data."""
+  files = [f'/data/m/{i}.png' for i in range(7)]
+
+  def __len__(self):
+    return 7
+
+  def __getitem__(self, i):
+    return {'image': np.full((2, 2, 1), i, np.uint8), 'label': np.int32(i), 'row': np.int64(i),
+            'error': 'truncated' if i in (2, 5) else ''}
+
+
+def test_bad_elements_arrive_as_data_or_as_one_named_error():
+  batches = list(data.make_pipeline(_FlakySource(), batch_size=4, drop_remainder=False)
+                 .local_batches())
+  errors = np.concatenate([b['error'] for b in batches])
+  assert errors.tolist() == ['', '', 'truncated', '', '', 'truncated', '', '']
+  # The global-array iterator has no way to carry them: it names the file, from this thread.
+  with pytest.raises(ValueError, match='^/data/m/2.png: truncated$'):
+    list(data.make_pipeline(_FlakySource(), batch_size=4, drop_remainder=False))
+
+
 def test_state_round_trips_through_json():
   kw = dict(batch_size=2, shuffle_seed=0, num_epochs=2, drop_remainder=False)
   full = _labels(data.make_pipeline(_source(7), **kw))

@@ -134,6 +134,36 @@ def test_folder_bad_input_names_file(case, file, problem):
   assert file in str(e.value)
 
 
+def test_folder_bad_files_skipped_and_listed(tmp_path):
+  from fpjax import artifact_io
+  root = tmp_path / 'gm'
+  for case, name in [('unreadable', 'x_garbage.png'), ('truncated', 'x_truncated.png'),
+                     ('zero_byte', 'x_empty.png'), ('bomb', 'x_bomb.png'),
+                     ('not_an_image', 'notes.txt')]:
+    os.makedirs(root / case)
+    for f in ('0.png', name):
+      os.link(os.path.join(BAD, case, 'good', f), root / case / f)
+  os.symlink(os.path.join(BAD, 'conversions', 'grey', 'grey.png'), root / 'bomb' / 'y_out.png')
+  log = artifact_io.BadInputs(str(tmp_path / 'work'), 'skip', echo=False)
+  s = data.load_image_folder(str(root), bad_inputs=log, stage='real')
+  assert [os.path.basename(f) for f in s.files] == ['0.png'] * 5 and s.images.shape == (5, 8, 8, 1)
+  listed = {os.path.basename(e['path']): e['stage'] for e in artifact_io.read_bad_inputs(
+      str(tmp_path / 'work'))}
+  assert listed == {'x_garbage.png': 'real', 'x_truncated.png': 'real', 'x_empty.png': 'real',
+                    'x_bomb.png': 'real', 'notes.txt': 'list', 'y_out.png': 'list'}
+  # The lazy source lists the same way and returns decoding errors as data, never raising.
+  src = data.ImageFolderSource(str(root), (8, 8, 1),
+                               bad_inputs=artifact_io.BadInputs(str(tmp_path / 'w2'), echo=False))
+  errors = {os.path.basename(src.files[i]): src[i]['error'] for i in range(len(src))}
+  assert errors['0.png'] == '' and 'truncated' in errors['x_truncated.png']
+  assert 'decompression' in errors['x_bomb.png']
+  assert len(src) == 9  # 5 good + 4 that fail to decode; notes.txt and the link are not rows
+  with pytest.raises(artifact_io.BadInputError, match='y_out.png: symlink points outside'):
+    data.ImageFolderSource(str(root), (8, 8, 1),
+                           bad_inputs=artifact_io.BadInputs(str(tmp_path / 'w3'), 'fail',
+                                                            echo=False))
+
+
 def test_folder_mixed_resolution_resized_when_asked():
   s = data.load_image_folder(os.path.join(BAD, 'mixed_resolution'), image_size=(8, 8))
   assert s.images.shape == (3, 8, 8, 1)

@@ -24,6 +24,18 @@ def make_gm(root, n=12, seed=0):
   return imgs
 
 
+def read_rows(workdir):
+  """Every good row of a finished store, read through the ArtifactStore."""
+  store = artifact_io.ArtifactStore.open(str(workdir))
+  return {"artifact": np.asarray(store.artifact), "distance": store.distance,
+          "index": store.index, "label": store.labels}
+
+
+def read_fingerprint(workdir):
+  store = artifact_io.ArtifactStore.open(str(workdir))
+  return artifact_io.load_array(store.stats_path), store.summary
+
+
 def run(gm, out, **kw):
   kw = dict(dict(batch_size=8, checkpoint_every=2, log_every_s=0.0), **kw)
   return fingerprinting.compute_artifacts("digits", str(gm), str(out), **kw)
@@ -46,9 +58,9 @@ def clean(gm, tmp_path_factory):
 def test_matches_float64_bruteforce(gm, clean):
   _, imgs = gm
   bank = data.load_real("digits").train_images.reshape(-1, 64).astype(np.float64) / 255
-  got = artifact_io.read_artifacts(str(clean))
-  order = np.argsort(got["row"])
-  assert np.array_equal(got["row"][order], np.arange(len(imgs)))  # every image exactly once
+  got = read_rows(clean)
+  order = np.arange(len(imgs))  # store row i is image i of the listing: every image once
+  assert len(got["label"]) == len(imgs)
   q = imgs.reshape(len(imgs), -1).astype(np.float64) / 255
   d2 = ((q[:, None, :] - bank[None]) ** 2).sum(-1)
   ref_idx = np.argmin(d2, axis=1)
@@ -58,7 +70,7 @@ def test_matches_float64_bruteforce(gm, clean):
                              atol=1e-6)
   np.testing.assert_array_equal(got["label"][order], np.repeat(np.arange(3), 12))
 
-  stats, summary = artifact_io.read_fingerprint(str(clean))
+  stats, summary = read_fingerprint(clean)
   art = (q - bank[ref_idx]).reshape(-1, 8, 8, 1)
   for m in range(3):
     sel = got["label"][order] == m
@@ -69,20 +81,24 @@ def test_matches_float64_bruteforce(gm, clean):
     np.testing.assert_allclose(summary["models"][m]["mean_distance"],
                                np.sqrt(d2.min(1))[sel].mean(), rtol=1e-5)
   assert [m["name"] for m in summary["models"]] == ["noisy", "shifted", "washed"]
-  index = artifact_io.read_index(str(clean))
-  assert index["files"][0] == os.path.join("noisy", "000000.png")
-  assert sum(s["rows"] for s in index["shards"]) == 36
+  store = artifact_io.ArtifactStore.open(str(clean))
+  assert store.files[0] == os.path.join("noisy", "000000.png") and len(store.files) == 36
+  assert store.num_rows == 36 and store.k == 1 and store.space == "rgb"
+  assert store.class_names == ["noisy", "shifted", "washed"] and summary["bad_inputs"] == 0
+  # The arrays are plain zarr: one chunk file per block of batch_size rows (one process).
+  assert json.load(open(clean / "artifacts" / "artifact" / ".zarray"))["chunks"] == [8, 8, 8, 1]
+  assert sorted(os.listdir(clean / "artifacts" / "label")) == [".zarray", "0", "1", "2", "3", "4"]
   assert not os.path.exists(os.path.join(clean, "checkpoints"))  # removed once COMPLETE
   records = progress.read_metrics(os.path.join(clean, "metrics.jsonl"))
   assert records[-1]["images"] == 36 and records[-1]["images_per_s"] > 0
 
 
-def _same(a, b):
-  ra, rb = artifact_io.read_artifacts(str(a)), artifact_io.read_artifacts(str(b))
-  for f in artifact_io.SHARD_FIELDS:
+def same_outputs(a, b):
+  ra, rb = read_rows(a), read_rows(b)
+  for f in ra:
     np.testing.assert_array_equal(ra[f], rb[f], err_msg=f)
-  sa, _ = artifact_io.read_fingerprint(str(a))
-  sb, _ = artifact_io.read_fingerprint(str(b))
+  sa, _ = read_fingerprint(a)
+  sb, _ = read_fingerprint(b)
   for f in sa:
     np.testing.assert_array_equal(sa[f], sb[f], err_msg=f)
 
@@ -95,14 +111,14 @@ def test_failure_midway_then_resume_equals_clean_run(gm, clean, tmp_path):
     run(gm[0], tmp_path, on_batch=boom)
   assert not artifact_io.is_complete(str(tmp_path))
   with pytest.raises(ValueError, match="COMPLETE"):
-    artifact_io.read_artifacts(str(tmp_path))  # a partial run is never read as complete
+    artifact_io.ArtifactStore.open(str(tmp_path))  # a partial run is never read as complete
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]  # failure checkpointed batch 3
-  # A shard written after the last checkpoint (e.g. killed between the two) is rewritten.
-  (tmp_path / "artifacts" / "shard-00002.npz").write_bytes(b"half a file")
+  # A chunk written after the last checkpoint (e.g. killed while writing it) is rewritten.
+  (tmp_path / "artifacts" / "artifact" / "3.0.0.0").write_bytes(b"half a file")
   seen = []
   run(gm[0], tmp_path, on_batch=seen.append)
   assert seen[0] == 4  # resumed after batch 3, not from the start
-  _same(clean, tmp_path)
+  same_outputs(clean, tmp_path)
 
 
 def test_sigterm_checkpoints_and_resumes(gm, clean, tmp_path):
@@ -110,10 +126,12 @@ def test_sigterm_checkpoints_and_resumes(gm, clean, tmp_path):
     if done == 1:
       os.kill(os.getpid(), signal.SIGTERM)
   with pytest.raises(fingerprinting.Preempted):
-    run(gm[0], tmp_path, on_batch=term)
-  assert os.listdir(tmp_path / "checkpoints") == ["1"]
+    run(gm[0], tmp_path, on_batch=term, checkpoint_every=100)
+  # The processes agree on stopping once per batch, before committing it: the signal that came
+  # after batch 1 stops the job after batch 2 (no periodic checkpoint before batch 100).
+  assert os.listdir(tmp_path / "checkpoints") == ["2"]
   run(gm[0], tmp_path)
-  _same(clean, tmp_path)
+  same_outputs(clean, tmp_path)
 
 
 def test_finished_run_is_noop_and_config_change_refused(gm, clean):
@@ -128,11 +146,11 @@ def test_finished_run_is_noop_and_config_change_refused(gm, clean):
 def test_other_spaces_k_and_host_streamed_bank(gm, tmp_path):
   out = run(gm[0], tmp_path / "dct", space="dct", k=3, device_bank_bytes=64 * 4 * 100,
             batch_size=16, checkpoint_every=100)
-  got = artifact_io.read_artifacts(out["workdir"])
+  got = read_rows(out["workdir"])
   assert got["index"].shape == (36, 3) and got["artifact"].shape == (36, 8, 8, 1)
   assert np.all(np.diff(got["distance"], axis=1) >= 0)
   index = json.load(open(os.path.join(out["workdir"], "artifacts", "index.json")))
-  assert index["space"] == "dct" and len(index["shards"]) == 1
+  assert index["space"] == "dct" and index["chunk_rows"] == 16
 
 
 def test_zoo_workdir_as_gm(gm, tmp_path):
@@ -154,5 +172,5 @@ def test_tfds_real_bank(tmp_path):
     out = fingerprinting.compute_artifacts("tfds:mnist", str(gm), str(tmp_path / "out"),
                                            batch_size=8, basis_dim=0)
   assert bank.shape == (16, 28, 28, 1)
-  got = artifact_io.read_artifacts(out["workdir"])
-  assert got["index"].max() < 16 and len(got["row"]) == 6
+  got = read_rows(out["workdir"])
+  assert got["index"].max() < 16 and len(got["label"]) == 6

@@ -1,7 +1,10 @@
 """Two processes on localhost (4 CPU devices each, gloo collectives) equal one process.
 
 Runs the compute_artifacts binary with --coordinator_address/--num_processes/--process_id.
+Each process writes its own chunks of the artifact store; the joined store must equal the
+store of a one-process run.
 """
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +14,8 @@ import numpy as np
 
 from fpjax import artifact_io
 from test_fingerprinting import make_gm
+from test_fingerprinting import read_fingerprint
+from test_fingerprinting import read_rows
 
 
 def _free_port():
@@ -43,16 +48,22 @@ def test_two_processes_equal_one(tmp_path):
   assert "process 0 of 2, 4 of 8 devices" in outs[0], outs[0][-3000:]
   assert "process 1 of 2, 4 of 8 devices" in outs[1]
 
-  one = artifact_io.read_artifacts(str(tmp_path / "one"))
-  two = artifact_io.read_artifacts(str(tmp_path / "two"))
-  np.testing.assert_array_equal(one["row"], np.arange(45))
-  for f in ("row", "label", "index"):
+  # Two processes: global batch 16 = two blocks of 8 rows, one per process; a block is a chunk.
+  index = json.load(open(tmp_path / "two" / "artifacts" / "index.json"))
+  assert index["chunk_rows"] == 8 and index["process_count"] == 2 and index["num_rows"] == 45
+  assert sorted(os.listdir(tmp_path / "two" / "artifacts" / "label")) == [
+      ".zarray", "0", "1", "2", "3", "4", "5"]  # rows 0-7 (process 0), 8-15 (process 1), ...
+  one = read_rows(tmp_path / "one")
+  two = read_rows(tmp_path / "two")
+  np.testing.assert_array_equal(one["label"], np.repeat(np.arange(3), 15))
+  for f in ("label", "index"):
     np.testing.assert_array_equal(one[f], two[f], err_msg=f)
   np.testing.assert_allclose(one["distance"], two["distance"], rtol=1e-6)
   np.testing.assert_allclose(one["artifact"], two["artifact"], atol=1e-6)
-  s1, _ = artifact_io.read_fingerprint(str(tmp_path / "one"))
-  s2, _ = artifact_io.read_fingerprint(str(tmp_path / "two"))
+  s1, sum1 = read_fingerprint(tmp_path / "one")
+  s2, sum2 = read_fingerprint(tmp_path / "two")
   for f in s1:
     np.testing.assert_allclose(s1[f], s2[f], rtol=1e-5, atol=1e-6, err_msg=f)
+  assert [m["count"] for m in sum1["models"]] == [m["count"] for m in sum2["models"]]
   # Only process 0 writes metrics.
   assert os.path.getsize(tmp_path / "two" / "metrics.jsonl") > 0

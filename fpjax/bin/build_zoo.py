@@ -1,5 +1,4 @@
 r"""Builds the GM zoo: python -m fpjax.bin.build_zoo --preset=quick --real=mnist5k --workdir=DIR."""
-from absl import app
 from absl import flags
 
 from fpjax import parallel
@@ -25,4 +24,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  fpjax_flags.run(main)

@@ -3,10 +3,11 @@ r"""Projects generated images onto the real manifold; writes artifacts and finge
   python -m fpjax.bin.compute_artifacts --real=mnist5k --gm=ZOO_WORKDIR --space=rgb --workdir=OUT
 
 Rerun with the same --workdir to resume; see fpjax/fingerprinting.py and fpjax/artifact_io.py.
+Bad files are skipped and listed in WORKDIR/bad_inputs.jsonl (--on_bad_input=fail stops instead);
+exit status: 0 done, 2 refused input (one line on stderr), 1 a bug, 143 SIGTERM (checkpointed).
 """
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -17,15 +18,19 @@ _REAL = flags.DEFINE_string(
     "tfds:<name>[:<split>] | a .npy/.npz of images [N,H,W,C] | an image folder.")
 _GM = flags.DEFINE_string("gm", None, "Generated images: a zoo workdir or an image-folder root "
                           "(one folder per model).", required=True)
-_SPACE = flags.DEFINE_enum("space", "rgb", ["rgb", "freq", "dct"], "Embedding space.")
+_SPACE = flags.DEFINE_enum("space", "rgb", ["rgb", "freq", "dct", "sl", "ssl"],
+                           "Embedding space ('sl'/'ssl' need --encoder).")
+_ENCODER = flags.DEFINE_string("encoder", None, "For --space=sl|ssl: a saved fpjax Encoder "
+                               "(fpjax.models.Encoder.save).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder; rerun with it to resume.",
                                required=True)
 _K = flags.DEFINE_integer("k", 1, "Nearest bank rows kept per image.")
 _PRECISION = flags.DEFINE_enum("precision", "exact", ["exact", "fast"],
                                "'exact' certifies every nearest neighbour; 'fast' does not.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Global batch (all processes).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Global batch (all processes); a process's "
+                                   "share is one chunk of the artifact store.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 20,
-                                         "Batches between checkpoints (one shard file each).")
+                                         "Batches between checkpoints.")
 _DEVICE_BANK_BYTES = flags.DEFINE_integer(
     "device_bank_bytes", None, "Largest bank slice per device; a larger bank stays in host RAM "
     "and streams to the devices in tiles.")
@@ -51,15 +56,16 @@ def main(argv):
   fpjax_flags.initialize()
   try:
     fingerprinting.compute_artifacts(
-        _REAL.value, _GM.value, _WORKDIR.value, space=_SPACE.value, k=_K.value,
+        _REAL.value, _GM.value, _WORKDIR.value, space=_SPACE.value, encoder=_ENCODER.value,
+        k=_K.value,
         precision=_PRECISION.value, batch_size=_BATCH_SIZE.value,
         checkpoint_every=_CHECKPOINT_EVERY.value, device_bank_bytes=_DEVICE_BANK_BYTES.value,
         basis_dim=_BASIS_DIM.value, distance_max=_DISTANCE_MAX.value,
-        num_threads=_NUM_THREADS.value)
+        num_threads=_NUM_THREADS.value, on_bad_input=fpjax_flags.ON_BAD_INPUT.value)
   except fingerprinting.Preempted as e:
     logging.warning("%s", e)
     sys.exit(143)  # 128 + SIGTERM: the scheduler sees an interrupted job
 
 
 if __name__ == "__main__":
-  app.run(main)
+  fpjax_flags.run(main)

@@ -93,8 +93,10 @@ def _list_folder(root: str, bad_inputs=None) -> tuple[list[str], list[list[str]]
   real_root = os.path.realpath(root)
 
   def bad(path, reason):
-    if bad_inputs is None or not bad_inputs.record(path, reason, 'list'):
+    if bad_inputs is None:
       raise BadInputError(path, reason, 'list')
+    if not bad_inputs.record(path, reason, 'list'):
+      raise bad_inputs.error()
 
   class_names, class_files = [], []
   for name in sorted(os.listdir(root)):
@@ -123,8 +125,8 @@ def _list_folder(root: str, bad_inputs=None) -> tuple[list[str], list[list[str]]
       else:
         files.append(fpath)
     if not files:
-      raise UserInputError(f'{path}: model folder has no readable '
-                           f'{"/".join(IMAGE_EXTENSIONS)} file.')
+      raise UserInputError(f'{path}: model folder is empty (no readable '
+                           f'{"/".join(IMAGE_EXTENSIONS)} file).')
     class_names.append(name)
     class_files.append(files)
   if not class_names:
@@ -270,8 +272,10 @@ def load_image_folder(root: str, *, image_size: int | Sequence[int] | None = Non
   keep = []
   for i, a in enumerate(decoded):  # errors in file order, from this thread
     if isinstance(a, BadInputError):
-      if bad_inputs is None or not bad_inputs.record(a.path, a.reason, stage):
+      if bad_inputs is None:
         raise BadInputError(a.path, a.reason, stage)
+      if not bad_inputs.record(a.path, a.reason, stage):
+        raise bad_inputs.error()
     else:
       keep.append(i)
   if not keep:
