@@ -1,4 +1,12 @@
-"""FingerprintStats against float64 numpy; merging halves equals the whole."""
+"""FingerprintStats against float64 numpy; merging halves equals the whole.
+
+Counts and histograms are sums of ones, exact in float32 in any order, so they are compared
+bitwise on every backend; moments are float32 sums whose order may change with the batch
+shape or (GPU scatter-add) from run to run, so they are compared with tolerances. The
+covariance in a basis is the GPU-sensitive one: the data's mean (3) is large against its
+spread, so TF32 matmuls miss it by percents; `precision=HIGHEST` keeps it within 1e-4 (the
+structural check of that is tests/test_precision.py).
+"""
 import numpy as np
 import pytest
 
@@ -67,8 +75,10 @@ def test_padding_labels_are_ignored(batch):
   ds = np.concatenate([dist[:100], np.zeros(20, np.float32)])
   a = empty.update(xs, ds, padded).finalize()
   b = empty.update(x[:100], dist[:100], labels[:100]).finalize()
-  for key in ("count", "mean", "var", "distance_hist"):
-    np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=key)
+  for key in ("count", "distance_hist"):  # integer counts: exact in any summation order
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  for key in ("mean", "var"):  # another batch shape may sum in another order (GPU)
+    np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
 
 
 def test_fisher_discriminant_ratio_hand_computed():
