@@ -64,6 +64,8 @@ def rgb(x: jax.Array) -> jax.Array:
 
 def freq(x: jax.Array) -> jax.Array:
   """Per channel: 2-D FFT, fftshift, log(|F| + 1e-12), as in the authors' code."""
+  # An FFT is not a matmul: XLA:CPU and cuFFT compute it in float32 whatever the matmul
+  # precision. JAX exposes no precision for the TPU's FFT (jax-ml/jax#9881).
   f = jnp.fft.fftshift(jnp.fft.fft2(x, axes=(1, 2)), axes=(1, 2))
   return jnp.log(jnp.abs(f) + LOG_EPS).astype(jnp.float32)
 
@@ -72,7 +74,8 @@ def dct(x: jax.Array) -> jax.Array:
   """Per channel: orthonormal 2-D DCT-II, log(|DCT| + 1e-12) (Frank20's space)."""
   dh = jnp.asarray(_dct_matrix(x.shape[1]))
   dw = jnp.asarray(_dct_matrix(x.shape[2]))
-  # Two small matmuls instead of an FFT-based DCT: exact, and fast on every backend.
+  # Two small matmuls instead of an FFT-based DCT: exact, and fast on every backend;
+  # HIGHEST, or GPUs would round the pixels to TF32 (10 mantissa bits) before the log.
   y = jnp.einsum("kh,nhwc,lw->nklc", dh, x, dw, precision=jax.lax.Precision.HIGHEST)
   return jnp.log(jnp.abs(y) + LOG_EPS)
 

@@ -4,6 +4,10 @@ A model's fingerprint is the distribution of its artifacts. `FingerprintStats`
 summarises it per generative-model label with moments that merge exactly
 (Chan et al.'s parallel combination), so partial states from batches, devices or
 hosts combine into the statistics of the whole.
+
+Precision: the streaming sums are float32 on the device, every dot product in them at
+`lax.Precision.HIGHEST`; `finalize` and the Fisher discriminant ratio are float64 numpy
+on the host.
 """
 from __future__ import annotations
 
@@ -23,7 +27,11 @@ HIGHEST = lax.Precision.HIGHEST
 
 
 def power_spectrum(x: jax.Array) -> jax.Array:
-  """|fftshift(FFT2)|² per channel: [N, H, W, C] -> [N, C, H, W]."""
+  """|fftshift(FFT2)|² per channel: [N, H, W, C] -> [N, C, H, W].
+
+  float32 on CPU and GPU (an FFT is not a matmul, TF32 does not apply); JAX exposes no
+  precision for the TPU's FFT (jax-ml/jax#9881).
+  """
   f = jnp.fft.fftshift(jnp.fft.fft2(jnp.moveaxis(x, -1, 1), axes=(2, 3)), axes=(2, 3))
   return (f.real ** 2 + f.imag ** 2).astype(jnp.float32)
 
