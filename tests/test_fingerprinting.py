@@ -174,3 +174,62 @@ def test_tfds_real_bank(tmp_path):
   assert bank.shape == (16, 28, 28, 1)
   got = read_rows(out["workdir"])
   assert got["index"].max() < 16 and len(got["label"]) == 6
+
+
+def test_encoder_space_against_float64(gm, tmp_path):
+  from fpjax import models
+  real = data.load_real("digits")
+  enc = models.train_encoder("ssl", real.train_images[:256], steps=2, batch_size=32)
+  enc.save(str(tmp_path / "enc"))
+  out = run(gm[0], tmp_path / "out", space="ssl", encoder=str(tmp_path / "enc"), basis_dim=4)
+  store = artifact_io.ArtifactStore.open(out["workdir"])
+  assert store.config["encoder"] == str(tmp_path / "enc") and store.space == "ssl"
+  loaded = models.load_encoder(str(tmp_path / "enc"))
+  bank = np.asarray(loaded(real.train_images), np.float64)
+  q = np.asarray(loaded(gm[1]), np.float64)
+  d2 = ((q[:, None, :] - bank[None]) ** 2).sum(-1)
+  nearest = np.sqrt(d2.min(1))
+  np.testing.assert_allclose(store.distance[:, 0], nearest, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(store.artifact), q - bank[store.index[:, 0]], atol=1e-4)
+  assert store.embedding_shape == (bank.shape[1],)
+  with pytest.raises(ValueError, match="needs --encoder"):
+    run(gm[0], tmp_path / "x", space="sl")
+  with pytest.raises(ValueError, match="no such file"):
+    run(gm[0], tmp_path / "x", space="sl", encoder=str(tmp_path / "missing"))
+
+
+def test_store_reads_only_the_rows_asked_for(tmp_path):
+  # A store with bad rows (label -1) in it, written as compute_artifacts writes it.
+  n, chunk = 13, 4
+  rng = np.random.default_rng(0)
+  art = rng.normal(size=(n, 2, 3)).astype(np.float32)
+  label = np.array([0, 1, 2, -1, 0, 1, 2, 0, -1, 1, 2, 0, 1], np.int32)
+  writer = artifact_io.ArtifactWriter.create(str(tmp_path), n, chunk, (2, 3), 1)
+  for s in range(0, n, chunk):
+    e = min(n, s + chunk)
+    writer.write(s, {"artifact": art[s:e], "distance": np.arange(s, e, dtype=np.float32)[:, None],
+                     "index": np.arange(s, e, dtype=np.int32)[:, None], "label": label[s:e]})
+  writer.flush()
+  artifact_io.write_index(str(tmp_path), config={}, space="rgb", k=1, embedding_shape=(2, 3),
+                          class_names=["a", "b", "c"], gm_root="/gm",
+                          files=[f"f{i}.png" for i in range(n)], num_bad_rows=2,
+                          chunk_rows=chunk, process_count=1)
+  artifact_io.save_json(str(tmp_path / "COMPLETE"), {})
+  store = artifact_io.ArtifactStore.open(str(tmp_path))
+  good = np.flatnonzero(label >= 0)
+  assert store.num_rows == 11 and store.files == [f"f{i}.png" for i in good]
+  np.testing.assert_array_equal(store.labels, label[good])
+  np.testing.assert_array_equal(store.index[:, 0], good)
+  a = store.artifact
+  assert len(a) == 11 and a.shape == (11, 2, 3) and a.dtype == np.float32 and a.ndim == 3
+  np.testing.assert_array_equal(np.asarray(a), art[good])
+  np.testing.assert_array_equal(a[2:7], art[good[2:7]])
+  np.testing.assert_array_equal(a[np.array([0, 5, 10])], art[good[[0, 5, 10]]])
+  np.testing.assert_array_equal(a[-1], art[good[-1]])
+  with pytest.raises(IndexError, match="sorted"):
+    a[np.array([3, 1])]
+  # Chunks outside the rows asked for are never read: garbage there does not matter.
+  (tmp_path / "artifacts" / "artifact" / "0.0.0").write_bytes(b"garbage")
+  np.testing.assert_array_equal(a[3:6], art[good[3:6]])  # good rows 3-5 = store rows 4-6: chunk 1
+  with pytest.raises(Exception):
+    a[0:2]
