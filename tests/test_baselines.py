@@ -127,3 +127,45 @@ def test_registry_and_bad_input():
     BASELINES['McClo18']().features(np.zeros((2, 4, 4, 2), np.uint8))
   with pytest.raises(ValueError, match='unknown options'):
     BASELINES['Frank20'](bogus=1)
+
+
+class _SliceOnly:
+  """An image array that can only be sliced (like the evaluation's view of an image folder);
+  it counts the rows read per call, so a test sees that nothing reads all rows at once."""
+
+  def __init__(self, x):
+    self.x, self.shape, self.dtype, self.ndim = x, x.shape, x.dtype, x.ndim
+    self.largest_read = 0
+
+  def __len__(self):
+    return len(self.x)
+
+  def __getitem__(self, key):
+    if not isinstance(key, slice) or key.step not in (None, 1):
+      raise TypeError(f'contiguous slices only, got {key!r}')
+    out = self.x[key]
+    self.largest_read = max(self.largest_read, len(out))
+    return out
+
+  def __array__(self, *a, **k):
+    raise AssertionError('read whole')
+
+
+@pytest.mark.parametrize('name', ['Durall20', 'Marra19', 'Marra18'])
+def test_baselines_read_images_in_slices_with_the_same_result(name, monkeypatch):
+  from fpjax.baselines import _common
+  monkeypatch.setattr(_common, 'SLICE_ROWS', 7)
+  rng = np.random.default_rng(3)
+  pats = rng.normal(size=(3, 8, 8, 1)) * 25
+  y = np.repeat(np.arange(3), 16)
+  imgs = np.clip(120 + pats[y] + rng.normal(size=(48, 8, 8, 1)) * 5, 0, 255).astype(np.uint8)
+  kw = dict(epochs=2, batch_size=16) if name == 'Marra18' else {}
+  ref = BASELINES[name](**kw).fit(imgs[::2], y[::2])
+  lazy_train, lazy_test = _SliceOnly(imgs[::2]), _SliceOnly(imgs[1::2])
+  got = BASELINES[name](**kw).fit(lazy_train, y[::2])
+  if name != 'Marra18':  # a CNN's training reads blocks of the Attributor's own size
+    assert 0 < lazy_train.largest_read <= 7
+  np.testing.assert_array_equal(got.predict(lazy_test), ref.predict(imgs[1::2]))
+  np.testing.assert_allclose(got.features(lazy_test), ref.features(imgs[1::2]), rtol=1e-5,
+                             atol=1e-6)
+  assert lazy_test.largest_read <= 7

@@ -9,6 +9,7 @@ is BM3D; a Gaussian filter keeps it dependency-free. ``features`` are the flatte
 import jax.numpy as jnp
 import numpy as np
 
+from fpjax.baselines import _common
 from fpjax.baselines._common import _Baseline, batched, check_labels, float_images, in_slices
 
 
@@ -51,9 +52,10 @@ class Marra19(_Baseline):
     self.classes_ = np.unique(labels)
     # Fingerprint = mean residual per model, summed slice by slice (float64).
     sums = count = None
-    for a in range(0, len(images), 4096):
-      r = self._residuals(np.asarray(images[a:a + 4096])).astype(np.float64)
-      y = np.searchsorted(self.classes_, labels[a:a + 4096])
+    step = _common.SLICE_ROWS
+    for a in range(0, len(images), step):
+      r = self._residuals(np.asarray(images[a:a + step])).astype(np.float64)
+      y = np.searchsorted(self.classes_, labels[a:a + step])
       if sums is None:
         sums, count = np.zeros((len(self.classes_), r.shape[1])), np.zeros(len(self.classes_))
       np.add.at(sums, y, r)
