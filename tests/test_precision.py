@@ -130,7 +130,8 @@ def test_checker_flags_default_precision_everywhere(wrap):
 
 @pytest.mark.parametrize("precision, flagged", [
     (None, True), (lax.Precision.DEFAULT, True), (lax.Precision.HIGH, True),
-    ((lax.Precision.HIGHEST, lax.Precision.DEFAULT), True), (lax.DotAlgorithmPreset.TF32_TF32_F32, True),
+    ((lax.Precision.HIGHEST, lax.Precision.DEFAULT), True),
+    (lax.DotAlgorithmPreset.TF32_TF32_F32, True),
     (lax.Precision.HIGHEST, False), ("highest", False), ("F32_F32_F32", False)])
 def test_checker_reads_every_spelling_of_precision(precision, flagged):
   found = default_precision_ops(lambda a: jnp.einsum("ij,jk->ik", a, a, precision=precision), A)
