@@ -78,7 +78,7 @@ def test_knob_nmi_recovers_the_knob_that_shapes_the_features():
 
 
 def _rows():
-  r = protocols._row
+  r = report.make_row
   return [r(table='1', method='ManiFPT', space='rgb', classifier='probe', dataset='d',
             accuracy_mean=0.8, accuracy_std=0.01, accuracies=[0.79, 0.8, 0.81], num_seeds=3,
             fdr=np.float64(2.5), num_train=70, num_test=30),
@@ -114,5 +114,85 @@ def test_markdown_tables_and_discussion_say_when_a_baseline_wins():
     assert title in md
   assert '| ManiFPT RGB | probe | 80.0 ± 1.0 | 2.5 |' in md
   assert '| RGB | 0.500 | 0.700 |' in md          # the all-None 'loss' column is dropped
+  with pytest.raises(ValueError, match='unknown row fields'):
+    report.make_row(table='1', acuracy=0.5)
   text = '\n'.join(report.discussion(_rows()))
   assert 'A baseline beats ManiFPT' in text and 'Durall20' in text
+
+
+def test_nmi_columns_follow_the_zoo_tags_with_model_last():
+  rows = [report.make_row(table='3', nmi={'family': 0.1, 'loss': 0.2, 'model': 0.3}),
+          report.make_row(table='3', nmi={'family': 0.1, 'sampler': None, 'model': 0.3})]
+  assert report.nmi_columns(rows) == ['family', 'loss', 'sampler', 'model']
+  tags = {'a': dict(family='gan', upsampling='nearest'), 'b': dict(family='vae', loss='elbo')}
+  assert protocols.knob_names(tags) == ['family', 'upsampling', 'loss']
+
+
+def test_spaces_come_from_the_core():
+  from fpjax import spaces
+  assert protocols.MANIFPT_SPACES == tuple(spaces.SPACES) + ('sl', 'ssl')
+
+
+class _Counting:
+  """An array-like that refuses unsorted or whole reads and counts what is read."""
+
+  def __init__(self, x):
+    self.x, self.shape, self.dtype = x, x.shape, x.dtype
+    self.reads = []
+
+  def __len__(self):
+    return len(self.x)
+
+  def __getitem__(self, key):
+    if isinstance(key, slice):
+      assert key.step in (None, 1)
+      out = self.x[key]
+    else:
+      assert np.all(np.diff(key) > 0), 'unsorted read'
+      out = self.x[key]
+    self.reads.append(len(out))
+    return out
+
+
+def test_lazy_rows_match_numpy_indexing():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(50, 3, 2)).astype(np.float32)
+  base = _Counting(x)
+  rows = np.sort(rng.choice(50, 20, replace=False))
+  v = protocols.LazyRows(base, rows)
+  assert v.shape == (20, 3, 2) and v.dtype == np.float32 and v.ndim == 3 and len(v) == 20
+  np.testing.assert_array_equal(v[3:11], x[rows[3:11]])
+  np.testing.assert_array_equal(v[np.array([7, 1, 15])], x[rows[[7, 1, 15]]])  # any order
+  np.testing.assert_array_equal(v[4], x[rows[4]])
+  np.testing.assert_array_equal(np.asarray(v), x[rows])
+  w = v.take(np.array([2, 5, 6]))
+  np.testing.assert_array_equal(w[:], x[rows[[2, 5, 6]]])
+  np.testing.assert_array_equal(protocols.LazyRows(base)[10:14], x[10:14])
+  assert base.reads[-1] == 4   # a contiguous range is one slice read
+
+
+@pytest.mark.parametrize('rows', [1, 7, 4096])
+def test_streamed_fdr_equals_the_in_memory_reference(rows, monkeypatch):
+  from fpjax.stats import fisher_discriminant_ratio
+  monkeypatch.setattr(protocols, 'SLICE_ROWS', rows)
+  rng = np.random.default_rng(1)
+  y = rng.integers(0, 4, 300)
+  x = (rng.normal(size=(300, 5, 2)) + 3.0 * y[:, None, None] + 100.0).astype(np.float32)
+  ref = fisher_discriminant_ratio(x, y)   # float64 numpy on all rows at once
+  got = protocols.streamed_fdr(protocols.LazyRows(_Counting(x)), y, 4)
+  assert got == pytest.approx(ref, rel=1e-9)
+  count, mean, var = protocols.class_moments(x, y, 4, rows=rows)
+  for c in range(4):
+    xc = x[y == c].astype(np.float64).reshape(-1, 10)
+    np.testing.assert_allclose(mean[c], xc.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(var[c], xc.var(0), rtol=1e-9)
+    assert count[c] == len(xc)
+
+
+def test_stratified_sample_caps_each_class_and_is_seeded():
+  y = np.repeat(np.arange(3), [5, 50, 20])
+  s = protocols.stratified_sample(y, 10, seed=0)
+  assert np.all(np.diff(s) > 0)
+  assert np.bincount(y[s]).tolist() == [5, 10, 10]
+  np.testing.assert_array_equal(s, protocols.stratified_sample(y, 10, seed=0))
+  assert not np.array_equal(s, protocols.stratified_sample(y, 10, seed=1))

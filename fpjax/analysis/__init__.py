@@ -8,8 +8,9 @@ Artifacts are read from the stores `fpjax.compute_artifacts` writes (WORKDIR/art
 <space>), computed first when missing; nothing here projects images itself.
 """
 from fpjax.analysis import metrics, protocols, report
-from fpjax.analysis.evaluate import (DEMO_CONFIG, Evaluation, evaluate, quiet_library_logs,
-                                     run_demo)
+from fpjax.analysis.evaluate import (DEMO_CONFIG, Evaluation, baselines_arg, evaluate,
+                                     quiet_library_logs, run_demo)
+from fpjax.fingerprinting import Preempted
 from fpjax.analysis.metrics import (accuracy, confusion_matrix, fisher_discriminant_ratio, mean_std,
                                     nmi, split_per_class)
 from fpjax.analysis.protocols import (CLASSIFIERS, ENCODER_SPACES, Features, GMData, LazyRows,
@@ -17,7 +18,8 @@ from fpjax.analysis.protocols import (CLASSIFIERS, ENCODER_SPACES, Features, GMD
                                       open_features, openset, table1, table2, table3)
 from fpjax.analysis.report import ROW_FIELDS, make_row, markdown_tables, write_json
 
-__all__ = ['metrics', 'protocols', 'report', 'DEMO_CONFIG', 'Evaluation', 'evaluate',
+__all__ = ['metrics', 'protocols', 'report', 'DEMO_CONFIG', 'Evaluation', 'Preempted',
+           'baselines_arg', 'evaluate',
            'quiet_library_logs', 'run_demo',
            'accuracy', 'confusion_matrix', 'fisher_discriminant_ratio', 'mean_std', 'nmi',
            'split_per_class', 'CLASSIFIERS', 'ENCODER_SPACES', 'Features', 'GMData', 'LazyRows',

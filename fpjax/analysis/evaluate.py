@@ -52,6 +52,13 @@ def quiet_library_logs(packages=('orbax',)) -> None:
   logging.get_absl_handler().addFilter(f)
 
 
+def baselines_arg(values):
+  """--baselines: ['all'] -> None (all nine), ['none'] -> [], else the names."""
+  if list(values) == ['all']:
+    return None
+  return [] if list(values) == ['none'] else list(values)
+
+
 def _is_writer() -> bool:
   import jax
   return jax.process_index() == 0
@@ -100,7 +107,8 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
   timings = dict(timings or {})
   seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
   if not seeds:
-    raise ValueError('seeds: need at least one seed')
+    from fpjax.artifact_io import UserInputError
+    raise UserInputError('seeds: need at least one seed')
   if isinstance(gm, str):
     gm = protocols.load_gm(gm, real)
   writer = _is_writer()
@@ -247,7 +255,8 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
              cross_reals=('mnist5k_0to4', 'mnist5k_5to9'), spaces=protocols.MANIFPT_SPACES,
              seeds: int = 3, baselines=None, cross_baselines=('Durall20', 'Frank20', 'Wang20'),
              classifiers=protocols.CLASSIFIERS, cfg: dict | None = None,
-             cross_cfg: dict | None = None, encoder_steps: dict | None = None) -> Evaluation:
+             cross_cfg: dict | None = None, encoder_steps: dict | None = None,
+             artifact_kwargs: dict | None = None) -> Evaluation:
   """The main job: build (or reuse) the zoos, then the whole evaluation, printed and written.
 
   WORKDIR/zoo (preset `preset` on `real`) is the Table 1/3 dataset;
@@ -278,6 +287,6 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
                   cfg=DEMO_CONFIG['cfg'] if cfg is None else cfg,
                   cross_cfg=DEMO_CONFIG['cross_cfg'] if cross_cfg is None else cross_cfg,
                   encoder_steps=DEMO_CONFIG['encoder_steps'] if encoder_steps is None
-                  else encoder_steps, timings=timings,
+                  else encoder_steps, artifact_kwargs=artifact_kwargs, timings=timings,
                   extra_config=dict(demo=dict(preset=preset, cross_preset=cross_preset,
                                               cross_num_samples=cross_num_samples)))

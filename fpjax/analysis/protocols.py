@@ -36,6 +36,7 @@ from absl import logging
 import numpy as np
 
 from fpjax import progress
+from fpjax.artifact_io import UserInputError
 from fpjax import spaces as spaces_lib
 from fpjax.analysis import metrics
 from fpjax.analysis.report import make_row
@@ -216,7 +217,7 @@ def load_gm(gm: str, real: str | None = None, *, name: str | None = None) -> GMD
   from fpjax import artifact_io
   from fpjax import fingerprinting
   if not isinstance(gm, str) or not os.path.isdir(gm):
-    raise ValueError(f'--gm {gm!r}: not a directory (expected a zoo workdir or an '
+    raise UserInputError(f'--gm {gm!r}: not a directory (expected a zoo workdir or an '
                      'image-folder root)')
   tags = None
   zoo_json = os.path.join(gm, 'zoo.json')
@@ -224,13 +225,13 @@ def load_gm(gm: str, real: str | None = None, *, name: str | None = None) -> GMD
     meta = artifact_io.load_json(zoo_json)
     tags = {m['name']: dict(m['tags']) for m in meta['models']}
     if real is not None and real != meta['real']:
-      raise ValueError(f'{zoo_json}: the zoo was trained on real {meta["real"]!r}, '
+      raise UserInputError(f'{zoo_json}: the zoo was trained on real {meta["real"]!r}, '
                        f'not {real!r}')
     real = meta['real']
     name = name or f'zoo-{meta["preset"]}-{meta["real"]}'
   else:
     if real is None:
-      raise ValueError(f'{gm} has no zoo.json: give the real dataset (--real) it imitates')
+      raise UserInputError(f'{gm} has no zoo.json: give the real dataset (--real) it imitates')
     name = name or os.path.basename(os.path.normpath(gm))
   bank = fingerprinting.load_bank_images(real)
   source = fingerprinting.open_generated(gm, bank.shape[1:])
@@ -289,7 +290,7 @@ def make_encoders(names, real: str, *, workdir: str, encoder_steps: dict | None 
       out[n] = None
       continue
     if n not in ENCODER_SPACES:
-      raise ValueError(f'unknown space {n!r}; expected some of {MANIFPT_SPACES}')
+      raise UserInputError(f'unknown space {n!r}; expected some of {MANIFPT_SPACES}')
     steps = (encoder_steps or {}).get(n)
     path = os.path.join(workdir, 'encoders',
                         f'{n}-{_safe(real)}-steps{steps or "preset"}-seed{seed}')
@@ -373,17 +374,17 @@ def open_features(gm: GMData, encoders: dict, workdir: str, *,
   files = list(first.files)
   for s, st in stores.items():
     if list(st.class_names) != gm.class_names:
-      raise ValueError(f'artifact store of {gm.name} in {s}: models {st.class_names} differ '
+      raise UserInputError(f'artifact store of {gm.name} in {s}: models {st.class_names} differ '
                        f'from {gm.class_names}')
     if st.num_rows != first.num_rows or list(st.files) != files:
-      raise ValueError(f'artifact stores of {gm.name} in {first_space} and {s} hold different '
+      raise UserInputError(f'artifact stores of {gm.name} in {first_space} and {s} hold different '
                        f'images ({first.num_rows} vs {st.num_rows} rows); remove the stale one')
   root = gm.source.root
   where = {os.path.relpath(f, root): i for i, f in enumerate(gm.source.files)}
   try:
     indices = np.array([where[f] for f in files], np.int64)
   except KeyError as e:
-    raise ValueError(f'artifact store of {gm.name}: file {e} is no longer in {root}') from None
+    raise UserInputError(f'artifact store of {gm.name}: file {e} is no longer in {root}') from None
   return Features(gm, np.asarray(first.labels, np.int32), stores, SourceImages(gm.source, indices))
 
 
@@ -395,7 +396,7 @@ def _make_classifier(kind: str, cfg: dict):
     return LinearProbe(**cfg.get('probe', {}))
   if kind == 'attributor':
     return Attributor(cfg.get('attributor_preset', 'quick'), **cfg.get('attributor', {}))
-  raise ValueError(f'unknown classifier {kind!r}; expected one of {CLASSIFIERS}')
+  raise UserInputError(f'unknown classifier {kind!r}; expected one of {CLASSIFIERS}')
 
 
 def fit_and_score(make, x_train, y_train, x_test, y_test, seeds) -> dict:
@@ -427,7 +428,7 @@ def _check_baselines(baselines):
   baselines = list(BASELINES) if baselines is None else list(baselines)
   for b in baselines:
     if b not in BASELINES:
-      raise ValueError(f'unknown baseline {b!r}; expected some of {sorted(BASELINES)}')
+      raise UserInputError(f'unknown baseline {b!r}; expected some of {sorted(BASELINES)}')
   return baselines
 
 
@@ -492,7 +493,7 @@ def _common_rows(src: Features, tgt: Features):
   """Models present in both (by name); per side the rows of those models and their new labels."""
   common = [c for c in src.gm.class_names if c in set(tgt.gm.class_names)]
   if len(common) < 2:
-    raise ValueError(f'cross-dataset needs >= 2 models present in both {src.gm.name} and '
+    raise UserInputError(f'cross-dataset needs >= 2 models present in both {src.gm.name} and '
                      f'{tgt.gm.name}; common: {common}')
   idx = {c: i for i, c in enumerate(common)}
 

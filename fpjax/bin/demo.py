@@ -5,7 +5,8 @@ Builds or reuses OUT/zoo (quick preset on mnist5k) and the two Table 2 zoos, com
 their artifact stores OUT/artifacts/<zoo>/<space> (fpjax.compute_artifacts), prints the tables
 and writes OUT/report.md, OUT/tables.md, OUT/tables.json and OUT/figures/.
 """
-from absl import app
+import sys
+
 from absl import flags
 
 from fpjax import analysis
@@ -36,7 +37,6 @@ def main(argv):
   del argv
   fpjax_flags.initialize()
   analysis.quiet_library_logs()
-  from fpjax.bin.evaluate import baselines_flag  # pylint: disable=g-import-not-at-top
   cfg = None
   if _ATTRIBUTOR_EPOCHS.value or _PROBE_EPOCHS.value:
     cfg = {k: dict(v) for k, v in analysis.DEMO_CONFIG['cfg'].items()}
@@ -48,16 +48,20 @@ def main(argv):
       cfg['probe'] = dict(epochs=_PROBE_EPOCHS.value)
   steps = ({'sl': _ENCODER_STEPS.value, 'ssl': _ENCODER_STEPS.value}
            if _ENCODER_STEPS.value else None)
-  analysis.run_demo(_WORKDIR.value, preset=_PRESET.value, real=_REAL.value,
-                    cross_preset=_CROSS_PRESET.value, seeds=_SEEDS.value,
-                    cross_reals=('mnist5k_0to4', 'mnist5k_5to9') if _CROSS.value else (),
-                    spaces=_SPACES.value, baselines=baselines_flag(_BASELINES.value),
-                    classifiers=_CLASSIFIERS.value, cfg=cfg, cross_cfg=cfg,
-                    encoder_steps=steps)
+  try:
+    analysis.run_demo(
+        _WORKDIR.value, preset=_PRESET.value, real=_REAL.value, cross_preset=_CROSS_PRESET.value,
+        seeds=_SEEDS.value, cross_reals=('mnist5k_0to4', 'mnist5k_5to9') if _CROSS.value else (),
+        spaces=_SPACES.value, baselines=analysis.baselines_arg(_BASELINES.value),
+        classifiers=_CLASSIFIERS.value, cfg=cfg, cross_cfg=cfg, encoder_steps=steps,
+        artifact_kwargs=dict(on_bad_input=fpjax_flags.ON_BAD_INPUT.value))
+  except analysis.Preempted as e:  # an artifact job checkpointed after SIGTERM: rerun
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(143)
 
 
 def run():
-  app.run(main)
+  fpjax_flags.run(main)
 
 
 if __name__ == '__main__':

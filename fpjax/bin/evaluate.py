@@ -6,7 +6,8 @@ python -m fpjax.bin.evaluate --gm=DIR --workdir=OUT [--real=mnist5k] [--spaces=r
 The artifacts are read from OUT/artifacts/<gm>/<space>, the stores `compute_artifacts` writes;
 a missing store is computed first (a partial one resumed), with the artifact flags below.
 """
-from absl import app
+import sys
+
 from absl import flags
 
 from fpjax import analysis
@@ -40,13 +41,6 @@ _DEVICE_BANK_BYTES = flags.DEFINE_integer('device_bank_bytes', None,
 _NUM_THREADS = flags.DEFINE_integer('num_threads', 4, 'Image-decoding threads per process.')
 
 
-def baselines_flag(values):
-  """--baselines: ['all'] -> None (all nine), ['none'] -> [], else the names."""
-  if values == ['all']:
-    return None
-  return [] if values == ['none'] else values
-
-
 def main(argv):
   del argv
   fpjax_flags.initialize()
@@ -57,15 +51,20 @@ def main(argv):
     cfg = {'attributor': dict(epochs=e, milestones=(max(1, e * 8 // 15), max(1, e * 12 // 15)))}
   steps = ({'sl': _ENCODER_STEPS.value, 'ssl': _ENCODER_STEPS.value}
            if _ENCODER_STEPS.value else None)
-  analysis.evaluate(_GM.value, _REAL.value, _WORKDIR.value, spaces=_SPACES.value,
-                    seeds=_SEEDS.value, baselines=baselines_flag(_BASELINES.value),
-                    classifiers=_CLASSIFIERS.value, cross=[p.split(':', 1) for p in _CROSS.value],
-                    shots=_SHOTS.value, cfg=cfg, encoder_steps=steps,
-                    artifact_kwargs=dict(precision=_PRECISION.value,
-                                         batch_size=_BATCH_SIZE.value,
-                                         device_bank_bytes=_DEVICE_BANK_BYTES.value,
-                                         num_threads=_NUM_THREADS.value))
+  try:
+    analysis.evaluate(
+        _GM.value, _REAL.value, _WORKDIR.value, spaces=_SPACES.value, seeds=_SEEDS.value,
+        baselines=analysis.baselines_arg(_BASELINES.value), classifiers=_CLASSIFIERS.value,
+        cross=[p.split(':', 1) for p in _CROSS.value], shots=_SHOTS.value, cfg=cfg,
+        encoder_steps=steps,
+        artifact_kwargs=dict(precision=_PRECISION.value, batch_size=_BATCH_SIZE.value,
+                             device_bank_bytes=_DEVICE_BANK_BYTES.value,
+                             num_threads=_NUM_THREADS.value,
+                             on_bad_input=fpjax_flags.ON_BAD_INPUT.value))
+  except analysis.Preempted as e:  # an artifact job checkpointed after SIGTERM: rerun
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(143)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  fpjax_flags.run(main)
