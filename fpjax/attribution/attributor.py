@@ -8,6 +8,11 @@ a step schedule (x0.1 at each milestone epoch). The batch is sharded over the de
 Presets: 'paper' is the released script (widths 16/32/64, 3 blocks per stage, lr 0.1,
 wd 1e-4, 180 epochs, steps at 100/150, batch 36); 'quick' (default) is a 1-block ResNet
 trained 15 epochs, for CPUs. Any key can be overridden: ``Attributor(epochs=50)``.
+
+x may be a numpy array or a lazy array-like (len, shape, dtype, contiguous slices x[a:b]);
+it is never read whole: the scalar shift/scale come from one streamed float64 pass, training
+minibatches from a shuffle buffer of ``buffer_blocks`` x ``block_rows`` rows, and
+predictions / features a slice at a time (see fpjax.models.training).
 """
 from __future__ import annotations
 
@@ -35,10 +40,13 @@ class Attributor:
   ``arch``: 'auto' (ResNet for [N,H,W,C], MLP otherwise), 'resnet', 'cnn' (SmallCNN), 'mlp'.
   ``optimizer``: 'sgd' (momentum, weight decay, step schedule) or 'adam' (b1, b2; used by
   the Yu19 baseline). ``augment``: optional host function (numpy batch, rng) -> batch,
-  applied during training only (not saved).
+  applied during training only (not saved). ``block_rows`` / ``buffer_blocks``: the shuffle
+  buffer; ``per_dispatch``: steps per device dispatch (default by backend); none is saved.
   """
 
-  def __init__(self, preset: str = 'quick', *, mesh=None, augment=None, **overrides):
+  def __init__(self, preset: str = 'quick', *, mesh=None, augment=None,
+               block_rows: int = training.BLOCK_ROWS, buffer_blocks: int = training.BUFFER_BLOCKS,
+               per_dispatch: int | None = None, **overrides):
     if preset not in PRESETS:
       raise ValueError(f'unknown Attributor preset {preset!r}; expected one of {sorted(PRESETS)}')
     unknown = set(overrides) - set(PRESETS[preset])
@@ -47,6 +55,8 @@ class Attributor:
     self.config = dict(PRESETS[preset], **overrides, preset=preset)
     self.mesh = mesh
     self.augment = augment
+    self.block_rows, self.buffer_blocks = int(block_rows), int(buffer_blocks)
+    self.per_dispatch = per_dispatch
     self.model = None
     self.classes_ = None
     self.history_ = None
@@ -83,23 +93,30 @@ class Attributor:
     return optax.chain(optax.add_decayed_weights(cfg['weight_decay']),
                        optax.sgd(schedule, momentum=cfg['momentum']))
 
-  def _prepare(self, x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim < 2:
-      raise ValueError(f'Attributor: x must be [N, ...], got shape {x.shape}')
+  def _prepare(self, x):
+    x = training.as_rows(x)
+    if len(x.shape) < 2:
+      raise ValueError(f'Attributor: x must be [N, ...], got shape {tuple(x.shape)}')
     if self.model is not None and tuple(x.shape[1:]) != tuple(self.input_shape_):
       raise ValueError(f'Attributor was fit on per-sample shape {tuple(self.input_shape_)}, '
                        f'got {tuple(x.shape[1:])}')
     return x
 
+  def _normalized(self, x):
+    """(x - shift) / scale as a lazy float32 array-like."""
+    shift, scale = self.shift_, self.scale_
+    return training.MappedRows(x, lambda a: (a.astype(np.float32) - shift) / scale, x.shape)
+
   def fit(self, x_train, y_train, seed: int = 0) -> 'Attributor':
     x = self._prepare(x_train)
-    self.classes_, yi = training.check_training_data(x, y_train, 'Attributor')
+    self.classes_, yi = training.check_labels(y_train, x.shape[0], 'Attributor')
     self.input_shape_ = tuple(x.shape[1:])
     # One scalar shift/scale: artifacts are differences with a tiny range, and per-feature
-    # z-scores would amplify empty pixels; BatchNorm does the rest.
-    self.shift_ = np.float32(x.mean(dtype=np.float64))
-    self.scale_ = np.float32(max(float(x.std(dtype=np.float64)), 1e-8))
+    # z-scores would amplify empty pixels; BatchNorm does the rest. Float64, streamed.
+    shift, scale = training.streamed_moments(x, 'Attributor.fit x_train', per_feature=False,
+                                             block_rows=self.block_rows)
+    self.shift_ = np.float32(shift)
+    self.scale_ = np.float32(max(scale, 1e-8))
     self.arch_, self.kwargs_ = self._build(self.input_shape_, len(self.classes_), seed)
     self.model = resnet.build(self.arch_, seed=seed, **self.kwargs_)
     cfg = self.config
@@ -108,17 +125,19 @@ class Attributor:
       augment = lambda xb, rng: (np.asarray(self.augment(xb * self.scale_ + self.shift_, rng),
                                             np.float32) - self.shift_) / self.scale_
     self.history_ = training.fit_classifier(
-        self.model, (x - self.shift_) / self.scale_, yi.astype(np.int32), epochs=cfg['epochs'],
+        self.model, self._normalized(x), yi.astype(np.int32), epochs=cfg['epochs'],
         batch_size=cfg['batch_size'], mesh=self.mesh, seed=seed, make_tx=self._make_tx,
         val_fraction=cfg['val_fraction'], patience=cfg['patience'], augment=augment,
-        name='Attributor')
+        name='Attributor', block_rows=self.block_rows, buffer_blocks=self.buffer_blocks,
+        per_dispatch=self.per_dispatch)
     return self
 
   def _run(self, x, method='__call__') -> np.ndarray:
     if self.model is None:
       raise ValueError('Attributor: call fit (or Attributor.load) first')
-    x = (self._prepare(x) - self.shift_) / self.scale_
-    return training.predict_logits(self.model, x, batch_size=256, mesh=self.mesh, method=method)
+    return training.predict_logits(
+        self.model, self._normalized(self._prepare(x)), mesh=self.mesh, method=method,
+        batch_size=min(256, self.block_rows * self.buffer_blocks))
 
   def predict_proba(self, x) -> np.ndarray:
     return np.asarray(jax.nn.softmax(self._run(x), axis=-1))

@@ -5,6 +5,11 @@ Objective: mean cross-entropy + 0.5 * l2 * ||W||^2 (bias unpenalised), i.e. scik
 are sharded over the device mesh ('data'); the epoch with the lowest loss on a validation
 split taken from the training data is kept, and training stops after ``patience`` epochs
 without improvement.
+
+x may be a numpy array or a lazy array-like (len, shape, dtype, contiguous slices x[a:b]);
+it is never read whole: the z-score statistics come from one streamed float64 pass,
+training minibatches from a shuffle buffer of ``buffer_blocks`` x ``block_rows`` rows, and
+predictions a slice at a time (see fpjax.models.training).
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ class LinearProbe:
   val_fraction: float = 0.1
   patience: int = 20
   mesh: object = dataclasses.field(default=None, repr=False, compare=False)
+  block_rows: int = training.BLOCK_ROWS
+  buffer_blocks: int = training.BUFFER_BLOCKS
+  per_dispatch: int | None = dataclasses.field(default=None, repr=False, compare=False)
 
   def __post_init__(self):
     self.model = None
@@ -34,37 +42,45 @@ class LinearProbe:
     self.std_ = None
     self.history_ = None
 
-  def _prepare(self, x) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim < 2:
-      raise ValueError(f'LinearProbe: x must be [N, ...] with N samples, got shape {x.shape}')
-    return x.reshape(x.shape[0], -1).astype(np.float32)
+  def _prepare(self, x):
+    """x as a lazy [N, D] float32 array-like (flattened a slice at a time)."""
+    x = training.as_rows(x)
+    if len(x.shape) < 2:
+      raise ValueError(f'LinearProbe: x must be [N, ...] with N samples, got shape {tuple(x.shape)}')
+    d = int(np.prod(x.shape[1:]))
+    return training.MappedRows(x, lambda a: a.reshape(len(a), d).astype(np.float32),
+                               (x.shape[0], d))
 
-  def _standardize(self, x: np.ndarray) -> np.ndarray:
+  def _standardize(self, x):
     if x.shape[1] != self.mean_.shape[0]:
       raise ValueError(f'LinearProbe was fit on {self.mean_.shape[0]} features, got {x.shape[1]}')
-    return (x - self.mean_) / self.std_
+    mean, std = self.mean_, self.std_
+    return training.MappedRows(x, lambda a: (a - mean) / std, x.shape)
 
   def fit(self, x_train, y_train, seed: int = 0) -> 'LinearProbe':
     x = self._prepare(x_train)
-    self.classes_, yi = training.check_training_data(x, y_train, 'LinearProbe')
-    # Statistics in float64: float32 sums lose digits on large N.
-    self.mean_ = x.mean(0, dtype=np.float64).astype(np.float32)
-    std = x.std(0, dtype=np.float64)
+    self.classes_, yi = training.check_labels(y_train, x.shape[0], 'LinearProbe')
+    # Statistics in float64 over a streamed pass: float32 sums lose digits on large N.
+    mean, std = training.streamed_moments(x, 'LinearProbe.fit x_train', per_feature=True,
+                                          block_rows=self.block_rows)
+    self.mean_ = mean.astype(np.float32)
     self.std_ = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # constant features -> 0
     self.model = resnet.Linear(x.shape[1], len(self.classes_), rngs=resnet.nnx.Rngs(seed))
     self.history_ = training.fit_classifier(
         self.model, self._standardize(x), yi.astype(np.int32), epochs=self.epochs,
         batch_size=self.batch_size, mesh=self.mesh, seed=seed, l2=self.l2,
         val_fraction=self.val_fraction, patience=self.patience,
-        make_tx=lambda total, per_epoch: optax.adam(self.lr), name='LinearProbe')
+        make_tx=lambda total, per_epoch: optax.adam(self.lr), name='LinearProbe',
+        block_rows=self.block_rows, buffer_blocks=self.buffer_blocks,
+        per_dispatch=self.per_dispatch)
     return self
 
   def _logits(self, x) -> np.ndarray:
     if self.model is None:
       raise ValueError('LinearProbe: call fit (or LinearProbe.load) first')
     return training.predict_logits(self.model, self._standardize(self._prepare(x)),
-                                   batch_size=4096, mesh=self.mesh)
+                                   batch_size=min(4096, self.block_rows * self.buffer_blocks),
+                                   mesh=self.mesh)
 
   def predict_proba(self, x) -> np.ndarray:
     return np.asarray(jax.nn.softmax(self._logits(x), axis=-1))

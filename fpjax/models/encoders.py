@@ -169,7 +169,7 @@ def augment(key: jax.Array, x: jax.Array) -> jax.Array:
   return jnp.clip(x, 0.0, 1.0)
 
 
-def _train_ssl(backbone, x, *, steps, seed, batch_size, cfg, mesh):
+def _train_ssl(backbone, x, *, steps, seed, batch_size, cfg, mesh, per_dispatch=None):
   model = BarlowTwins(backbone, cfg['projector'], rngs=nnx.Rngs(seed + 1))
   tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, cfg['lr'], max(1, steps // 10), steps),
                    weight_decay=1e-4)
@@ -178,29 +178,32 @@ def _train_ssl(backbone, x, *, steps, seed, batch_size, cfg, mesh):
   opt_state = training.replicate(tx.init(params), mesh)
   lam = cfg['barlow_lambda']
 
-  def loss_fn(params, rest, xb, key):
+  def loss_fn(params, rest, xb, i, key):
     m = nnx.merge(graphdef, params, rest, copy=True)
-    k1, k2 = jax.random.split(key)
+    k1, k2 = jax.random.split(jax.random.fold_in(key, i))  # step i's views
     loss = barlow_twins_loss(m(augment(k1, xb)), m(augment(k2, xb)), lam)
     _, _, rest = nnx.split(m, nnx.Param, ...)
     return loss, rest
 
-  step = training.make_train_step(loss_fn, tx)
-
-  rng = np.random.default_rng(seed)
-  key = jax.random.key(seed)
   b = training.round_batch(batch_size, len(x), mesh)
-  losses = []
-  order = rng.permutation(len(x))
-  pos = 0
-  for i in range(steps):
-    if pos + b > len(x):
-      order, pos = rng.permutation(len(x)), 0
-    xb = training.shard_batch(x[order[pos:pos + b]], mesh)
-    pos += b
-    params, rest, opt_state, loss = step(params, rest, opt_state, xb, jax.random.fold_in(key, i))
-    losses.append(loss)
-  losses = np.asarray(jax.device_get(jnp.stack(losses)))
+  # A dispatch stacks at most ~65k images (the shuffle buffer of fit_classifier).
+  loop = training.StepLoop(
+      training.make_train_step(loss_fn, tx), mesh=mesh,
+      per_dispatch=min(training.steps_per_dispatch(per_dispatch),
+                       max(1, training.BLOCK_ROWS * training.BUFFER_BLOCKS // b)))
+  rng = np.random.default_rng(seed)
+
+  def batches():
+    order = rng.permutation(len(x))
+    pos = 0
+    for i in range(steps):
+      if pos + b > len(x):
+        order, pos = rng.permutation(len(x)), 0
+      yield x[order[pos:pos + b]], np.int32(i)
+      pos += b
+
+  (params, rest, _), losses = loop.run((params, rest, opt_state), batches(), jax.random.key(seed))
+  losses = np.asarray(jax.device_get(losses))
   if not np.all(np.isfinite(losses)):
     raise training.NonFiniteLossError(
         f'ssl encoder: Barlow Twins loss became non-finite at step {int(np.argmax(~np.isfinite(losses)))}')
@@ -209,7 +212,8 @@ def _train_ssl(backbone, x, *, steps, seed, batch_size, cfg, mesh):
 
 
 def train_encoder(kind: str, images, labels=None, *, steps: int | None = None, seed: int = 0,
-                  batch_size: int = 128, preset: str = 'quick', mesh=None) -> Encoder:
+                  batch_size: int = 128, preset: str = 'quick', mesh=None,
+                  per_dispatch: int | None = None) -> Encoder:
   """Trains an 'sl' (supervised, needs labels) or 'ssl' (Barlow Twins) encoder on real images.
 
   Args:
@@ -221,6 +225,9 @@ def train_encoder(kind: str, images, labels=None, *, steps: int | None = None, s
     batch_size: global batch, split over the mesh's devices.
     preset: 'quick' (default) or 'paper' (see PRESETS).
     mesh: optional device mesh; default all devices on one 'data' axis.
+    per_dispatch: optimizer steps per call from Python (default
+      training.steps_per_dispatch(): 1 on the CPU, a lax.scan of many on GPU/TPU); any value
+      gives the same encoder up to float rounding.
   """
   from fpjax.spaces import as_float_images
   if kind not in ('sl', 'ssl'):
@@ -251,11 +258,11 @@ def train_encoder(kind: str, images, labels=None, *, steps: int | None = None, s
         make_tx=lambda total, _: optax.adamw(
             optax.warmup_cosine_decay_schedule(0.0, cfg['lr'], max(1, total // 10), total),
             weight_decay=1e-4),
-        name='sl encoder')
+        name='sl encoder', per_dispatch=per_dispatch)
     final_loss = history['train_loss'][-1]
   else:
     backbone, losses = _train_ssl(backbone, x, steps=steps, seed=seed, batch_size=batch_size,
-                                  cfg=cfg, mesh=mesh)
+                                  cfg=cfg, mesh=mesh, per_dispatch=per_dispatch)
     final_loss = float(losses[-10:].mean())
   config = dict(kind=kind, name=kind, module='fpjax.models.resnet:ResNet', kwargs=kwargs,
                 method='features', image_shape=list(x.shape[1:]),

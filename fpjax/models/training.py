@@ -6,12 +6,23 @@ parameters are replicated; ``jax.jit`` then computes the global-batch loss and g
 inserts the all-reduce), so the same code runs on 1 CPU, 8 GPUs or a TPU slice, and gives the
 same result up to float summation order. Used by the linear probe, the attributor, the SL
 encoder and the CNN baselines.
+
+Steps per dispatch (:func:`steps_per_dispatch`, :class:`StepLoop`): on GPU and TPU a chunk of
+steps runs as one ``lax.scan`` over stacked batches (one dispatch from Python per chunk); on
+the CPU a Python loop over one jitted step is faster (XLA:CPU runs convolutions inside scan
+bodies slower; ``benchmarks/training_loops.py`` measures it). Both paths take the same batches
+and keys in the same order and agree to float rounding.
+
+Streaming inputs: ``x`` may be a numpy array or any array-like with ``__len__``, ``.shape``,
+``.dtype`` and contiguous slicing ``x[a:b] -> array`` (e.g. a lazy on-disk array). Nothing here
+reads x whole: checks and predictions go a slice at a time, and training minibatches come
+from a shuffle buffer (:func:`shuffled_minibatches`), so memory is bounded by the buffer, not N.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +31,98 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+# Shuffle buffer: blocks of BLOCK_ROWS contiguous rows, BUFFER_BLOCKS blocks per buffer
+# (65,536 rows read and shuffled together).
+BLOCK_ROWS = 4096
+BUFFER_BLOCKS = 16
+
+STEPS_PER_DISPATCH_ENV = 'FPJAX_STEPS_PER_DISPATCH'
+# Steps per dispatch on GPU/TPU: enough that the launch overhead (~tens of us per step plus a
+# host round trip) is amortised; a scan does not unroll, so compile time does not grow with it.
+ACCELERATOR_STEPS_PER_DISPATCH = 100
+
 
 class NonFiniteLossError(FloatingPointError):
   """Training loss became NaN or inf."""
+
+
+def steps_per_dispatch(override: int | None = None) -> int:
+  """How many training (or sampling) steps one call from Python runs on the device.
+
+  ``override`` wins, then the environment variable FPJAX_STEPS_PER_DISPATCH; otherwise 1 on
+  the CPU (a Python loop over one jitted step: faster on XLA:CPU, see
+  benchmarks/training_loops.py) and ACCELERATOR_STEPS_PER_DISPATCH on GPU and TPU.
+  """
+  if override is None:
+    env = os.environ.get(STEPS_PER_DISPATCH_ENV, '').strip()
+    if env:
+      try:
+        override = int(env)
+      except ValueError:
+        raise ValueError(f'{STEPS_PER_DISPATCH_ENV}={env!r}: expected a positive integer') from None
+  if override is not None:
+    if int(override) < 1:
+      raise ValueError(f'steps per dispatch must be >= 1, got {override}')
+    return int(override)
+  return 1 if jax.default_backend() == 'cpu' else ACCELERATOR_STEPS_PER_DISPATCH
+
+
+class StepLoop:
+  """Runs ``step(carry, batch, *consts) -> (carry, out)`` over a stream of batches.
+
+  ``run(carry, batches, *consts)`` takes the batches (pytrees of host arrays, one per step) in
+  order, ``per_dispatch`` at a time: with 1, each step is one call of the jitted step (the
+  CPU path); with S > 1, S batches are stacked and one jitted ``lax.scan`` runs them (the
+  GPU/TPU path; a shorter last group is scanned too, so at most a few lengths compile). The
+  carry is donated. With a mesh, batch leaves are split over all its axes along their batch
+  dimension (scalars such as step indices are replicated). Returns (carry, outs stacked
+  over the steps, on the device).
+  """
+
+  def __init__(self, step: Callable, *, per_dispatch: int | None = None, mesh=None):
+    self.per_dispatch = steps_per_dispatch(per_dispatch)
+    self.mesh = mesh
+    self._one = jax.jit(step, donate_argnums=0)
+
+    def many(carry, batches, *consts):
+      return jax.lax.scan(lambda c, b: step(c, b, *consts), carry, batches)
+    self._many = jax.jit(many, donate_argnums=0)
+
+  def _put(self, tree, stacked: bool):
+    axis = 1 if stacked else 0
+    if self.mesh is None:
+      return jax.tree.map(jnp.asarray, tree)
+
+    def put(a):
+      a = np.asarray(a)
+      spec = P(*([None] * axis), tuple(self.mesh.axis_names)) if a.ndim > axis else P()
+      return jax.device_put(a, NamedSharding(self.mesh, spec))
+    return jax.tree.map(put, tree)
+
+  def run(self, carry, batches: Iterable, *consts):
+    outs = []
+    group = []
+
+    def flush(carry):
+      if len(group) == 1:
+        carry, out = self._one(carry, self._put(group[0], False), *consts)
+        outs.append(jax.tree.map(lambda o: o[None], out))
+      else:
+        stacked = jax.tree.map(lambda *a: np.stack(a), *group)
+        carry, out = self._many(carry, self._put(stacked, True), *consts)
+        outs.append(out)
+      group.clear()
+      return carry
+
+    for b in batches:
+      group.append(b)
+      if len(group) == self.per_dispatch:
+        carry = flush(carry)
+    if group:
+      carry = flush(carry)
+    if not outs:
+      return carry, None
+    return carry, jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
 
 
 def default_mesh(mesh: jax.sharding.Mesh | None = None) -> jax.sharding.Mesh:
@@ -60,38 +160,185 @@ def round_batch(batch_size: int, n: int, mesh) -> int:
   return b
 
 
-def apply_batched(fn: Callable[[jax.Array], jax.Array], x: np.ndarray, *, batch_size: int,
-                  mesh) -> np.ndarray:
-  """Runs a jitted ``fn`` over x in fixed-size, zero-padded batches (one compilation, bounded memory)."""
-  n = x.shape[0]
+# ---------------------------------------------------------------------------------------
+# Streaming over array-likes: contiguous slices only, never the whole array.
+
+
+def as_rows(x):
+  """x itself if it is array-like enough to stream (len, shape, dtype, slicing), else np.asarray(x)."""
+  if all(hasattr(x, a) for a in ('__len__', 'shape', 'dtype', '__getitem__')):
+    return x
+  return np.asarray(x)
+
+
+class MappedRows:
+  """The array-like ``fn(x[a:b])`` of an array-like x, computed one slice at a time.
+
+  Used to reshape, cast and standardise inputs lazily: ``fn`` maps a numpy block of x's rows
+  to a block of the same number of rows of shape ``shape[1:]``.
+  """
+
+  def __init__(self, x, fn: Callable[[np.ndarray], np.ndarray], shape, dtype=np.float32):
+    self.x, self.fn = x, fn
+    self.shape = (int(x.shape[0]),) + tuple(int(s) for s in shape[1:])
+    self.dtype = np.dtype(dtype)
+
+  def __len__(self):
+    return self.shape[0]
+
+  def __getitem__(self, s):
+    if not isinstance(s, slice) or s.step not in (None, 1):
+      raise TypeError(f'MappedRows supports contiguous slices x[a:b] only, got {s!r}')
+    return np.asarray(self.fn(np.asarray(self.x[s])), self.dtype)
+
+
+def iter_slices(x, block_rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+  """(start, x[start:start+block_rows] as numpy) over x, in order."""
+  for a in range(0, int(x.shape[0]), int(block_rows)):
+    yield a, np.asarray(x[a:a + int(block_rows)])
+
+
+def _rows_ok(chunk: np.ndarray) -> np.ndarray:
+  return np.isfinite(chunk.reshape(chunk.shape[0], -1)).all(axis=1)
+
+
+def check_finite(x, what: str, block_rows: int = BLOCK_ROWS) -> None:
+  """Raises ValueError naming the first row with NaN or inf (a streamed pass over x)."""
+  for a, chunk in iter_slices(x, block_rows):
+    ok = _rows_ok(chunk)
+    if not ok.all():
+      raise ValueError(f'{what}: row {a + int(np.argmin(ok))} contains NaN or inf')
+
+
+def streamed_moments(x, what: str, *, per_feature: bool, block_rows: int = BLOCK_ROWS):
+  """Mean and standard deviation (ddof 0) of x in float64, in one streamed pass over slices.
+
+  per_feature: over rows, one value per feature of x.reshape(N, -1); otherwise one scalar
+  over all elements. Slices are merged with Chan et al.'s pairwise update (no
+  sum-of-squares cancellation). Raises ValueError naming the first row with NaN or inf.
+  """
+  count, mean, m2 = 0, 0.0, 0.0
+  for a, chunk in iter_slices(x, block_rows):
+    ok = _rows_ok(chunk)
+    if not ok.all():
+      raise ValueError(f'{what}: row {a + int(np.argmin(ok))} contains NaN or inf')
+    c = chunk.reshape(chunk.shape[0], -1).astype(np.float64)
+    if not per_feature:
+      c = c.reshape(-1, 1)
+    nc = c.shape[0]
+    mc = c.mean(0)
+    m2c = np.square(c - mc).sum(0)
+    delta = mc - mean
+    total = count + nc
+    mean = mean + delta * (nc / total)
+    m2 = m2 + m2c + np.square(delta) * (count * nc / total)
+    count = total
+  if count == 0:
+    raise ValueError(f'{what}: got 0 rows')
+  mean, std = np.asarray(mean), np.sqrt(np.asarray(m2) / count)
+  return (mean, std) if per_feature else (float(mean[0]), float(std[0]))
+
+
+def shuffled_minibatches(x, rows: np.ndarray, batch_size: int, rng: np.random.Generator, *,
+                         block_rows: int = BLOCK_ROWS, buffer_blocks: int = BUFFER_BLOCKS,
+                         ) -> Iterator[np.ndarray]:
+  """One epoch of minibatches (as row indices into x, with the rows) through a shuffle buffer.
+
+  The rows 0..N-1 of x are cut into contiguous blocks of ``block_rows``; the blocks are
+  visited in a random order, ``buffer_blocks`` at a time (adjacent chosen blocks read in one
+  slice); of each buffer the rows listed in ``rows`` are shuffled and cut into minibatches of
+  ``batch_size``; the rows left over (< batch_size) join the next buffer. So every listed row
+  is used at most once per epoch, floor(len(rows) / batch_size) minibatches are yielded, and
+  when N <= block_rows * buffer_blocks it is one full shuffle of the rows. Memory: one buffer.
+  Yields (row indices [b], x rows [b, ...]).
+  """
+  n = int(x.shape[0])
+  block_rows = int(block_rows)
+  wanted = np.zeros(n, bool)
+  wanted[rows] = True
+  nblocks = -(-n // block_rows)
+  order = rng.permutation(nblocks)
+  held_idx = np.zeros(0, np.int64)
+  held_x = None
+  for g in range(0, nblocks, int(buffer_blocks)):
+    chosen = np.sort(order[g:g + int(buffer_blocks)])
+    parts_idx, parts_x = [held_idx], ([held_x] if held_x is not None else [])
+    i = 0
+    while i < len(chosen):  # one read per run of adjacent blocks
+      j = i
+      while j + 1 < len(chosen) and chosen[j + 1] == chosen[j] + 1:
+        j += 1
+      a, b = int(chosen[i]) * block_rows, min(n, (int(chosen[j]) + 1) * block_rows)
+      sel = np.flatnonzero(wanted[a:b])
+      if len(sel):
+        chunk = np.asarray(x[a:b])
+        parts_x.append(chunk if len(sel) == b - a else chunk[sel])
+        parts_idx.append(a + sel)
+      i = j + 1
+    if len(parts_x) == 0:
+      continue
+    buf_idx = np.concatenate(parts_idx)
+    buf_x = np.concatenate(parts_x)
+    perm = rng.permutation(len(buf_idx))
+    full = len(perm) // batch_size
+    for k in range(full):
+      p = perm[k * batch_size:(k + 1) * batch_size]
+      yield buf_idx[p], buf_x[p]
+    rest = perm[full * batch_size:]
+    held_idx, held_x = buf_idx[rest], buf_x[rest]
+
+
+def _selected_chunks(x, rows: np.ndarray | None, read_rows: int) -> Iterator[np.ndarray]:
+  """x in slices of read_rows (with ``rows``, sorted indices: only those rows, in order)."""
+  if rows is None:
+    for _, chunk in iter_slices(x, read_rows):
+      yield chunk
+    return
+  rows = np.asarray(rows)
+  for a, chunk in iter_slices(x, read_rows):
+    lo, hi = np.searchsorted(rows, [a, a + len(chunk)])
+    if hi > lo:
+      yield chunk[rows[lo:hi] - a]
+
+
+def apply_batched(fn: Callable[[jax.Array], jax.Array], x, *, batch_size: int, mesh,
+                  rows: np.ndarray | None = None, block_rows: int | None = None) -> np.ndarray:
+  """Runs a jitted ``fn`` over x in fixed-size, zero-padded batches (one compilation, bounded memory).
+
+  x: array-like, read in slices of ``block_rows`` (default: the batch size); with ``rows``
+  (sorted indices), only those rows.
+  """
+  n = int(x.shape[0]) if rows is None else len(rows)
   b = round_batch(batch_size, n, mesh)
   b = -(-min(b, max(n, 1)) // data_size(mesh)) * data_size(mesh)
   outs = []
-  for start in range(0, n, b):
-    chunk = np.asarray(x[start:start + b])
+  pending, held = [], 0
+
+  def run(chunk):
     pad = b - chunk.shape[0]
     if pad:
       chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-    out = np.asarray(fn(shard_batch(chunk, mesh)))
-    outs.append(out[:b - pad])
+    outs.append(np.asarray(fn(shard_batch(chunk, mesh)))[:b - pad])
+
+  for chunk in _selected_chunks(x, rows, block_rows or b):
+    pending.append(chunk)
+    held += len(chunk)
+    while held >= b:
+      cat = np.concatenate(pending)
+      run(cat[:b])
+      pending, held = [cat[b:]], held - b
+  if held:
+    run(np.concatenate(pending))
   if not outs:
     raise ValueError('apply_batched: got 0 inputs')
   return np.concatenate(outs)
 
 
-def check_finite(x: np.ndarray, what: str) -> None:
-  if not np.all(np.isfinite(x)):
-    row_ok = np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
-    bad = int(np.argmin(row_ok))
-    raise ValueError(f'{what}: row {bad} contains NaN or inf')
-
-
-def check_training_data(x: np.ndarray, y_train, name: str) -> tuple[np.ndarray, np.ndarray]:
-  """Validates a classifier's training set; returns (classes, integer labels)."""
-  check_finite(x, f'{name}.fit x_train')
+def check_labels(y_train, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """Validates a classifier's labels; returns (classes, integer labels)."""
   y = np.asarray(y_train)
-  if y.shape != (x.shape[0],):
-    raise ValueError(f'{name}.fit: y_train must have shape [{x.shape[0]}], got {y.shape}')
+  if y.shape != (n,):
+    raise ValueError(f'{name}.fit: y_train must have shape [{n}], got {y.shape}')
   classes, yi = np.unique(y, return_inverse=True)
   if len(classes) < 2:
     raise ValueError(f'{name}.fit: need at least 2 classes')
@@ -108,40 +355,47 @@ def _kernel_l2(params) -> jax.Array:
 
 
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation) -> Callable:
-  """One jitted optax step on split nnx state.
+  """One optax step on split nnx state, in StepLoop's form (not jitted: StepLoop jits it).
 
-  loss_fn(params, rest, *batch) -> (loss, new_rest); the step returns
-  (params, rest, opt_state, loss).
+  loss_fn(params, rest, *batch, *consts) -> (loss, new_rest); the step is
+  step((params, rest, opt_state), batch, *consts) -> ((params, rest, opt_state), loss).
   """
-  @jax.jit
-  def step(params, rest, opt_state, *batch):
-    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, *batch)
+  def step(carry, batch, *consts):
+    params, rest, opt_state = carry
+    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, *batch, *consts)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), rest, opt_state, loss
+    return (optax.apply_updates(params, updates), rest, opt_state), loss
   return step
 
 
-def fit_classifier(model: nnx.Module, x: np.ndarray, y: np.ndarray, *,
+def fit_classifier(model: nnx.Module, x, y: np.ndarray, *,
                    make_tx: Callable[[int, int], optax.GradientTransformation],
                    epochs: int | None = None, steps: int | None = None, batch_size: int = 64,
                    mesh=None, seed: int = 0, l2: float = 0.0, val_fraction: float = 0.0,
                    patience: int | None = None,
                    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-                   name: str = 'classifier') -> dict:
+                   name: str = 'classifier', block_rows: int = BLOCK_ROWS,
+                   buffer_blocks: int = BUFFER_BLOCKS,
+                   per_dispatch: int | None = None) -> dict:
   """Trains ``model`` in place with cross-entropy (+ 0.5*l2*||W||^2); returns the history.
 
+  x: numpy array or array-like (len, shape, dtype, contiguous slices), never read whole;
+  minibatches come from a shuffle buffer of ``buffer_blocks`` blocks of ``block_rows`` rows
+  (:func:`shuffled_minibatches`), validation logits a slice at a time. y stays in memory.
   make_tx(total_steps, steps_per_epoch) builds the optax optimizer, so schedules can be
   written in epochs. With ``val_fraction`` > 0 a stratified validation split is taken from
   x (seeded) and the parameters of the epoch with the lowest validation loss are kept;
   ``patience`` epochs without improvement stop training early. ``augment`` runs on the
-  host on each numpy batch (e.g. Pillow JPEG round trips).
+  host on each numpy batch (e.g. Pillow JPEG round trips). ``per_dispatch``: steps per
+  device dispatch (:func:`steps_per_dispatch`); within an epoch and at most one buffer's
+  worth of minibatches at a time.
   """
   mesh = default_mesh(mesh)
-  x = np.asarray(x)
+  x = as_rows(x)
   y = np.asarray(y, dtype=np.int32)
   if x.shape[0] != y.shape[0]:
     raise ValueError(f'{name}: {x.shape[0]} inputs but {y.shape[0]} labels')
-  check_finite(x, f'{name}.fit inputs')
+  check_finite(x, f'{name}.fit inputs', block_rows)
   rng = np.random.default_rng(seed)
   train_idx, val_idx = stratified_split(y, val_fraction, rng)
   b = round_batch(batch_size, len(train_idx), mesh)
@@ -166,11 +420,22 @@ def fit_classifier(model: nnx.Module, x: np.ndarray, y: np.ndarray, *,
     loss = ce + 0.5 * l2 * _kernel_l2(params) if l2 else ce
     return loss, new_rest
 
-  train_step = make_train_step(loss_fn, tx)
+  # A dispatch stacks at most one buffer of minibatches, so memory stays bounded by the buffer.
+  buffer_rows = int(block_rows) * int(buffer_blocks)
+  loop = StepLoop(make_train_step(loss_fn, tx), mesh=mesh,
+                  per_dispatch=min(steps_per_dispatch(per_dispatch), max(1, buffer_rows // b)))
 
   @jax.jit
   def eval_logits(params, rest, xb):
     return nnx.merge(graphdef, params, rest)(xb, train=False)
+
+  def epoch_batches(limit):
+    batches = shuffled_minibatches(x, train_idx, b, rng, block_rows=block_rows,
+                                   buffer_blocks=buffer_blocks)
+    for _, (idx, xb) in zip(range(limit), batches):
+      if augment is not None:
+        xb = augment(xb, rng)
+      yield np.asarray(xb, np.float32), y[idx]
 
   history = {'train_loss': [], 'val_loss': [], 'val_accuracy': [], 'best_epoch': None,
              'steps': 0}
@@ -178,22 +443,12 @@ def fit_classifier(model: nnx.Module, x: np.ndarray, y: np.ndarray, *,
   since_best = 0
   step = 0
   epoch = 0
+  carry = (params, rest, opt_state)
   while step < total_steps:
-    order = rng.permutation(train_idx)
-    losses = []
-    for i in range(steps_per_epoch):
-      if step >= total_steps:
-        break
-      idx = order[i * b:(i + 1) * b]
-      xb = x[idx]
-      if augment is not None:
-        xb = augment(xb, rng)
-      params, rest, opt_state, loss = train_step(
-          params, rest, opt_state, shard_batch(np.asarray(xb, np.float32), mesh),
-          shard_batch(y[idx], mesh))
-      losses.append(loss)
-      step += 1
-    losses = np.asarray(jax.device_get(jnp.stack(losses)))
+    limit = min(steps_per_epoch, total_steps - step)
+    carry, losses = loop.run(carry, epoch_batches(limit))
+    losses = np.asarray(jax.device_get(losses))
+    step += len(losses)
     if not np.all(np.isfinite(losses)):
       bad = step - len(losses) + int(np.argmax(~np.isfinite(losses)))
       raise NonFiniteLossError(
@@ -201,8 +456,9 @@ def fit_classifier(model: nnx.Module, x: np.ndarray, y: np.ndarray, *,
           f'(epoch {epoch}); lower the learning rate or check the inputs')
     history['train_loss'].append(float(losses.mean()))
     if len(val_idx):
-      logits = apply_batched(lambda xb: eval_logits(params, rest, xb), x[val_idx],
-                             batch_size=max(b, 256), mesh=mesh)
+      params, rest, _ = carry
+      logits = apply_batched(lambda xb: eval_logits(params, rest, xb), x, rows=val_idx,
+                             batch_size=max(b, 256), mesh=mesh, block_rows=block_rows)
       logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))
       vloss = float(-np.mean(np.take_along_axis(np.asarray(logp), y[val_idx, None], 1)))
       history['val_loss'].append(vloss)
@@ -217,6 +473,7 @@ def fit_classifier(model: nnx.Module, x: np.ndarray, y: np.ndarray, *,
           break
     epoch += 1
   history['steps'] = step
+  params, rest, _ = carry
   if best[1] is not None:
     params, rest = best[1]
   nnx.update(model, jax.device_get(params), jax.device_get(rest))
@@ -243,9 +500,12 @@ def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):
   return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
 
 
-def predict_logits(model: nnx.Module, x: np.ndarray, *, batch_size: int = 256, mesh=None,
+def predict_logits(model: nnx.Module, x, *, batch_size: int = 256, mesh=None,
                    method: str = '__call__') -> np.ndarray:
-  """Inference-mode outputs (logits, or ``method='features'``) in padded, sharded batches."""
+  """Inference-mode outputs (logits, or ``method='features'``) in padded, sharded batches.
+
+  x: numpy array or array-like, read ``batch_size`` rows at a time (cast to float32 per slice).
+  """
   mesh = default_mesh(mesh)
   graphdef, state = nnx.split(model)
   state = replicate(state, mesh)
@@ -255,8 +515,9 @@ def predict_logits(model: nnx.Module, x: np.ndarray, *, batch_size: int = 256, m
     m = nnx.merge(graphdef, state)
     return getattr(m, method)(xb, train=False) if method != '__call__' else m(xb, train=False)
 
-  return apply_batched(lambda xb: f(state, xb), np.asarray(x, np.float32), batch_size=batch_size,
-                       mesh=mesh)
+  x = as_rows(x)
+  x = MappedRows(x, lambda a: a.astype(np.float32, copy=False), x.shape)
+  return apply_batched(lambda xb: f(state, xb), x, batch_size=batch_size, mesh=mesh)
 
 
 # ---------------------------------------------------------------------------------------

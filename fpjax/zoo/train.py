@@ -1,9 +1,13 @@
 """Training (optax, orbax checkpoints with resume) and seeded sampling for every zoo family.
 
 Training is a pure function of (recipe, preset, real images, seed): the minibatch and noise of
-step s come from `fold_in(key, s)`, so a run interrupted and resumed from the latest orbax
-checkpoint reaches bit-identical weights and losses. Steps run `preset.chunk` at a time inside
-one jitted `lax.scan` (no per-step Python overhead), with a checkpoint after every chunk.
+step s come from `fold_in(key, s)` (the batch is drawn on the device), so a run interrupted and
+resumed from the latest orbax checkpoint reaches bit-identical weights and losses. A checkpoint
+is written after every `preset.chunk` steps. Within a chunk, steps run
+`training.steps_per_dispatch()` per call from Python: one jitted `lax.scan` over that many
+steps on GPU/TPU, a Python loop over one jitted step on the CPU (where it is faster; see
+benchmarks/training_loops.py). Both give the same weights up to float rounding. Sampling
+follows the same rule: a DDPM/DDIM sampler's denoising steps are one scan on GPU/TPU.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from fpjax.models import training
 from fpjax.zoo import models
 from fpjax.zoo.recipes import Preset, Recipe
 
@@ -190,9 +195,19 @@ def _checkpoint_manager(directory: str) -> ocp.CheckpointManager:
       options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False))
 
 
+def _train_loop(step: Callable, per_dispatch: int | None) -> training.StepLoop:
+  """StepLoop over step indices i: step s of training uses fold_in(key, s) (drawn on device)."""
+  return training.StepLoop(lambda state, i, key, data: step(state, jax.random.fold_in(key, i), data),
+                           per_dispatch=per_dispatch)
+
+
 def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ckpt_dir: str,
-          progress: Callable[[int], None] | None = None) -> tuple[dict, int, float]:
+          progress: Callable[[int], None] | None = None,
+          per_dispatch: int | None = None) -> tuple[dict, int, float]:
   """Trains (or resumes) one recipe; returns (modules, steps, final_loss).
+
+  per_dispatch: steps per call from Python (default training.steps_per_dispatch(): 1 on the
+  CPU, a scan of many on GPU/TPU); any value gives the same result up to float rounding.
 
   final_loss is the mean over the last chunk of the family's objective (GANs: generator loss;
   VAEs: negative beta-ELBO in nats per image; flows: bits per dimension; DDPM: eps MSE).
@@ -228,17 +243,12 @@ def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ck
     start, chunk_losses = int(restored['meta']['step']), list(restored['meta']['chunk_losses'])
     logging.info('zoo: %s resumes from step %d', recipe.training_name, start)
 
-  # A Python loop over one jitted step: XLA:CPU runs convolutions inside lax.scan/while bodies
-  # about 4x slower than at top level (measured), and compile time of an unrolled chunk explodes.
-  step = jax.jit(make_step(recipe, preset, gdefs, txs), donate_argnums=0)
+  loop = _train_loop(make_step(recipe, preset, gdefs, txs), per_dispatch)
   key = jax.random.key(seed)
   data = jnp.asarray(real_images, jnp.float32) / 255.0
   for s in range(start, total, chunk):
-    losses = []
-    for i in range(s, s + chunk):
-      state, l = step(state, jax.random.fold_in(key, i), data)
-      losses.append(l)
-    loss = np.mean(np.stack([np.asarray(l) for l in losses]), axis=0)
+    state, losses = loop.run(state, (np.int32(i) for i in range(s, s + chunk)), key, data)
+    loss = np.mean(np.asarray(losses), axis=0)
     if not np.all(np.isfinite(loss)):
       raise FloatingPointError(f'zoo: {recipe.training_name} has non-finite loss {loss} at step '
                                f'{s + chunk}.')
@@ -286,49 +296,69 @@ def _sample_fn(recipe: Recipe, preset: Preset, modules: dict):
       return nnx.merge(gdef, p, r).sample01(key, n, recipe.temperature)
     return fn
 
-  gdef, p, r = _split(modules['unet'])
+  raise ValueError(f'recipe {recipe.name}: the {recipe.family} family samples with _ddpm_sampler.')
+
+
+def _ddpm_sampler(recipe: Recipe, preset: Preset):
+  """(init, step, num_steps) of the respaced ancestral (DDPM) or DDIM (eta = 0) sampler.
+
+  init(key, n, shape) -> (x_T, noise key); step(x, j, noise_key, params, rest) -> (x, None)
+  is denoising step j (from t = T-1 down); StepLoop runs the steps, one scan on GPU/TPU.
+  """
   T = preset.diffusion_timesteps
   k = preset.ancestral_steps if recipe.sampler == 'ancestral' else preset.ddim_steps
   seq = jnp.asarray(np.round(np.linspace(0, T - 1, k)).astype(np.int32))
   ab = ddpm_schedule(T)[seq]
   ab_prev = jnp.concatenate([jnp.ones(1), ab[:-1]])
 
-  def fn(key, n, image_shape):
-    unet = nnx.merge(gdef, p, r)
-    shape = (n,) + tuple(image_shape)
+  def init(key, n, shape):
     k0, key = jax.random.split(key)
-    x = jax.random.normal(k0, shape)
+    return jax.random.normal(k0, (n,) + tuple(shape)), key
 
-    def body(x, j):
-      i = k - 1 - j
-      a, a_prev = ab[i], ab_prev[i]
-      eps = unet(x, jnp.full((n,), seq[i]), train=False)
-      x0 = jnp.clip((x - jnp.sqrt(1 - a) * eps) / jnp.sqrt(a), -1, 1)
-      if recipe.sampler == 'ddim':  # eta = 0: deterministic given x_T
-        eps = (x - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)
-        return jnp.sqrt(a_prev) * x0 + jnp.sqrt(1 - a_prev) * eps, None
-      beta = 1 - a / a_prev  # respaced ancestral step: sample q(x_prev | x_t, x0)
-      mean = ((jnp.sqrt(a_prev) * beta / (1 - a)) * x0
-              + (jnp.sqrt(1 - beta) * (1 - a_prev) / (1 - a)) * x)
-      var = beta * (1 - a_prev) / (1 - a)
-      noise = jax.random.normal(jax.random.fold_in(key, i), shape)
-      return mean + jnp.where(i > 0, jnp.sqrt(var), 0.0) * noise, None
-
-    x, _ = jax.lax.scan(body, x, jnp.arange(k))
-    return (x + 1) / 2
-  return fn
+  def step(x, j, key, gdef, p, r):
+    unet = nnx.merge(gdef, p, r)
+    n = x.shape[0]
+    i = k - 1 - j
+    a, a_prev = ab[i], ab_prev[i]
+    eps = unet(x, jnp.full((n,), seq[i]), train=False)
+    x0 = jnp.clip((x - jnp.sqrt(1 - a) * eps) / jnp.sqrt(a), -1, 1)
+    if recipe.sampler == 'ddim':  # eta = 0: deterministic given x_T
+      eps = (x - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)
+      return jnp.sqrt(a_prev) * x0 + jnp.sqrt(1 - a_prev) * eps, None
+    beta = 1 - a / a_prev  # respaced ancestral step: sample q(x_prev | x_t, x0)
+    mean = ((jnp.sqrt(a_prev) * beta / (1 - a)) * x0
+            + (jnp.sqrt(1 - beta) * (1 - a_prev) / (1 - a)) * x)
+    var = beta * (1 - a_prev) / (1 - a)
+    noise = jax.random.normal(jax.random.fold_in(key, i), x.shape)
+    return mean + jnp.where(i > 0, jnp.sqrt(var), 0.0) * noise, None
+  return init, step, k
 
 
 def sample(recipe: Recipe, preset: Preset, modules: dict, num_samples: int, seed: int,
-           image_shape, batch_size: int = 100) -> np.ndarray:
-  """Draws num_samples images (uint8 [N,H,W,C]); batch b uses fold_in(key(seed), b)."""
-  fn = _sample_fn(recipe, preset, modules)
-  jfn = jax.jit(functools.partial(fn, image_shape=tuple(image_shape)), static_argnums=1)
+           image_shape, batch_size: int = 100, per_dispatch: int | None = None) -> np.ndarray:
+  """Draws num_samples images (uint8 [N,H,W,C]); batch b uses fold_in(key(seed), b).
+
+  per_dispatch: denoising steps per call from Python for DDPM/DDIM (as in train).
+  """
   key = jax.random.key(seed)
+  batches = [(b, min(batch_size, num_samples - start))
+             for b, start in enumerate(range(0, num_samples, batch_size))]
   out = []
-  for b, start in enumerate(range(0, num_samples, batch_size)):
-    n = min(batch_size, num_samples - start)
-    out.append(np.asarray(jfn(jax.random.fold_in(key, b), n)))
+  if recipe.family == 'diffusion':
+    init, step, k = _ddpm_sampler(recipe, preset)
+    gdef, p, r = _split(modules['unet'])
+    jinit = jax.jit(init, static_argnums=(1, 2))
+    loop = training.StepLoop(lambda x, j, key, p, r: step(x, j, key, gdef, p, r),
+                             per_dispatch=per_dispatch)
+    for b, n in batches:
+      x, knoise = jinit(jax.random.fold_in(key, b), n, tuple(image_shape))
+      x, _ = loop.run(x, (np.int32(j) for j in range(k)), knoise, p, r)
+      out.append(np.asarray((x + 1) / 2))
+  else:
+    fn = _sample_fn(recipe, preset, modules)
+    jfn = jax.jit(functools.partial(fn, image_shape=tuple(image_shape)), static_argnums=1)
+    for b, n in batches:
+      out.append(np.asarray(jfn(jax.random.fold_in(key, b), n)))
   x = np.concatenate(out)
   if not np.all(np.isfinite(x)):
     raise FloatingPointError(f'zoo: {recipe.name} produced non-finite samples.')
