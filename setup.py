@@ -15,6 +15,7 @@ setuptools.setup(
         "flax>=0.12",
         "optax>=0.2.5",
         "orbax-checkpoint>=0.11",
+        "tensorstore>=0.1.60",  # the artifact store's zarr arrays (also pulled in by orbax)
         "numpy>=1.26",
         "absl-py>=2.1",
         "tensorflow-datasets>=4.9.7",

@@ -204,9 +204,6 @@ def _restore(job: _Job, meta: dict | None) -> _RunState:
   run = _RunState()
   if meta is None:
     return run
-  if meta["config"] != job.config:
-    raise UserInputError(f"{job.workdir}: checkpoint was made with another configuration "
-                         f"({meta['config']}); use another --workdir.")
   try:
     job.pipe.set_state(dict(meta["pipeline"], next_batch=meta["batches_done"]))
   except ValueError as e:
@@ -337,16 +334,6 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   space_arg = resolve_space(space, encoder)
   bad = BadInputs(workdir, on_bad_input, prefix="compute_artifacts")
   complete = artifact_io.is_complete(workdir)
-  manager = None if complete else ocp.CheckpointManager(
-      os.path.join(workdir, "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
-  meta = None if complete else _checkpoint_meta(manager)
-  if chief and not complete:
-    # Keep the bad files of committed rows; the rest (and the listings) will be found again.
-    committed = meta["batches_done"] * meta["pipeline"]["batch_size"] if meta else 0
-    bad.keep_only(lambda e: e.get("stage") == "decode" and e.get("row", committed) < committed)
-  _barrier("compute_artifacts bad-input list")
-
   # Every process reads the bank and lists the folder; process 0 alone reports and records the
   # files they skip (none again for a finished run).
   quiet = BadInputs(workdir, on_bad_input, write=False, echo=False)
@@ -367,6 +354,19 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
     logging.info("compute_artifacts: %s is already complete; nothing to do.", workdir)
     return dict(artifact_io.load_json(os.path.join(workdir, "fingerprint", "summary.json")),
                 workdir=workdir)
+  manager = ocp.CheckpointManager(
+      os.path.join(workdir, "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
+  meta = _checkpoint_meta(manager)
+  if meta is not None and meta["config"] != config:
+    raise UserInputError(f"{workdir}: checkpoint was made with another configuration "
+                         f"({meta['config']}); use another --workdir.")
+  if chief:
+    # The list keeps the bad files of committed rows and what this run found so far (the
+    # listings); the rest the batches to come find again.
+    committed = meta["batches_done"] * meta["pipeline"]["batch_size"] if meta else 0
+    bad.keep_only(lambda e: e in bad.found or (e.get("stage") == "decode"
+                                                and e.get("row", committed) < committed))
 
   t0 = time.perf_counter()
   logging.info("compute_artifacts: process %d of %d, %d of %d devices", jax.process_index(),
@@ -379,12 +379,11 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   n_dev = jax.device_count()
   batch = -(-batch_size // n_dev) * n_dev
   pipe = data.make_pipeline(source, batch_size=batch, drop_remainder=False, prefetch=prefetch,
-                            num_threads=num_threads,
-                            mesh=jax.make_mesh((n_dev,), (parallel.DATA,)))
+                            num_threads=num_threads)
   if meta is None and chief:
     artifact_io.ArtifactWriter.create(workdir, len(source), pipe.local_batch_size,
                                       manifold.embedding_shape, k)
-  _barrier("compute_artifacts store created")
+  _barrier("compute_artifacts store created")  # and the bad-input list trimmed
   job = _Job(workdir, config, source, manifold, pipe, artifact_io.ArtifactWriter.open(workdir),
              manager, bad, other_bad)
   run = _restore(job, meta)

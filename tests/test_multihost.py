@@ -5,6 +5,7 @@ Each process writes its own chunks of the artifact store; the joined store must 
 store of a one-process run.
 """
 import json
+import shutil
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import numpy as np
 
 from fpjax import artifact_io
+from test_bad_input import BAD_IMAGES
 from test_fingerprinting import make_gm
 from test_fingerprinting import read_fingerprint
 from test_fingerprinting import read_rows
@@ -32,6 +34,12 @@ def _cmd(gm, out, *extra):
 def test_two_processes_equal_one(tmp_path):
   gm = tmp_path / "gm"
   make_gm(gm, n=15)  # 45 images: the last batch is padded differently on 1 and 2 processes
+  # A bad file at row 15, in process 1's block of batch 0 (rows 8-15), and a symlink leaving the
+  # root (refused when listing, by process 0 alone): each listed once, skipped on both runs.
+  truncated = gm / "noisy" / "x_truncated.png"
+  shutil.copy(os.path.join(BAD_IMAGES, "truncated", "good", "x_truncated.png"), truncated)
+  link = gm / "washed" / "y_link.png"
+  os.symlink(os.path.join(BAD_IMAGES, "conversions", "grey", "grey.png"), link)
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4")
   single = subprocess.Popen(_cmd(gm, tmp_path / "one"), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -50,9 +58,17 @@ def test_two_processes_equal_one(tmp_path):
 
   # Two processes: global batch 16 = two blocks of 8 rows, one per process; a block is a chunk.
   index = json.load(open(tmp_path / "two" / "artifacts" / "index.json"))
-  assert index["chunk_rows"] == 8 and index["process_count"] == 2 and index["num_rows"] == 45
+  assert index["chunk_rows"] == 8 and index["process_count"] == 2 and index["num_rows"] == 46
+  assert index["files"][15] == os.path.join("noisy", "x_truncated.png")
   assert sorted(os.listdir(tmp_path / "two" / "artifacts" / "label")) == [
       ".zarray", "0", "1", "2", "3", "4", "5"]  # rows 0-7 (process 0), 8-15 (process 1), ...
+  listed = artifact_io.read_bad_inputs(str(tmp_path / "two"))
+  with open(tmp_path / "two" / artifact_io.BAD_INPUTS) as f:
+    assert len(f.readlines()) == 2
+  assert sorted((e["path"], e["stage"]) for e in listed) == [
+      (str(truncated), "decode"), (str(link), "list")]
+  assert sum(str(truncated) in o for o in outs) == 1  # one stderr line, from process 1
+  assert str(truncated) in outs[1] and str(link) in outs[0] and str(link) not in outs[1]
   one = read_rows(tmp_path / "one")
   two = read_rows(tmp_path / "two")
   np.testing.assert_array_equal(one["label"], np.repeat(np.arange(3), 15))
@@ -64,6 +80,7 @@ def test_two_processes_equal_one(tmp_path):
   s2, sum2 = read_fingerprint(tmp_path / "two")
   for f in s1:
     np.testing.assert_allclose(s1[f], s2[f], rtol=1e-5, atol=1e-6, err_msg=f)
-  assert [m["count"] for m in sum1["models"]] == [m["count"] for m in sum2["models"]]
+  assert [m["count"] for m in sum1["models"]] == [m["count"] for m in sum2["models"]] == [15] * 3
+  assert sum1["bad_inputs"] == sum2["bad_inputs"] == 2
   # Only process 0 writes metrics.
   assert os.path.getsize(tmp_path / "two" / "metrics.jsonl") > 0
