@@ -121,6 +121,17 @@ class Tuner:
       self._warned.add(key)
       logging.warning(message)
 
+  @staticmethod
+  def _time(config: Config, run: Callable[[Config], object], repeats: int) -> float:
+    """Best of `repeats` timed runs after one that compiles and warms up."""
+    run(config)
+    times = []
+    for _ in range(repeats):
+      t = time.perf_counter()
+      run(config)
+      times.append(time.perf_counter() - t)
+    return min(times)
+
   def choose(self, device_kind: str, key: dict, configs: Sequence[Config],
              run: Callable[[Config], object], repeats: int = 2) -> Config:
     """The fastest config for `key` on `device_kind` (cached), timing `run(config)` if new.
@@ -137,19 +148,14 @@ class Tuner:
     best, best_t = configs[0], float("inf")
     for config in configs:
       try:
-        run(config)  # compile and warm up
-        times = []
-        for _ in range(repeats):
-          t = time.perf_counter()
-          run(config)
-          times.append(time.perf_counter() - t)
+        t = self._time(config, run, repeats)
       except Exception as e:  # pylint: disable=broad-except
         # A variant this device cannot lower or compile: skipped, never a crash.
         self._warn((device_kind, config), f"fpjax autotune: skipping {config} on "
                    f"{device_kind}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
         continue
-      if min(times) < best_t:
-        best, best_t = config, min(times)
+      if t < best_t:
+        best, best_t = config, t
     cache[name] = dataclasses.asdict(best)
     self._save()
     return best

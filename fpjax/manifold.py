@@ -429,9 +429,12 @@ class Manifold:
     config = config or autotune_lib.Config("xla", self.tile)
     key = ("search", search_dtype and jnp.dtype(search_dtype).name, reduced, config)
     if key not in self._fns:
+      # The k nearest rows may lie in k different groups, and the certificate needs the
+      # c-th group minimum above the k-th distance: c = 2k groups (at least 16) keeps a margin
+      # (with fewer than k groups even the direct stage cannot certify spread-out neighbours).
       kernel = functools.partial(
           _search, k=self.k, config=config, search_dtype=search_dtype,
-          groups=max(CANDIDATE_GROUPS, 2 * -(-self.k // GROUP)))
+          groups=max(CANDIDATE_GROUPS, 2 * self.k))
       in_specs = (P(parallel.DATA, None), P(parallel.BANK, None), P(), P(), P())
       if reduced:
         in_specs += ((P(parallel.BANK, None), P(parallel.BANK), P(), P()),)
@@ -458,9 +461,13 @@ class Manifold:
     return autotune_lib.candidates(jax.default_backend(), self.placement.slice_rows, self.tile,
                                    n_queries)
 
-  def _config(self, q, search_dtype, reduced):
-    """The kernel configuration for this query batch shape and stage (autotuned or default)."""
-    if search_dtype is None or not self.autotune:  # the direct stage has one variant
+  def _config(self, q, search_dtype, reduced, tune=False):
+    """The kernel configuration for this query batch shape and stage (autotuned or default).
+
+    Only the first search of each batch is tuned (`tune`): the fallback stages see few
+    queries in ever-changing padded shapes, where timing would cost more than it saves.
+    """
+    if not (tune and self.autotune) or search_dtype is None:
       return autotune_lib.Config("xla", self.tile)
     n_local = q.shape[0] // self.mesh.shape[parallel.DATA]
     key = dict(bank_rows=self.placement.slice_rows,
@@ -476,10 +483,10 @@ class Manifold:
           str(jax.devices()[0].device_kind), key, self._candidate_configs(n_local), run)
     return self._configs[name]
 
-  def _search_all(self, q, search_dtype, reduced=False, config=None):
+  def _search_all(self, q, search_dtype, reduced=False, config=None, tune=False):
     """Top-k of one padded query batch over the whole bank (streamed if on host)."""
     if config is None:
-      config = self._config(q, search_dtype, reduced)
+      config = self._config(q, search_dtype, reduced, tune)
     search = self._search_fn(search_dtype, reduced, config)
     best = None
     for bank, search_rows, start, n_valid in self.placement.chunks(reduced):
@@ -499,15 +506,16 @@ class Manifold:
     nd = self.mesh.shape[parallel.DATA]
     n = q_all.shape[0]
 
-    def search(rows, size, search_dtype, reduced=False):
+    def search(rows, size, search_dtype, reduced=False, tune=False):
       # Pads to `size` rows: one shape per call, a single compilation.
       q = jnp.pad(rows, ((0, size - rows.shape[0]), (0, 0))) if rows.shape[0] < size else rows
-      d, i, ok = self._search_all(jax.device_put(q, sharding), search_dtype, reduced)
+      d, i, ok = self._search_all(jax.device_put(q, sharding), search_dtype, reduced, tune=tune)
       return d[:rows.shape[0]], i[:rows.shape[0]], ok[:rows.shape[0]]
 
     search_dtype = PRECISIONS[self.precision]
     reduced = self.basis is not None
-    parts = [search(q_all[s:s + batch], batch, search_dtype, reduced) for s in range(0, n, batch)]
+    parts = [search(q_all[s:s + batch], batch, search_dtype, reduced, tune=True)
+             for s in range(0, n, batch)]
     d, i = (jnp.concatenate(a) for a in list(zip(*parts))[:2])
     if self.precision != "exact":
       return d, i

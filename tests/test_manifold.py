@@ -266,3 +266,75 @@ def test_kernel_memory_is_bank_plus_tile_not_queries_times_bank(search_dim):
   assert temps[0] == temps[1]                  # working memory does not grow with the bank
   assert temps[1] < 4 * 512 * 1024 * 4         # a few queries x tile blocks
   assert temps[1] < 512 * 32768 * 4 / 8        # far below one queries x bank matrix
+
+
+# ---- precision: every float32 product the exactness rests on asks for HIGHEST -----------------
+def _float32_dots(jaxpr):
+  """(dot_general equations with a float32 operand) in a jaxpr and every jaxpr nested in it."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general" and any(
+        getattr(v.aval, "dtype", None) == np.float32 for v in eqn.invars):
+      found.append(eqn)
+    stack = list(eqn.params.values())
+    while stack:  # scan / while / pjit / shard_map / custom_jvp / pallas_call bodies
+      p = stack.pop()
+      if hasattr(p, "eqns"):
+        found += _float32_dots(p)
+      elif hasattr(p, "jaxpr") and hasattr(p.jaxpr, "eqns"):
+        found += _float32_dots(p.jaxpr)
+      elif isinstance(p, (tuple, list)):
+        stack.extend(p)
+  return found
+
+
+def _is_highest(eqn):
+  import jax
+  prec = eqn.params["precision"]
+  precs = prec if isinstance(prec, tuple) else (prec,)
+  return all(p == jax.lax.Precision.HIGHEST for p in precs)
+
+
+def test_walker_sees_a_default_precision_float32_dot():
+  import jax
+  import jax.numpy as jnp
+  closed = jax.make_jaxpr(lambda a: jax.lax.scan(lambda c, x: (c, jnp.dot(x, x.T)), 0, a))(
+      jnp.ones((2, 3, 3)))
+  (dot,) = _float32_dots(closed.jaxpr)
+  assert not _is_highest(dot)  # the check below would catch it
+
+
+def test_float32_products_name_highest_precision(mnist):
+  # XLA:CPU ignores the precision flag, so no numeric test here can see TF32 or bf16 passes
+  # that GPUs and TPUs would use by default; the traced programs can.
+  import functools
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from fpjax import autotune, manifold as manifold_lib, parallel
+  bank = np.asarray(fpjax.embed(mnist[0][:1024], "rgb")).reshape(1024, -1)
+  m = fpjax.Manifold.from_embeddings(bank, k=2, tile=256, search_dim=63)
+  q = jax.device_put(jnp.asarray(bank[:64]), NamedSharding(m.mesh, P("data", None)))
+  full = (q, m.bank, m.mean, np.int32(0), np.int32(m.size))
+  reduced = full + (m.placement.search_rows + (m.basis, m.reduce_consts),)
+  pallas = autotune.Config("pallas", 256, 64, interpret=True)
+  programs = {
+      "float32 stage (XLA)": (m._search_fn(jnp.float32), full),
+      "float32 stage (Pallas)": (m._search_fn(jnp.float32, config=pallas), full),
+      "reduced bfloat16 stage (query reduction, re-rank)": (m._search_fn(jnp.bfloat16, True), reduced),
+      "direct stage": (m._search_fn(None), full),
+      "randomized SVD (reduction basis, principal_basis)": (functools.partial(
+          manifold_lib._randomized_svd, rank=8, n_iter=2, seed=0), (jnp.asarray(bank),)),
+      "bank reduction": (jax.shard_map(
+          functools.partial(manifold_lib._reduce_slice, batch=256), mesh=m.mesh,
+          in_specs=(P(parallel.BANK, None),) + (P(),) * 5,
+          out_specs=(P(parallel.BANK, None), P(parallel.BANK), P()), check_vma=False),
+          (m.bank, m.mean, np.int32(0), np.int32(m.size), m.basis, np.float32(1e-6))),
+  }
+  counts = {}
+  for name, (fn, args) in programs.items():
+    dots = _float32_dots(jax.make_jaxpr(fn)(*args).jaxpr)
+    counts[name] = len(dots)
+    assert all(_is_highest(e) for e in dots), f"{name}: a float32 dot without HIGHEST"
+  # Each program that multiplies float32 matrices was seen doing so.
+  assert all(counts[n] > 0 for n in counts if n != "direct stage"), counts

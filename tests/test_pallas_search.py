@@ -3,6 +3,8 @@
 Both must give IDENTICAL candidates, hence identical indices, distances and certificates.
 Sizes stay small: interpret mode runs every grid step as XLA ops.
 """
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,17 +24,20 @@ def _xla_candidates(qs, bs, bn, c, tile, search_dtype):
 
 @pytest.mark.parametrize("search_dtype", [jnp.bfloat16, jnp.float32])
 def test_kernel_matches_xla_scan_with_padding_and_ties(search_dtype, rng):
-  rows, dim, c = 1024, 48, 16
+  rows, dim, c = 2048, 48, 16
   bank = rng.normal(size=(rows, dim)).astype(np.float32)
   bank[700:710] = bank[3]           # exact ties across groups: the lower group must win
   bank[40:48] = bank[0:8]           # a whole tied group
   bn = np.sum(bank.astype(np.float64) ** 2, axis=1).astype(np.float32)
-  bn[1000:] = np.inf                # padding rows
+  bn[2000:] = np.inf                # padding rows
   queries = np.concatenate([bank[[3, 0, 5]], rng.normal(size=(197, dim))]).astype(np.float32)
   qs, bs, bnj = jnp.asarray(queries, search_dtype), jnp.asarray(bank, search_dtype), jnp.asarray(bn)
-  want_d, want_g = _xla_candidates(qs, bs, bnj, c, 256, search_dtype)
+  want_d, want_g = _xla_candidates(qs, bs, bnj, c, 512, search_dtype)
   precision = jax.lax.Precision.HIGHEST if search_dtype == jnp.float32 else None
-  for block_q, block_b in ((64, 256), (128, 512)):
+  # XLA:CPU rounds float32 products of fewer than 64 columns differently, so the float32
+  # comparison uses bank blocks of >= 64 groups; bfloat16 products agree at every width.
+  blocks = ((64, 512), (128, 1024)) if search_dtype == jnp.float32 else ((64, 256), (128, 512))
+  for block_q, block_b in blocks:
     got_d, got_g = pallas_search.group_candidates(qs, bs, bnj, c=c, block_q=block_q,
                                                   block_b=block_b, precision=precision,
                                                   interpret=True)
@@ -49,7 +54,8 @@ def test_kernel_matches_xla_scan_with_padding_and_ties(search_dtype, rng):
 def _force(manifold, config):
   """Makes `manifold` run `config` for its matmul stages (the direct stage stays XLA)."""
   xla = autotune.Config("xla", manifold.tile)
-  manifold._config = lambda q, search_dtype, reduced: config if search_dtype is not None else xla
+  manifold._config = lambda q, search_dtype, reduced, tune=False: (
+      config if search_dtype is not None else xla)
   return manifold
 
 
@@ -83,7 +89,7 @@ def test_digits_reduced_and_full_space_identical(k, mnist):
   bank = np.asarray(fpjax.embed(mnist[0][:2000], "rgb")).reshape(2000, -1)
   queries = np.asarray(fpjax.embed(mnist[0][4000:4200], "rgb")).reshape(200, -1)
   for search_dim in ("auto", None):
-    make = lambda: fpjax.Manifold.from_embeddings(bank, k=k, tile=256, search_dim=search_dim)
+    make = lambda: fpjax.Manifold.from_embeddings(bank, k=k, tile=512, search_dim=search_dim)
     xla, pal, _ = _project_both(make, queries)
     assert (xla.basis is not None) == (search_dim == "auto")
     certified = _certificates_equal(xla, pal, queries, jnp.bfloat16, xla.basis is not None)
@@ -95,7 +101,7 @@ def test_random_rows_large_k_padded_batch(rng):
   # k = 20: 6 candidate groups more than the default 16; 150 queries in batches of 64 (padded).
   bank = rng.random((1500, 40)).astype(np.float32)
   queries = rng.random((150, 40)).astype(np.float32)
-  make = lambda: fpjax.Manifold.from_embeddings(bank, k=20, tile=128)
+  make = lambda: fpjax.Manifold.from_embeddings(bank, k=20, tile=512)
   _, _, proj = _project_both(make, queries, batch_size=64, block_q=32)
   ref = np.argsort(((queries[:, None].astype(np.float64) - bank[None]) ** 2).sum(-1), axis=1,
                    kind="stable")[:, :20]
@@ -107,9 +113,65 @@ def test_streamed_bank_and_uncertified_fallbacks(rng):
   base = np.where(np.arange(900)[:, None] % 2, 1.0, -1.0) * np.ones((1, 64))
   bank = (base + rng.normal(scale=1e-4, size=(900, 64))).astype(np.float32)
   queries = (base[:40] + rng.normal(scale=1e-4, size=(40, 64))).astype(np.float32)
-  make = lambda: fpjax.Manifold.from_embeddings(bank, k=2, tile=128,
-                                                device_bank_bytes=256 * 64 * 4)
+  make = lambda: fpjax.Manifold.from_embeddings(bank, k=2, tile=512,
+                                                device_bank_bytes=512 * 64 * 4)
   xla, pal, _ = _project_both(make, queries, batch_size=32, block_q=16)
   assert pal.bank is None and pal.chunk_rows < 900
   assert pal.stats["float32"] > 0
 
+
+
+# ---- autotuning ------------------------------------------------------------------------------
+def test_autotune_switch(monkeypatch):
+  monkeypatch.delenv("FPJAX_AUTOTUNE", raising=False)
+  assert autotune.enabled(None) is (jax.default_backend() != "cpu")  # off on the CPU
+  assert autotune.enabled(True) and not autotune.enabled(False)
+  monkeypatch.setenv("FPJAX_AUTOTUNE", "0")
+  assert not autotune.enabled(True)
+  monkeypatch.setenv("FPJAX_AUTOTUNE", "1")
+  assert autotune.enabled(None)
+
+
+def test_autotune_skips_failing_candidate_caches_and_never_changes_answers(
+    tmp_path, monkeypatch, caplog, mnist):
+  monkeypatch.setenv("FPJAX_CACHE_DIR", str(tmp_path))
+  monkeypatch.delenv("FPJAX_AUTOTUNE", raising=False)
+  bank = np.asarray(fpjax.embed(mnist[0][:1500], "rgb")).reshape(1500, -1)
+  queries = np.asarray(fpjax.embed(mnist[0][4000:4100], "rgb")).reshape(100, -1)
+  off = fpjax.Manifold.from_embeddings(bank, k=2, tile=512, search_dim=None, autotune=False)
+  want = off.project_embedded(queries, batch_size=128)
+
+  def configs(manifold):
+    # The XLA scan at two tiles, the Pallas kernel in interpret mode, and the Pallas kernel
+    # compiled for real, which cannot lower on the CPU: it must be skipped with a warning.
+    return [autotune.Config("xla", 512), autotune.Config("xla", 256),
+            autotune.Config("pallas", 512, 64, interpret=True),
+            autotune.Config("pallas", 512, 64, interpret=False)]
+  monkeypatch.setattr(fpjax.Manifold, "_candidate_configs", lambda self, n: configs(self))
+  timed = []
+  real_time = autotune.Tuner._time
+  monkeypatch.setattr(autotune.Tuner, "_time", staticmethod(
+      lambda config, run, repeats: timed.append(config) or real_time(config, run, repeats)))
+
+  with caplog.at_level("WARNING"):
+    on = fpjax.Manifold.from_embeddings(bank, k=2, tile=512, search_dim=None, autotune=True)
+    got = on.project_embedded(queries, batch_size=128)
+    got2 = on.project_embedded(queries[:50], batch_size=128)  # same shape: no new tuning
+  np.testing.assert_array_equal(np.asarray(got.index), np.asarray(want.index))
+  np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(want.distance))
+  np.testing.assert_array_equal(np.asarray(got2.index), np.asarray(want.index)[:50])
+  skipped = [r for r in caplog.records if "skipping" in r.getMessage()]
+  assert len(skipped) == 1 and "interpret=False" in skipped[0].getMessage()
+
+  path = tmp_path / "autotune.json"
+  entries = json.loads(path.read_text())[str(jax.devices()[0].device_kind)]
+  # One key per stage and batch shape (bfloat16; float32 if some query was not certified),
+  # each candidate timed once per key, and the failing one never chosen.
+  assert len(timed) == 4 * len(entries) >= 4
+  assert all(autotune.Config(**e) in configs(None)[:3] for e in entries.values())
+  # A new Manifold of the same shape reuses the cached choice: nothing is timed again.
+  timed.clear()
+  again = fpjax.Manifold.from_embeddings(bank, k=2, tile=512, search_dim=None, autotune=True)
+  got3 = again.project_embedded(queries, batch_size=128)
+  assert timed == []
+  np.testing.assert_array_equal(np.asarray(got3.index), np.asarray(want.index))
