@@ -84,3 +84,26 @@ def test_two_processes_equal_one(tmp_path):
   assert sum1["bad_inputs"] == sum2["bad_inputs"] == 2
   # Only process 0 writes metrics.
   assert os.path.getsize(tmp_path / "two" / "metrics.jsonl") > 0
+
+
+def test_two_processes_stop_together_on_a_bad_file(tmp_path):
+  # --on_bad_input=fail: process 1 finds the bad file in its block of batch 2 (rows 40-47); the
+  # processes agree to stop before committing that batch, keep batches 0-1, and both exit 2.
+  gm = tmp_path / "gm"
+  make_gm(gm, n=15)
+  bad = gm / "washed" / "000010.png"  # row 40
+  shutil.copy(os.path.join(BAD_IMAGES, "truncated", "good", "x_truncated.png"), bad)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4")
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _cmd(gm, tmp_path / "two", f"--coordinator_address=localhost:{port}", "--num_processes=2",
+           f"--process_id={i}", "--on_bad_input=fail"), env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [2, 2], outs[0][-2000:] + outs[1][-2000:]
+  assert "Traceback" not in outs[0] + outs[1]
+  last = [o.strip().splitlines()[-1] for o in outs]
+  assert last[1].startswith("compute_artifacts: error: ") and str(bad) in last[1]
+  assert "another process found a bad input" in last[0]
+  assert os.listdir(tmp_path / "two" / "checkpoints") == ["2"]
+  assert [e["row"] for e in artifact_io.read_bad_inputs(str(tmp_path / "two"))] == [40]
