@@ -13,14 +13,15 @@ Layout of a compute_artifacts work directory (format "fpjax.artifacts/2"):
                                                 its artifact is 0, distance NaN, index -1)
   WORKDIR/artifacts/index.json   format, config, space, k, embedding_shape, class_names, gm_root,
                                  files (relative to gm_root), num_rows (= len(files)), num_bad_rows,
-                                 chunk_rows, process_count
+                                 chunk_rows, process_count, fields (zarr dtype of each)
   WORKDIR/fingerprint/stats.npz  FingerprintStats.finalize() of every model (good rows only)
   WORKDIR/fingerprint/summary.json  per-model count, mean distance, mean |artifact|, FDR,
                                  bad_inputs (number of files skipped)
   WORKDIR/bad_inputs.jsonl       one JSON object a line per skipped file: path, reason, stage
-                                 ('list': refused when listing the folder, never a row; 'decode':
-                                 unreadable, its row has label -1; 'real': a file of the real bank
-                                 folder), row (for 'decode')
+                                 ('list': refused when listing a folder (not an image file, a
+                                 symlink leaving the root), never a row; 'decode': unreadable or of
+                                 the wrong size, its row has label -1; 'real': an unreadable file
+                                 of a real-bank folder), row (for 'decode')
   WORKDIR/metrics.jsonl          progress metrics, one JSON object a line (process 0)
   WORKDIR/checkpoints/           orbax checkpoints of an unfinished run
   WORKDIR/COMPLETE               written last: without it the directory is a partial run
@@ -35,8 +36,9 @@ i-th *good* file in `files` order. A label of -2 (the arrays' fill value) would 
 process wrote; the reader refuses such a store.
 
 JSON and .npz files are written to a temporary name in the same folder and renamed into place
-(`os.replace` is atomic), so a reader never sees half a file under a final name; a chunk written
-again by a resumed run gets the same bytes.
+(`os.replace` is atomic), so a reader never sees half a file under a final name. Chunks written
+after the last checkpoint of an interrupted run are written again, with the same bytes, by the
+resumed run; COMPLETE is written only once every process has flushed its chunks.
 
 Readers never unpickle: `load_array` reads .npy/.npz with allow_pickle=False and checks the
 header against the file size before allocating anything, so a corrupt or hostile file gives a
