@@ -64,7 +64,7 @@ def main():
   imgs, labels = real.train_images, real.train_labels
   rng = np.random.default_rng(0)
   tmp = tempfile.mkdtemp(prefix="fpjax-bench-loops-")
-  short, long = (4, 12) if args.tiny else (20, 60)
+  short, long = (4, 12) if args.tiny else (20, 120)
   quick = recipes.PRESETS["quick"]
 
   def zoo_train(name):
@@ -108,8 +108,8 @@ def main():
       "zoo sample ddpm": (zoo_sample, short // 2, long // 2, 1),
       "encoder sl": (encoder("sl"), short, long, 1),
       "encoder ssl": (encoder("ssl"), short // 2, long // 2, 1),
-      "probe": (probe, 2, 6, steps_per_epoch_probe),
-      "attributor": (attributor, 1, 3, steps_per_epoch_att),
+      "probe": (probe, 1 if args.tiny else 2, 2 if args.tiny else 22, steps_per_epoch_probe),
+      "attributor": (attributor, 1, 2 if args.tiny else 4, steps_per_epoch_att),
   }
   only = [w.strip() for w in args.only.split(",") if w.strip()]
   rows = {}

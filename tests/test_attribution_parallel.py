@@ -1,7 +1,8 @@
 """Probe and attributor give the same predictions on 1 and on 4 (simulated CPU) devices.
 
 Each device count runs in its own process: the CPU device count must be set before any
-JAX operation.
+JAX operation. The 4-device run also takes the scanned path (3 steps per dispatch, batches
+stacked and sharded along their batch axis), the 1-device run the Python loop.
 """
 import os
 import subprocess
@@ -33,19 +34,20 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _run(n, tmp_path):
+def _run(n, tmp_path, per_dispatch):
   out = tmp_path / f'out{n}.npz'
   env = dict(os.environ)
   env.pop('JAX_NUM_CPU_DEVICES', None)
   env.pop('XLA_FLAGS', None)
   env['JAX_PLATFORMS'] = 'cpu'
+  env['FPJAX_STEPS_PER_DISPATCH'] = str(per_dispatch)
   subprocess.run([sys.executable, '-c', SCRIPT, str(n), str(out)], check=True, env=env,
                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
   return np.load(out)
 
 
 def test_one_vs_four_devices(tmp_path):
-  one, four = _run(1, tmp_path), _run(4, tmp_path)
+  one, four = _run(1, tmp_path, 1), _run(4, tmp_path, 3)
   assert int(one['steps']) == int(four['steps'])
   np.testing.assert_array_equal(one['probe_pred'], four['probe_pred'])
   np.testing.assert_allclose(one['probe_p'], four['probe_p'], atol=1e-4)

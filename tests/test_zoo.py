@@ -95,11 +95,14 @@ def test_flow_is_invertible_with_exact_log_determinant(normalization, permutatio
   nnx.update(flow, jax.tree.unflatten(tree, [l + 0.1 * jax.random.normal(k, l.shape)
                                             for l, k in zip(leaves, keys)]))
   x = jax.random.uniform(jax.random.key(2), (3, 8, 8, 1), minval=0.02, maxval=0.98)
-  z, logdet = flow.forward(x)
-  np.testing.assert_allclose(flow.inverse(z), x, atol=2e-5)
-  # log|det J| against the dense Jacobians of the 64-dim map, one per example.
-  jac = jax.jit(jax.vmap(jax.jacfwd(lambda v: flow.forward(v.reshape(1, 8, 8, 1))[0].ravel())))(
-      x.reshape(3, 64))
+  # Full float32 matmuls and convolutions: GPUs default to TF32, TPUs to bfloat16 passes,
+  # which this 2e-5 check would see (training needs no such precision).
+  with jax.default_matmul_precision('float32'):
+    z, logdet = flow.forward(x)
+    np.testing.assert_allclose(flow.inverse(z), x, atol=2e-5)
+    # log|det J| against the dense Jacobians of the 64-dim map, one per example.
+    jac = jax.jit(jax.vmap(jax.jacfwd(lambda v: flow.forward(v.reshape(1, 8, 8, 1))[0].ravel())))(
+        x.reshape(3, 64))
   np.testing.assert_allclose(logdet, np.linalg.slogdet(np.asarray(jac, np.float64))[1],
                              rtol=1e-4, atol=1e-3)
 

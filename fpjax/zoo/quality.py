@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import fpjax
+from fpjax.manifold import Manifold
 
 
 def mean_pairwise_distance(images: np.ndarray, max_images: int = 500) -> float:
@@ -28,7 +28,7 @@ class QualityReference:
 
   def __init__(self, train_images: np.ndarray, test_images: np.ndarray, seed: int = 0,
                num_reference: int = 500):
-    self.manifold = fpjax.Manifold.from_images(train_images, 'rgb')
+    self.manifold = Manifold.from_images(train_images, 'rgb')
     test = test_images[:num_reference]
     noise = np.random.default_rng(seed).integers(0, 256, test.shape, dtype=np.uint8)
     self.real_test_to_manifold = self.distance(test)

@@ -80,7 +80,7 @@ class Preset:
   width: dict
   batch_size: int = 64
   num_samples: int = 200
-  chunk: int = 100                  # steps per jitted scan and per checkpoint
+  chunk: int = 100                  # steps per checkpoint (a scan runs up to steps_per_dispatch)
   latent_dim: int = 32
   flow_steps_per_scale: int = 2
   ancestral_steps: int = 50         # respaced DDPM sampler steps
