@@ -126,6 +126,11 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
   t = time.time()
   feats = protocols.open_features(gm, encoders, workdir, artifact_kwargs=artifact_kwargs)
   timings['artifacts_s'] = time.time() - t
+  bad = {s: st.num_bad_rows for s, st in feats.stores.items() if st.num_bad_rows}
+  if bad:
+    logging.warning('evaluate: %d bad file(s) of %s skipped (listed in %s)', max(bad.values()),
+                    gm.name, ', '.join(os.path.join(st.workdir, 'bad_inputs.jsonl')
+                                       for st in feats.stores.values()))
 
   t = time.time()
   t1 = protocols.table1(feats, seeds=seeds, baselines=baselines, classifiers=classifiers,
@@ -173,6 +178,7 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
     timings['evaluate_s'] = time.time() - t_start
     skipped = [s for s in spaces if s not in encoders]
     config = dict(gm=gm.name, real=gm.real, models=gm.class_names, num_images=feats.num_rows,
+                  bad_files_skipped=max(bad.values(), default=0),
                   spaces=list(encoders), skipped_spaces=skipped, seeds=seeds,
                   baselines=baselines, classifiers=list(classifiers),
                   split='70/30 per model, split_seed=%d' % split_seed, shots=shots,

@@ -234,7 +234,10 @@ def load_gm(gm: str, real: str | None = None, *, name: str | None = None) -> GMD
       raise UserInputError(f'{gm} has no zoo.json: give the real dataset (--real) it imitates')
     name = name or os.path.basename(os.path.normpath(gm))
   bank = fingerprinting.load_bank_images(real)
-  source = fingerprinting.open_generated(gm, bank.shape[1:])
+  # Files the listing refuses (names, symlinks out of the folder) are left out quietly here:
+  # the artifact job lists them in its bad_inputs.jsonl (or stops, under --on_bad_input=fail).
+  quiet = artifact_io.BadInputs(gm, 'skip', write=False, echo=False)
+  source = fingerprinting.open_generated(gm, bank.shape[1:], quiet)
   return GMData(name, os.path.abspath(gm), real, list(source.class_names), source,
                 tuple(bank.shape[1:]), len(bank), tags)
 
