@@ -106,14 +106,19 @@ class LazyRows:
 
 
 class SourceImages:
-  """uint8 images [N, H, W, C] of `source` (an `fpjax.data.ImageFolderSource`) at `indices`,
-  decoded when sliced (threads), never all at once: the baselines' view of a GM dataset."""
+  """uint8 images [N, H, W, C] of `source` (an `fpjax.data.ImageFolderSource`), decoded when
+  sliced (threads), never all at once: the baselines' view of a GM dataset.
 
-  def __init__(self, source, indices=None, num_threads: int = 4):
+  `files` (paths relative to source.root, e.g. an artifact store's rows) picks and orders the
+  images; the map to the source's indices is built on first read, so a run without baselines
+  never builds it (it costs a string per image).
+  """
+
+  def __init__(self, source, files=None, num_threads: int = 4):
     self.source = source
-    self.indices = (np.arange(len(source)) if indices is None
-                    else np.asarray(indices, np.int64))
-    self.shape = (len(self.indices),) + tuple(source.image_shape)
+    self._files = files
+    self._indices = np.arange(len(source)) if files is None else None
+    self.shape = (len(source) if files is None else len(files),) + tuple(source.image_shape)
     self.dtype = np.dtype(np.uint8)
     self.ndim = 4
     self.num_threads = num_threads
@@ -121,9 +126,20 @@ class SourceImages:
   def __len__(self) -> int:
     return self.shape[0]
 
+  @property
+  def indices(self) -> np.ndarray:
+    if self._indices is None:
+      root = self.source.root
+      where = {os.path.relpath(f, root): i for i, f in enumerate(self.source.files)}
+      try:
+        self._indices = np.array([where[f] for f in self._files], np.int64)
+      except KeyError as e:
+        raise UserInputError(f'{root}: file {e} of the artifact store is no longer there; '
+                             'recompute the store') from None
+    return self._indices
+
   def __getitem__(self, key) -> np.ndarray:
-    idx = self.indices[key]
-    idx = np.atleast_1d(idx)
+    idx = np.atleast_1d(self.indices[key])
     with concurrent.futures.ThreadPoolExecutor(self.num_threads) as pool:
       images = list(pool.map(lambda i: self.source[int(i)]['image'], idx))
     out = np.empty((len(idx),) + self.shape[1:], np.uint8)
@@ -218,7 +234,7 @@ def load_gm(gm: str, real: str | None = None, *, name: str | None = None) -> GMD
   from fpjax import fingerprinting
   if not isinstance(gm, str) or not os.path.isdir(gm):
     raise UserInputError(f'--gm {gm!r}: not a directory (expected a zoo workdir or an '
-                     'image-folder root)')
+                         'image-folder root)')
   tags = None
   zoo_json = os.path.join(gm, 'zoo.json')
   if os.path.exists(zoo_json):
@@ -226,7 +242,7 @@ def load_gm(gm: str, real: str | None = None, *, name: str | None = None) -> GMD
     tags = {m['name']: dict(m['tags']) for m in meta['models']}
     if real is not None and real != meta['real']:
       raise UserInputError(f'{zoo_json}: the zoo was trained on real {meta["real"]!r}, '
-                       f'not {real!r}')
+                           f'not {real!r}')
     real = meta['real']
     name = name or f'zoo-{meta["preset"]}-{meta["real"]}'
   else:
@@ -374,21 +390,20 @@ def open_features(gm: GMData, encoders: dict, workdir: str, *,
   if not stores:
     return Features(gm, gm.source.labels.astype(np.int32), {}, SourceImages(gm.source))
   first_space, first = next(iter(stores.items()))
-  files = list(first.files)
+  files = first.files
   for s, st in stores.items():
     if list(st.class_names) != gm.class_names:
-      raise UserInputError(f'artifact store of {gm.name} in {s}: models {st.class_names} differ '
-                       f'from {gm.class_names}')
-    if st.num_rows != first.num_rows or list(st.files) != files:
-      raise UserInputError(f'artifact stores of {gm.name} in {first_space} and {s} hold different '
-                       f'images ({first.num_rows} vs {st.num_rows} rows); remove the stale one')
-  root = gm.source.root
-  where = {os.path.relpath(f, root): i for i, f in enumerate(gm.source.files)}
-  try:
-    indices = np.array([where[f] for f in files], np.int64)
-  except KeyError as e:
-    raise UserInputError(f'artifact store of {gm.name}: file {e} is no longer in {root}') from None
-  return Features(gm, np.asarray(first.labels, np.int32), stores, SourceImages(gm.source, indices))
+      raise UserInputError(f'artifact store of {gm.name} in {s}: models {st.class_names} '
+                           f'differ from {gm.class_names}')
+    if st.num_rows != first.num_rows or st.files != files:
+      raise UserInputError(f'artifact stores of {gm.name} in {first_space} and {s} hold '
+                           f'different images ({first.num_rows} vs {st.num_rows} rows); '
+                           'remove the stale one')
+  if os.path.realpath(first.gm_root) != os.path.realpath(gm.source.root):
+    raise UserInputError(f'artifact store of {gm.name} in {first_space} was computed on '
+                         f'{first.gm_root}, not {gm.source.root}; use another --workdir')
+  return Features(gm, np.asarray(first.labels, np.int32), stores,
+                  SourceImages(gm.source, files))
 
 
 # ----------------------------------------------------------------------------- classifiers
@@ -497,7 +512,7 @@ def _common_rows(src: Features, tgt: Features):
   common = [c for c in src.gm.class_names if c in set(tgt.gm.class_names)]
   if len(common) < 2:
     raise UserInputError(f'cross-dataset needs >= 2 models present in both {src.gm.name} and '
-                     f'{tgt.gm.name}; common: {common}')
+                         f'{tgt.gm.name}; common: {common}')
   idx = {c: i for i, c in enumerate(common)}
 
   def relabel(f: Features):

@@ -1,4 +1,4 @@
-r"""The main job: zoo -> artifact stores in every space -> probe, attributor, baselines -> Tables 1-3.
+r"""The main job: zoo -> artifact stores per space -> probe, attributor, baselines -> Tables 1-3.
 
 python -m fpjax.bin.demo --workdir=OUT     (console script: fpjax-demo --workdir=OUT)
 Builds or reuses OUT/zoo (quick preset on mnist5k) and the two Table 2 zoos, computes or reuses
@@ -13,7 +13,8 @@ from fpjax import analysis
 from fpjax.bin import flags as fpjax_flags
 
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/fpjax_demo',
-                               'Output folder (zoos, encoders and artifact stores are cached here).')
+                               'Output folder (zoos, encoders and artifact stores are kept '
+                               'here and reused).')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Classifier seeds (mean ± std over them).')
 _PRESET = flags.DEFINE_string('preset', 'quick', 'Zoo preset of the Table 1/3 zoo.')
 _REAL = flags.DEFINE_string('real', 'mnist5k', 'Real dataset the Table 1/3 zoo is trained on and '
