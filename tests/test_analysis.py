@@ -159,7 +159,7 @@ def test_lazy_rows_match_numpy_indexing():
   x = rng.normal(size=(50, 3, 2)).astype(np.float32)
   base = _Counting(x)
   rows = np.sort(rng.choice(50, 20, replace=False))
-  v = protocols.LazyRows(base, rows)
+  v = protocols.RowSubset(base, rows)
   assert v.shape == (20, 3, 2) and v.dtype == np.float32 and v.ndim == 3 and len(v) == 20
   np.testing.assert_array_equal(v[3:11], x[rows[3:11]])
   np.testing.assert_array_equal(v[np.array([7, 1, 15])], x[rows[[7, 1, 15]]])  # any order
@@ -167,7 +167,7 @@ def test_lazy_rows_match_numpy_indexing():
   np.testing.assert_array_equal(np.asarray(v), x[rows])
   w = v.take(np.array([2, 5, 6]))
   np.testing.assert_array_equal(w[:], x[rows[[2, 5, 6]]])
-  np.testing.assert_array_equal(protocols.LazyRows(base)[10:14], x[10:14])
+  np.testing.assert_array_equal(protocols.RowSubset(base)[10:14], x[10:14])
   assert base.reads[-1] == 4   # a contiguous range is one slice read
 
 
@@ -179,7 +179,7 @@ def test_streamed_fdr_equals_the_in_memory_reference(rows, monkeypatch):
   y = rng.integers(0, 4, 300)
   x = (rng.normal(size=(300, 5, 2)) + 3.0 * y[:, None, None] + 100.0).astype(np.float32)
   ref = fisher_discriminant_ratio(x, y)   # float64 numpy on all rows at once
-  got = protocols.streamed_fdr(protocols.LazyRows(_Counting(x)), y, 4)
+  got = protocols.streamed_fdr(protocols.RowSubset(_Counting(x)), y, 4)
   assert got == pytest.approx(ref, rel=1e-9)
   count, mean, var = protocols.class_moments(x, y, 4, rows=rows)
   for c in range(4):

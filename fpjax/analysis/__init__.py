@@ -13,7 +13,7 @@ from fpjax.analysis.evaluate import (DEMO_CONFIG, Evaluation, baselines_arg, eva
 from fpjax.fingerprinting import Preempted
 from fpjax.analysis.metrics import (accuracy, confusion_matrix, fisher_discriminant_ratio, mean_std,
                                     nmi, split_per_class)
-from fpjax.analysis.protocols import (CLASSIFIERS, ENCODER_SPACES, Features, GMData, LazyRows,
+from fpjax.analysis.protocols import (CLASSIFIERS, ENCODER_SPACES, Features, GMData, RowSubset,
                                       MANIFPT_SPACES, artifact_store, load_gm, make_encoders,
                                       open_features, openset, table1, table2, table3)
 from fpjax.analysis.report import ROW_FIELDS, make_row, markdown_tables, write_json
@@ -22,7 +22,7 @@ __all__ = ['metrics', 'protocols', 'report', 'DEMO_CONFIG', 'Evaluation', 'Preem
            'baselines_arg', 'evaluate',
            'quiet_library_logs', 'run_demo',
            'accuracy', 'confusion_matrix', 'fisher_discriminant_ratio', 'mean_std', 'nmi',
-           'split_per_class', 'CLASSIFIERS', 'ENCODER_SPACES', 'Features', 'GMData', 'LazyRows',
+           'split_per_class', 'CLASSIFIERS', 'ENCODER_SPACES', 'Features', 'GMData', 'RowSubset',
            'MANIFPT_SPACES', 'artifact_store', 'load_gm', 'make_encoders', 'open_features',
            'openset', 'table1', 'table2', 'table3', 'ROW_FIELDS', 'make_row', 'markdown_tables',
            'write_json']

@@ -5,7 +5,7 @@ Every function here computes and returns plain rows (`report.make_row`); writing
 stores that `fpjax.fingerprinting.compute_artifacts` writes (`artifact_store` runs it first when
 a store is missing), so the tables stream over the same artifacts as the binary of that name and
 never hold all images or all artifacts in RAM. Features reach the classifiers as lazy row views
-(`LazyRows`), read in slices.
+(`RowSubset`), read in slices.
 
 Table 1  every baseline and every ManiFPT space on one GM dataset; 70/30 split per model
          (`metrics.split_per_class`, the same mask for every method); ManiFPT features are the
@@ -51,7 +51,7 @@ SLICE_ROWS = 4096                  # rows per read when streaming over a store
 
 # ----------------------------------------------------------------------------- lazy rows
 
-class LazyRows:
+class RowSubset:
   """Rows `rows` (int indices into `base`) of an array-like `base`, read on demand.
 
   `base` needs len(), .shape, .dtype and [sorted int array] / [a:b] -> np.ndarray (an
@@ -95,10 +95,10 @@ class LazyRows:
       return out
     return self._read(idx)
 
-  def take(self, positions) -> 'LazyRows':
+  def take(self, positions) -> 'RowSubset':
     """A view of the rows at `positions` of this view."""
     positions = np.asarray(positions, np.int64)
-    return LazyRows(self.base, positions if self.rows is None else self.rows[positions])
+    return RowSubset(self.base, positions if self.rows is None else self.rows[positions])
 
   def __array__(self, dtype=None, copy=None):
     out = self[:]
@@ -378,8 +378,8 @@ class Features:
   def num_rows(self) -> int:
     return len(self.labels)
 
-  def artifacts(self, space) -> LazyRows:
-    return LazyRows(self.stores[space].artifact)
+  def artifacts(self, space) -> RowSubset:
+    return RowSubset(self.stores[space].artifact)
 
 
 def open_features(gm: GMData, encoders: dict, workdir: str, *,
@@ -420,7 +420,7 @@ def _make_classifier(kind: str, cfg: dict):
 def fit_and_score(make, x_train, y_train, x_test, y_test, seeds) -> dict:
   """Fits a fresh model per seed; returns per-seed accuracies and seed-0 predictions.
 
-  x_train / x_test may be lazy (`LazyRows`): the model reads them in slices.
+  x_train / x_test may be lazy (`RowSubset`): the model reads them in slices.
   """
   accs, pred0 = [], None
   for s in seeds:
@@ -488,7 +488,7 @@ def table1(feats: Features, *, seeds=(0, 1, 2), baselines=None, classifiers=CLAS
                            seconds=time.time() - t0))
       prog.update(1, note=f'ManiFPT {sname} {kind}: {100 * r["accuracy_mean"]:.1f} ± '
                 f'{100 * r["accuracy_std"]:.1f}%')
-  images = LazyRows(feats.images)
+  images = RowSubset(feats.images)
   for b in baselines:
     t0 = time.time()
     bcfg = (baseline_cfg or {}).get(b, {})
@@ -556,7 +556,7 @@ def table2(src: Features, tgt: Features, *, seeds=(0, 1, 2), baselines=(),
     t0 = time.time()
     bcfg = (baseline_cfg or {}).get(b, {})
     r = fit_and_score(lambda s, b=b: BASELINES[b](seed=s, **bcfg),
-                      LazyRows(src.images).take(rs), ys, LazyRows(tgt.images).take(rt), yt,
+                      RowSubset(src.images).take(rs), ys, RowSubset(tgt.images).take(rt), yt,
                       seeds)
     rows.append(make_row(table='2', method=b, classifier='own', dataset=dataset,
                          accuracy_mean=r['accuracy_mean'], accuracy_std=r['accuracy_std'],
@@ -658,7 +658,7 @@ def openset(feats: Features, train_mask, *, baselines=(), baseline_cfg=None, sho
   sample = stratified_sample(feats.labels, max_per_model, seed)
   y, train = feats.labels[sample], np.asarray(train_mask)[sample]
   sets = {('ManiFPT', s): (lambda s=s: feats.artifacts(s)[sample]) for s in feats.stores}
-  images = LazyRows(feats.images).take(sample)
+  images = RowSubset(feats.images).take(sample)
   for b, m in fit_free_baselines(baselines, baseline_cfg).items():
     sets[(b, None)] = lambda m=m: apply_in_slices(m.features, images)
   rows = []
