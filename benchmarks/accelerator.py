@@ -21,6 +21,7 @@ the third size is uniform random rows, which do not compress (full-space search)
 Prints a table per part and one JSON line.
 """
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -49,6 +50,7 @@ TESTS = ["tests/test_manifold.py", "tests/test_pallas_search.py", "tests/test_st
 CHECKED = 1024  # queries of each method checked against float64
 
 
+@functools.lru_cache(maxsize=None)  # knn.py defines absl flags: load it once
 def _digits_like():
   spec = importlib.util.spec_from_file_location("fpjax_bench_knn",
                                                 os.path.join(ROOT, "benchmarks", "knn.py"))

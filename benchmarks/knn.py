@@ -155,8 +155,12 @@ def main(argv):
       notes = ", ".join(f"{k} {v:.4f}" for k, v in r.items()
                         if k in ("exact_rate", "recomputed_fraction", "agrees_with_exact"))
       notes += f", search dim {r['search_dim'] or 'full'}" if "search_dim" in r else ""
+      notes += f", build {r['build_seconds']:.2f} s" if "build_seconds" in r else ""
       print(f"{name:<20}{r['seconds']:>10.3f}{r['qps']:>12.0f}{r['gflops']:>10.1f}"
             f"{r['of_f32_ceiling']:>12.0%}{r['of_bf16_ceiling']:>14.0%}  {notes}")
+    if s["rows"]["fpjax exact"]["search_dim"]:
+      print(f"reduced-search build / full-space build = "
+            f"{s['rows']['fpjax exact']['build_seconds'] / s['rows']['fpjax exact full-D']['build_seconds']:.2f}x")
     if "exact_vs_faiss" in s:
       print(f"exact / FAISS = {s['exact_vs_faiss']:.2f}x, exact full-D / FAISS = "
             f"{s['exact_full_vs_faiss']:.2f}x, fast / FAISS = {s['fast_vs_faiss']:.2f}x")

@@ -109,6 +109,10 @@ class Tuner:
   def _save(self) -> None:
     try:
       os.makedirs(os.path.dirname(self.path), exist_ok=True)
+      # Merge with what other processes wrote since we read the file: keep their choices too.
+      mine, self._cache = self._cache, None
+      for kind, entries in mine.items():
+        self._load().setdefault(kind, {}).update(entries)
       fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), suffix=".tmp")
       with os.fdopen(fd, "w") as f:
         json.dump(self._cache, f, indent=1, sort_keys=True)

@@ -10,6 +10,12 @@ those c candidates with the exact difference form in float32, and the per-slice
 top-k are all-gathered over 'bank' and merged. Memory per device is its bank slice
 plus one queries × tile block; a queries × bank matrix never exists.
 
+The candidate search (the running top-c over tiles) has two implementations that return
+identical candidates: an XLA lax.scan (the CPU path and the fallback) and a fused Pallas
+kernel (fpjax.pallas_search: GPU and TPU, no distance block in HBM). fpjax.autotune times
+them once per device kind and shape; the certificate, the exact re-rank and the fallback
+stages are shared, so the choice never changes an answer.
+
 Reduced search. Real images concentrate in a few principal directions of the bank.
 When the top r directions V hold all but ``REDUCE_RESIDUAL`` of the bank's energy, the
 candidate search runs on x̂ = [Vᵀx, ρ(x)] (r + 1 values instead of D), where ρ(x) bounds
@@ -608,26 +614,58 @@ def _sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
 
 
-@functools.partial(jax.jit, static_argnames=("rank", "n_iter", "seed"))
+# The randomized SVD's float32 products, on the device with HIGHEST precision (GPUs and
+# TPUs would otherwise round them to TF32 / bfloat16): x·y, xᵀ·y and centring.
+_HIGHEST = lax.Precision.HIGHEST
+_matmul = jax.jit(lambda x, y: jnp.dot(x, y, precision=_HIGHEST))
+_matmul_t = jax.jit(lambda x, y: lax.dot_general(x, y, (((0,), (0,)), ((), ())),
+                                                 precision=_HIGHEST))
+_centre = jax.jit(lambda x: x - jnp.mean(x, axis=0))
+
+
+def _whitening(gram: np.ndarray) -> np.ndarray:
+  """R⁻¹ with RᵀR = G (+ a tiny shift: rank-deficient samples stay finite), in float64."""
+  g = gram.astype(np.float64)
+  g += np.eye(len(g)) * max(np.trace(g), 1e-30) * 1e-10
+  return np.linalg.inv(np.linalg.cholesky(g)).T.astype(np.float32)
+
+
+def _orthonormalise(y, passes=2):
+  """Orthonormal columns spanning y [n, w]: y ← y R⁻¹, twice (CholeskyQR2).
+
+  Only the w × w factorisation runs on the host, in float64; XLA:CPU's QR of a tall matrix
+  took seconds where this takes milliseconds. One pass suffices inside power iterations,
+  which only need a well-scaled basis of the range.
+  """
+  for _ in range(passes):
+    y = _matmul(y, _whitening(np.asarray(_matmul_t(y, y))))
+  return y
+
+
 def _randomized_svd(rows, *, rank, n_iter, seed):
   """Top `rank` right singular vectors, singular values and total energy of the centred rows.
 
-  Halko, Martinsson & Tropp (2011): a Gaussian range finder with `n_iter` power iterations
-  (each followed by a QR, which keeps float32 from losing the small directions), then the
-  SVD of the small projected matrix. float32 with HIGHEST precision: on GPU and TPU the
-  default would round the products to TF32 / bfloat16.
+  Halko, Martinsson & Tropp (2011): a Gaussian range finder with `n_iter` power iterations,
+  each re-orthonormalised (which keeps float32 from losing the small directions), then the
+  SVD of the small projected matrix B = Qᵀx through its w × w Gram matrix. The products run
+  on the device; the basis only steers speed (Manifold re-orthonormalises it in float64 and
+  its error bound uses the measured ‖VᵀV − I‖), never an answer.
   """
-  hi = lax.Precision.HIGHEST
-  x = rows - jnp.mean(rows, axis=0)
+  x = _centre(jnp.asarray(rows, jnp.float32))
   n, dim = x.shape
   width = min(rank + 10, n, dim)  # oversampling
   omega = jax.random.normal(jax.random.key(seed), (dim, width), jnp.float32)
-  y, _ = jnp.linalg.qr(jnp.dot(x, omega, precision=hi))
+  y = _orthonormalise(_matmul(x, omega), 1)
   for _ in range(n_iter):
-    z, _ = jnp.linalg.qr(jnp.dot(x.T, y, precision=hi))
-    y, _ = jnp.linalg.qr(jnp.dot(x, z, precision=hi))
-  _, sv, vt = jnp.linalg.svd(jnp.dot(y.T, x, precision=hi), full_matrices=False)
-  return vt[:rank], sv[:rank], jnp.sum(x * x)
+    y = _orthonormalise(_matmul(x, _orthonormalise(_matmul_t(x, y), 1)), 1)
+  y = _orthonormalise(y)
+  b = _matmul_t(y, x)  # [w, D]
+  lam, u = np.linalg.eigh(np.asarray(_matmul(b, b.T), np.float64))
+  order = np.argsort(lam)[::-1][:rank]
+  sv = np.sqrt(np.maximum(lam[order], 0.0))
+  scale = (u[:, order] / np.maximum(sv, max(sv.max(initial=0.0), 1e-30) * 1e-6)).T
+  vt = _matmul(jnp.asarray(scale, jnp.float32), b)
+  return vt, sv, jnp.sum(x * x)
 
 
 def _principal_components(rows: np.ndarray, dim: int, seed: int, n_iter: int):
@@ -656,6 +694,15 @@ def _reduce_slice(bank, mu, offset, n_valid, basis, orth_err, *, batch):
   maxima = jnp.stack([jnp.max(jnp.where(valid, jnp.sum(hat * hat, axis=1), 0.0)),
                       jnp.max(jnp.where(valid, pn, 0.0)), jnp.max(jnp.where(valid, eta, 0.0))])
   return hat, jnp.where(valid, norm2, jnp.inf), lax.pmax(maxima, parallel.BANK)
+
+
+@functools.lru_cache(maxsize=16)
+def _reduce_fn(mesh, batch):
+  """_reduce_slice over the mesh, jitted once per (mesh, batch): builds share compilations."""
+  return jax.jit(jax.shard_map(
+      functools.partial(_reduce_slice, batch=batch), mesh=mesh,
+      in_specs=(P(parallel.BANK, None), P(), P(), P(), P(), P()),
+      out_specs=(P(parallel.BANK, None), P(parallel.BANK), P()), check_vma=False))
 
 
 def _reduction(flat: np.ndarray, mean, search_dim, placement: BankPlacement):
@@ -698,10 +745,7 @@ def _reduction(flat: np.ndarray, mean, search_dim, placement: BankPlacement):
   tiles = slice_rows // placement.tile
   batch = placement.tile * max(d for d in range(1, tiles + 1)
                                if tiles % d == 0 and placement.tile * d <= max(65536, placement.tile))
-  reduce_fn = jax.jit(jax.shard_map(
-      functools.partial(_reduce_slice, batch=batch), mesh=placement.mesh,
-      in_specs=(P(parallel.BANK, None), P(), P(), P(), P(), P()),
-      out_specs=(P(parallel.BANK, None), P(parallel.BANK), P()), check_vma=False))
+  reduce_fn = _reduce_fn(placement.mesh, batch)
   chunks, maxima = [], np.zeros(3, np.float32)
   for bank, start, n_valid in placement.bank_chunks():
     hat, norm2, m = reduce_fn(bank, mean, np.int32(start), np.int32(n_valid), basis,

@@ -202,6 +202,19 @@ def test_principal_basis_is_orthonormal(mnist):
   np.testing.assert_allclose(basis.T @ basis, np.eye(8), atol=1e-4)
 
 
+def test_randomized_svd_matches_float64_svd(mnist):
+  from fpjax import manifold as manifold_lib
+  rows = mnist[0][:2000].reshape(2000, -1).astype(np.float32) / 255.0
+  vt, sv, total = manifold_lib._randomized_svd(rows, rank=16, n_iter=4, seed=0)
+  x = rows.astype(np.float64) - rows.mean(0, dtype=np.float64)
+  _, ref_sv, ref_vt = np.linalg.svd(x, full_matrices=False)
+  np.testing.assert_allclose(sv, ref_sv[:16], rtol=1e-2)
+  np.testing.assert_allclose(float(total), np.sum(x * x), rtol=1e-4)
+  # The top 8 directions span the same subspace: all principal angles small.
+  cosines = np.linalg.svd(np.asarray(vt, np.float64)[:8] @ ref_vt[:8].T, compute_uv=False)
+  assert cosines.min() > 0.99
+
+
 # ---- bad input -------------------------------------------------------------------------------
 def test_k_larger_than_bank(rng):
   with pytest.raises(ValueError, match="larger than the bank"):
@@ -323,8 +336,9 @@ def test_float32_products_name_highest_precision(mnist):
       "float32 stage (Pallas)": (m._search_fn(jnp.float32, config=pallas), full),
       "reduced bfloat16 stage (query reduction, re-rank)": (m._search_fn(jnp.bfloat16, True), reduced),
       "direct stage": (m._search_fn(None), full),
-      "randomized SVD (reduction basis, principal_basis)": (functools.partial(
-          manifold_lib._randomized_svd, rank=8, n_iter=2, seed=0), (jnp.asarray(bank),)),
+      # The randomized SVD (reduction basis, principal_basis) multiplies only through these.
+      "randomized SVD x·y": (manifold_lib._matmul, (jnp.asarray(bank), jnp.ones((784, 8)))),
+      "randomized SVD xᵀ·y": (manifold_lib._matmul_t, (jnp.asarray(bank), jnp.ones((1024, 8)))),
       "bank reduction": (jax.shard_map(
           functools.partial(manifold_lib._reduce_slice, batch=256), mesh=m.mesh,
           in_specs=(P(parallel.BANK, None),) + (P(),) * 5,

@@ -2,6 +2,10 @@
 
 Both must give IDENTICAL candidates, hence identical indices, distances and certificates.
 Sizes stay small: interpret mode runs every grid step as XLA ops.
+
+Bitwise-identical candidates are a CPU property (XLA:CPU's bfloat16 products do not depend on
+the block shape); on a GPU two product shapes may round differently, so there only the final
+'exact' answers are compared, and the compiled kernel is tested against the XLA scan.
 """
 import json
 
@@ -15,6 +19,9 @@ from fpjax import autotune
 from fpjax import manifold as manifold_lib
 from fpjax import pallas_search
 
+ON_CPU = jax.default_backend() == "cpu"
+cpu_only = pytest.mark.skipif(not ON_CPU, reason="bitwise candidate identity is a CPU property")
+
 
 def _xla_candidates(qs, bs, bn, c, tile, search_dtype):
   precision = jax.lax.Precision.HIGHEST if search_dtype == jnp.float32 else None
@@ -22,6 +29,7 @@ def _xla_candidates(qs, bs, bn, c, tile, search_dtype):
       q, q, b, None, n, tile=tile, c=c, search_dtype=search_dtype, precision=precision))(qs, bs, bn)
 
 
+@cpu_only
 @pytest.mark.parametrize("search_dtype", [jnp.bfloat16, jnp.float32])
 def test_kernel_matches_xla_scan_with_padding_and_ties(search_dtype, rng):
   rows, dim, c = 2048, 48, 16
@@ -71,7 +79,8 @@ def _project_both(make, queries, batch_size=None, block_q=64):
   b = pal.project_embedded(queries, batch_size=batch_size)
   np.testing.assert_array_equal(np.asarray(b.index), np.asarray(a.index))
   np.testing.assert_array_equal(np.asarray(b.distance), np.asarray(a.distance))
-  assert pal.stats == xla.stats  # the same queries were certified at every stage
+  if ON_CPU:
+    assert pal.stats == xla.stats  # the same queries were certified at every stage
   return xla, pal, a
 
 
@@ -92,9 +101,10 @@ def test_digits_reduced_and_full_space_identical(k, mnist):
     make = lambda: fpjax.Manifold.from_embeddings(bank, k=k, tile=512, search_dim=search_dim)
     xla, pal, _ = _project_both(make, queries)
     assert (xla.basis is not None) == (search_dim == "auto")
-    certified = _certificates_equal(xla, pal, queries, jnp.bfloat16, xla.basis is not None)
-    assert certified.mean() > 0.9
-    _certificates_equal(xla, pal, queries[:64], jnp.float32, False)
+    if ON_CPU:
+      certified = _certificates_equal(xla, pal, queries, jnp.bfloat16, xla.basis is not None)
+      assert certified.mean() > 0.9
+      _certificates_equal(xla, pal, queries[:64], jnp.float32, False)
 
 
 def test_random_rows_large_k_padded_batch(rng):
@@ -118,6 +128,22 @@ def test_streamed_bank_and_uncertified_fallbacks(rng):
   xla, pal, _ = _project_both(make, queries, batch_size=32, block_q=16)
   assert pal.bank is None and pal.chunk_rows < 900
   assert pal.stats["float32"] > 0
+
+
+@pytest.mark.skipif(ON_CPU, reason="the compiled (not interpreted) kernel needs a GPU or TPU")
+def test_compiled_kernel_gives_the_xla_answers(mnist):
+  # Run by benchmarks/accelerator.py on a GPU or TPU: the kernel as the autotuner would pick it.
+  bank = np.asarray(fpjax.embed(mnist[0][:4096], "rgb")).reshape(4096, -1)
+  queries = np.asarray(fpjax.embed(mnist[0][4096:4608], "rgb")).reshape(512, -1)
+  dim_block = None if jax.default_backend() == "tpu" else 128
+  for search_dim in ("auto", None):
+    make = lambda: fpjax.Manifold.from_embeddings(bank, k=3, tile=2048, search_dim=search_dim,
+                                                  autotune=False)
+    xla, pal = make(), make()
+    _force(pal, autotune.Config("pallas", 2048, 64, dim_block))
+    a, b = xla.project_embedded(queries), pal.project_embedded(queries)
+    np.testing.assert_array_equal(np.asarray(b.index), np.asarray(a.index))
+    np.testing.assert_array_equal(np.asarray(b.distance), np.asarray(a.distance))
 
 
 
