@@ -150,7 +150,8 @@ AT_SCALE = [
     ("md", "# Your data at scale: image folders, TFDS, a device mesh, several hosts\n"
            "The `compute_artifacts` job streams generated images from disk through a grain "
            "pipeline into the sharded k-NN kernel, checkpoints as it goes (rerun to resume) and "
-           "writes artifacts as shard files plus per-model fingerprint statistics."),
+           "writes artifacts to a zarr store (each process its own rows) plus per-model fingerprint statistics; "
+           "bad files are listed in `bad_inputs.jsonl` and skipped."),
     ("code", INSTALL),
     ("code", TOY_MODELS + '''
 import json, tempfile
@@ -180,13 +181,14 @@ summary = fingerprinting.compute_artifacts('digits' if SMALL else 'mnist5k', gm,
 for m in summary['models']:
   print(f"{m['name']:10s} n={m['count']:4d} mean distance {m['mean_distance']:.3f}")
 print(sorted(os.listdir(out)), sorted(os.listdir(os.path.join(out, 'artifacts')))[:4])'''),
-    ("code", '''rows = artifact_io.read_artifacts(out)  # refuses a run without its COMPLETE marker
-stats, summary = artifact_io.read_fingerprint(out)
-print({k: v.shape for k, v in rows.items()}, 'FDR', summary['fdr'])
+    ("code", '''store = fpjax.ArtifactStore.open(out)  # refuses a run without its COMPLETE marker
+stats = artifact_io.load_array(store.stats_path)
+first = store.artifact[:8]  # lazy: reads only the rows asked for
+print(store.artifact.shape, first.shape, store.labels[:8], 'FDR', store.summary['fdr'])
 print(open(os.path.join(out, 'metrics.jsonl')).readline())'''),
     ("md", "## 4. Several hosts\nEvery process runs the same command with its own `--process_id` "
            "(on Cloud TPU / SLURM the three flags can be left out: JAX detects the cluster). Each "
-           "process reads its own shard of the images; process 0 writes.\n```\n"
+           "process reads its own share of the images and writes its own rows of the store.\n```\n"
            "python -m fpjax.bin.compute_artifacts --real=mnist5k --gm=GM --workdir=OUT \\\n"
            "  --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0   # on host 0\n"
            "python -m fpjax.bin.compute_artifacts --real=mnist5k --gm=GM --workdir=OUT \\\n"
