@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 
+import jax
 import numpy as np
 import pytest
 
@@ -100,7 +101,10 @@ def same_outputs(a, b):
   sa, _ = read_fingerprint(a)
   sb, _ = read_fingerprint(b)
   for f in sa:
-    np.testing.assert_array_equal(sa[f], sb[f], err_msg=f)
+    if jax.default_backend() == "cpu" or f in ("count", "distance_hist", "distance_edges"):
+      np.testing.assert_array_equal(sa[f], sb[f], err_msg=f)
+    else:  # GPU scatter-adds sum in a varying order: equal up to float32 rounding only
+      np.testing.assert_allclose(sa[f], sb[f], rtol=1e-5, atol=1e-6, err_msg=f)
 
 
 def test_failure_midway_then_resume_equals_clean_run(gm, clean, tmp_path):
