@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fpjax
+from fpjax import autotune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, rows kind, bank rows, dim, queries)
@@ -243,7 +244,7 @@ def main():
   parts = set(args.parts.split(","))
   machine = dict(device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
                  devices=jax.device_count(), cpu=platform.processor() or platform.machine(),
-                 jax=jax.__version__, autotune=fpjax.autotune.enabled(None))
+                 jax=jax.__version__, autotune=autotune.enabled(None))
   print(f"machine: {machine}")
   t0 = time.perf_counter()
   report = dict(benchmark="accelerator", machine=machine, small=args.small)

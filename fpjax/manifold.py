@@ -39,7 +39,6 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fpjax import autotune as autotune_lib
-from fpjax import pallas_search
 from fpjax import parallel
 from fpjax import spaces
 
@@ -207,6 +206,8 @@ def _search(q, bank, mu, offset, n_valid, reduced=None, *, k, config, search_dty
   bmax2 = jnp.max(jnp.where(jnp.isinf(bn), 0.0, bn))
 
   if config.variant == "pallas" and search_dtype is not None:
+    # Imported here: jax.experimental.pallas is not loaded by `import fpjax` on the CPU path.
+    from fpjax import pallas_search  # pylint: disable=g-import-not-at-top
     bs = search_bank if search_mu is None else search_bank - search_mu
     group_d, group_g = pallas_search.group_candidates(
         qs, bs.astype(search_dtype), bn, c=c, block_q=config.block_q, block_b=config.tile,
