@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fpjax
+from _precision_check import count_ops, default_precision_ops
 
 
 def brute_force(bank, queries, k):
@@ -282,41 +283,7 @@ def test_kernel_memory_is_bank_plus_tile_not_queries_times_bank(search_dim):
 
 
 # ---- precision: every float32 product the exactness rests on asks for HIGHEST -----------------
-def _float32_dots(jaxpr):
-  """(dot_general equations with a float32 operand) in a jaxpr and every jaxpr nested in it."""
-  found = []
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "dot_general" and any(
-        getattr(v.aval, "dtype", None) == np.float32 for v in eqn.invars):
-      found.append(eqn)
-    stack = list(eqn.params.values())
-    while stack:  # scan / while / pjit / shard_map / custom_jvp / pallas_call bodies
-      p = stack.pop()
-      if hasattr(p, "eqns"):
-        found += _float32_dots(p)
-      elif hasattr(p, "jaxpr") and hasattr(p.jaxpr, "eqns"):
-        found += _float32_dots(p.jaxpr)
-      elif isinstance(p, (tuple, list)):
-        stack.extend(p)
-  return found
-
-
-def _is_highest(eqn):
-  import jax
-  prec = eqn.params["precision"]
-  precs = prec if isinstance(prec, tuple) else (prec,)
-  return all(p == jax.lax.Precision.HIGHEST for p in precs)
-
-
-def test_walker_sees_a_default_precision_float32_dot():
-  import jax
-  import jax.numpy as jnp
-  closed = jax.make_jaxpr(lambda a: jax.lax.scan(lambda c, x: (c, jnp.dot(x, x.T)), 0, a))(
-      jnp.ones((2, 3, 3)))
-  (dot,) = _float32_dots(closed.jaxpr)
-  assert not _is_highest(dot)  # the check below would catch it
-
-
+# (The checker's own negative tests are in tests/test_precision.py.)
 def test_float32_products_name_highest_precision(mnist):
   # XLA:CPU ignores the precision flag, so no numeric test here can see TF32 or bf16 passes
   # that GPUs and TPUs would use by default; the traced programs can.
@@ -347,8 +314,7 @@ def test_float32_products_name_highest_precision(mnist):
   }
   counts = {}
   for name, (fn, args) in programs.items():
-    dots = _float32_dots(jax.make_jaxpr(fn)(*args).jaxpr)
-    counts[name] = len(dots)
-    assert all(_is_highest(e) for e in dots), f"{name}: a float32 dot without HIGHEST"
+    assert not default_precision_ops(fn, *args), f"{name}: a float32 dot without HIGHEST"
+    counts[name] = count_ops(fn, *args)
   # Each program that multiplies float32 matrices was seen doing so.
   assert all(counts[n] > 0 for n in counts if n != "direct stage"), counts
