@@ -154,3 +154,12 @@ def test_finalize_and_openset_are_float64():
     assert out[key].dtype == np.float64, key
   clf = openset.PrototypeClassifier.fit(x, np.arange(30) % 3)
   assert clf.prototypes.dtype == np.float64 and clf.distances(x).dtype == np.float64
+
+
+def test_dzanic20_slope_uses_highest():
+  # The least-squares slope is the baseline's main feature: the only matmul among the baselines'
+  # fit-free features.
+  from fpjax.baselines.dzanic20 import dzanic20_features
+  x = jnp.ones((2, 28, 28, 1), jnp.float32)
+  assert count_ops(dzanic20_features, x) > 0
+  assert not default_precision_ops(dzanic20_features, x)

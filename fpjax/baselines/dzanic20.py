@@ -8,6 +8,7 @@ Simplification: Dzanic et al. fit per image and classify the fit parameters with
 KNN/SVM; here it is the same logistic regression as the other linear baselines.
 """
 import jax.numpy as jnp
+from jax import lax
 
 from fpjax import stats
 from fpjax.baselines._common import LinearBaseline
@@ -21,7 +22,9 @@ def dzanic20_features(x, fraction: float = 0.5):
   logp = jnp.log(p[:, k_lo:k_max + 1] + 1e-12) - jnp.log(p[:, :1] + 1e-12)
   logk = jnp.log(jnp.arange(k_lo, k_max + 1, dtype=jnp.float32))
   xm = logk - logk.mean()
-  slope = (logp - logp.mean(1, keepdims=True)) @ xm / jnp.sum(xm * xm)
+  # A least-squares slope is a feature the probe relies on: full float32 on every backend.
+  slope = jnp.dot(logp - logp.mean(1, keepdims=True), xm,
+                  precision=lax.Precision.HIGHEST) / jnp.sum(xm * xm)
   intercept = logp.mean(1) - slope * logk.mean()
   resid = logp - (intercept[:, None] + slope[:, None] * logk)
   rms = jnp.sqrt(jnp.mean(resid * resid, 1))
