@@ -51,12 +51,11 @@ from fpjax import artifact_io
 from fpjax import data
 from fpjax import parallel
 from fpjax import progress as progress_lib
+from fpjax import spaces as spaces_lib
 from fpjax.artifact_io import BadInputs, UserInputError
 from fpjax.manifold import Manifold
 from fpjax.stats import FingerprintStats
 
-SPACES = ("rgb", "freq", "dct", "sl", "ssl")
-ENCODER_SPACES = ("sl", "ssl")
 _STATS_FIELDS = ("count", "mean", "m2", "basis", "basis_mean", "basis_m2", "spectrum",
                  "distance_edges", "distance_hist")
 
@@ -106,11 +105,12 @@ def open_generated(gm: str, image_shape, bad_inputs: BadInputs | None = None
 
 def resolve_space(space: str, encoder: str | None):
   """The space argument Manifold takes: a name, or the loaded Encoder for 'sl'/'ssl'."""
-  if space not in SPACES:
-    raise UserInputError(f"space must be one of {SPACES}; got {space!r}")
-  if space not in ENCODER_SPACES:
+  if space not in spaces_lib.SPACE_NAMES:
+    raise UserInputError(f"space must be one of {spaces_lib.SPACE_NAMES}; got {space!r}")
+  if space not in spaces_lib.ENCODER_SPACES:
     if encoder:
-      raise UserInputError(f"--encoder is for the spaces {ENCODER_SPACES}, not {space!r}.")
+      raise UserInputError(
+          f"--encoder is for the spaces {spaces_lib.ENCODER_SPACES}, not {space!r}.")
     return space
   if not encoder:
     raise UserInputError(f"space {space!r} needs --encoder=<a saved fpjax Encoder>.")

@@ -81,6 +81,10 @@ def dct(x: jax.Array) -> jax.Array:
 
 
 SPACES: dict[str, Callable[[jax.Array], jax.Array]] = {"rgb": rgb, "freq": freq, "dct": dct}
+# Learned spaces: an encoder trained on the real data (supervised / self-supervised) is φ.
+ENCODER_SPACES = ("sl", "ssl")
+# Every space name fpjax knows: the fixed transforms above, then the encoder spaces.
+SPACE_NAMES = tuple(SPACES) + ENCODER_SPACES
 
 
 @functools.lru_cache(maxsize=None)

@@ -41,9 +41,8 @@ from fpjax import spaces as spaces_lib
 from fpjax.analysis import metrics
 from fpjax.analysis.report import make_row
 
-# The core's spaces (fpjax.spaces.SPACES) plus the encoder spaces trained on the real data.
-ENCODER_SPACES = ('sl', 'ssl')
-MANIFPT_SPACES = tuple(spaces_lib.SPACES) + ENCODER_SPACES
+ENCODER_SPACES = spaces_lib.ENCODER_SPACES
+MANIFPT_SPACES = spaces_lib.SPACE_NAMES
 LABELLED_SPACES = ('sl',)          # its encoder is trained on the real labels
 CLASSIFIERS = ('probe', 'attributor')
 SLICE_ROWS = 4096                  # rows per read when streaming over a store

@@ -11,6 +11,7 @@ import sys
 from absl import flags
 from absl import logging
 
+from fpjax import spaces
 from fpjax.bin import flags as fpjax_flags
 
 _REAL = flags.DEFINE_string(
@@ -18,7 +19,7 @@ _REAL = flags.DEFINE_string(
     "tfds:<name>[:<split>] | a .npy/.npz of images [N,H,W,C] | an image folder.")
 _GM = flags.DEFINE_string("gm", None, "Generated images: a zoo workdir or an image-folder root "
                           "(one folder per model).", required=True)
-_SPACE = flags.DEFINE_enum("space", "rgb", ["rgb", "freq", "dct", "sl", "ssl"],
+_SPACE = flags.DEFINE_enum("space", "rgb", list(spaces.SPACE_NAMES),
                            "Embedding space ('sl'/'ssl' need --encoder).")
 _ENCODER = flags.DEFINE_string("encoder", None, "For --space=sl|ssl: a saved fpjax Encoder "
                                "(fpjax.models.Encoder.save).")
