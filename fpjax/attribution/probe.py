@@ -55,7 +55,14 @@ class LinearProbe:
     if x.shape[1] != self.mean_.shape[0]:
       raise ValueError(f'LinearProbe was fit on {self.mean_.shape[0]} features, got {x.shape[1]}')
     mean, std = self.mean_, self.std_
-    return training.MappedRows(x, lambda a: (a - mean) / std, x.shape)
+
+    def standardize(a):
+      # In place: `a` is a fresh float32 block from _prepare (astype copies), and a training
+      # buffer's worth of blocks would otherwise cost two more temporaries per block.
+      a -= mean
+      a /= std
+      return a
+    return training.MappedRows(x, standardize, x.shape)
 
   def fit(self, x_train, y_train, seed: int = 0) -> 'LinearProbe':
     x = self._prepare(x_train)

@@ -245,47 +245,52 @@ def shuffled_minibatches(x, rows: np.ndarray, batch_size: int, rng: np.random.Ge
   """One epoch of minibatches (as row indices into x, with the rows) through a shuffle buffer.
 
   The rows 0..N-1 of x are cut into contiguous blocks of ``block_rows``; the blocks are
-  visited in a random order, ``buffer_blocks`` at a time (adjacent chosen blocks read in one
-  slice); of each buffer the rows listed in ``rows`` are shuffled and cut into minibatches of
-  ``batch_size``; the rows left over (< batch_size) join the next buffer. So every listed row
-  is used at most once per epoch, floor(len(rows) / batch_size) minibatches are yielded, and
-  when N <= block_rows * buffer_blocks it is one full shuffle of the rows. Memory: one buffer.
-  Yields (row indices [b], x rows [b, ...]).
+  visited in a random order, ``buffer_blocks`` at a time (in increasing order within a
+  buffer); of each buffer the rows listed in ``rows`` are shuffled and cut into minibatches
+  of ``batch_size``; the rows left over (< batch_size) join the next buffer. So every listed
+  row is used at most once per epoch, floor(len(rows) / batch_size) minibatches are yielded,
+  and when N <= block_rows * buffer_blocks it is one full shuffle of the rows.
+  Memory: one buffer array, allocated once per epoch and refilled in place one block read at
+  a time, so the host holds the buffer plus one block (not a concatenated copy of the buffer).
+  Yields (row indices [b], x rows [b, ...]) (copies: the buffer may be refilled later).
   """
   n = int(x.shape[0])
-  block_rows = int(block_rows)
+  block_rows, buffer_blocks, batch_size = int(block_rows), int(buffer_blocks), int(batch_size)
   wanted = np.zeros(n, bool)
   wanted[rows] = True
   nblocks = -(-n // block_rows)
   order = rng.permutation(nblocks)
-  held_idx = np.zeros(0, np.int64)
-  held_x = None
-  for g in range(0, nblocks, int(buffer_blocks)):
-    chosen = np.sort(order[g:g + int(buffer_blocks)])
-    parts_idx, parts_x = [held_idx], ([held_x] if held_x is not None else [])
-    i = 0
-    while i < len(chosen):  # one read per run of adjacent blocks
-      j = i
-      while j + 1 < len(chosen) and chosen[j + 1] == chosen[j] + 1:
-        j += 1
-      a, b = int(chosen[i]) * block_rows, min(n, (int(chosen[j]) + 1) * block_rows)
+  buf_x = None
+  buf_idx = np.empty(min(n, block_rows * buffer_blocks + batch_size), np.int64)
+  held = 0  # rows carried over from the previous buffer, at the front of buf_x / buf_idx
+  for g in range(0, nblocks, buffer_blocks):
+    filled = held
+    for c in np.sort(order[g:g + buffer_blocks]):
+      a, b = int(c) * block_rows, min(n, (int(c) + 1) * block_rows)
       sel = np.flatnonzero(wanted[a:b])
-      if len(sel):
-        chunk = np.asarray(x[a:b])
-        parts_x.append(chunk if len(sel) == b - a else chunk[sel])
-        parts_idx.append(a + sel)
-      i = j + 1
-    if len(parts_x) == 0:
+      if len(sel) == 0:
+        continue
+      chunk = np.asarray(x[a:b])
+      if buf_x is None:
+        buf_x = np.empty((len(buf_idx),) + chunk.shape[1:], chunk.dtype)
+      dst = slice(filled, filled + len(sel))
+      if len(sel) == b - a:
+        buf_x[dst] = chunk
+      else:
+        np.take(chunk, sel, axis=0, out=buf_x[dst])
+      buf_idx[dst] = a + sel
+      filled += len(sel)
+      del chunk
+    if filled == 0:
       continue
-    buf_idx = np.concatenate(parts_idx)
-    buf_x = np.concatenate(parts_x)
-    perm = rng.permutation(len(buf_idx))
-    full = len(perm) // batch_size
+    perm = rng.permutation(filled)
+    full = filled // batch_size
     for k in range(full):
       p = perm[k * batch_size:(k + 1) * batch_size]
       yield buf_idx[p], buf_x[p]
     rest = perm[full * batch_size:]
-    held_idx, held_x = buf_idx[rest], buf_x[rest]
+    held = len(rest)
+    buf_x[:held], buf_idx[:held] = buf_x[rest], buf_idx[rest]
 
 
 def _selected_chunks(x, rows: np.ndarray | None, read_rows: int) -> Iterator[np.ndarray]:
