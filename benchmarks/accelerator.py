@@ -52,17 +52,18 @@ CHECKED = 1024  # queries of each method checked against float64
 
 
 @functools.lru_cache(maxsize=None)  # knn.py defines absl flags: load it once
-def _digits_like():
+def _knn():
+  """benchmarks/knn.py as a module: its digit-like rows and its timer."""
   spec = importlib.util.spec_from_file_location("fpjax_bench_knn",
                                                 os.path.join(ROOT, "benchmarks", "knn.py"))
   knn = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(knn)
-  return knn.digits_like
+  return knn
 
 
 def rows(kind, n, dim, seed):
   if kind == "digits":
-    return _digits_like()(n, dim, seed)
+    return _knn().digits_like(n, dim, seed)
   rng = np.random.default_rng(seed)
   out = np.empty((n, dim), np.float32)
   for s in range(0, n, 65536):  # no float64 temporaries
@@ -71,13 +72,7 @@ def rows(kind, n, dim, seed):
 
 
 def median_time(fn, repeats):
-  fn()  # compilation, autotuning, caches
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
+  return _knn().median_time(fn, repeats)
 
 
 def bf16_peak(n, repeats=5):
