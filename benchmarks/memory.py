@@ -19,7 +19,7 @@ Then, for each N, one fresh subprocess runs
 from a cold work directory (the artifact store is computed inside the run) and reports its wall
 time and peak RSS. The peak is `ru_maxrss` of the only child of a small wrapper process (the
 high-water mark of the evaluate process: JAX, grain reader threads, the artifact job and the
-tables all run in it).
+tables all run in it); the wrapper also samples its RSS once a second into eval_<N>.rss.
 
   python benchmarks/memory.py [--sizes=50000,200000] [--cache=/tmp/fpjax_memory_bench]
 
@@ -108,10 +108,25 @@ def synthesise(cache: str, n: int) -> str:
   return root
 
 
-def _measure(cmd) -> None:
-  """Wrapper process: runs cmd as its only child and prints its peak RSS and wall time."""
+def _measure(trace: str, cmd) -> None:
+  """Wrapper process: runs cmd as its only child and prints its peak RSS and wall time.
+
+  Also samples the child's RSS once a second into `trace` ("<unix time> <RSS kB>" lines), to
+  line up with the timestamps of the evaluate log and see which phase holds the memory.
+  """
   t0 = time.time()
-  rc = subprocess.run(cmd).returncode
+  child = subprocess.Popen(cmd)
+  with open(trace, 'w') as f:
+    while child.poll() is None:
+      try:
+        with open(f'/proc/{child.pid}/status') as st:
+          rss = next(l.split()[1] for l in st if l.startswith('VmRSS'))
+        f.write(f'{time.time():.1f} {rss}\n')
+        f.flush()
+      except (OSError, StopIteration):
+        pass
+      time.sleep(1.0)
+  rc = child.returncode
   wall = time.time() - t0
   peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: kilobytes
   print(json.dumps({'rc': rc, 'wall_s': wall, 'peak_rss_kb': peak_kb}))
@@ -123,7 +138,8 @@ def run_evaluate(gm: str, workdir: str, log: str) -> dict:
          '--spaces=rgb', '--classifiers=probe', '--baselines=none', '--seeds=1',
          f'--workdir={workdir}']
   with open(log, 'w') as f:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), '--_measure', '--'] + cmd,
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), '--_measure',
+                          log[:-len('.log')] + '.rss'] + cmd,
                          stdout=subprocess.PIPE, stderr=f, text=True)
   result = json.loads(out.stdout.strip().splitlines()[-1])
   if result['rc'] != 0:
@@ -139,7 +155,7 @@ def run_evaluate(gm: str, workdir: str, log: str) -> dict:
 
 def main():
   if len(sys.argv) > 2 and sys.argv[1] == '--_measure':
-    _measure(sys.argv[3:])
+    _measure(sys.argv[2], sys.argv[3:])
     return
   parser = argparse.ArgumentParser()
   parser.add_argument('--sizes', default='50000,200000')
