@@ -413,6 +413,11 @@ class ArtifactWriter:
     self._pending = []
 
 
+# The most bytes of array rows one scattered read (`LazyRows[sorted rows]`) spans: bounds the
+# chunks tensorstore holds decoded at once.
+READ_SPAN_BYTES = 64 * 2 ** 20
+
+
 class LazyRows:
   """Rows of a zarr array, read on demand: len(), shape, dtype, ndim, `[a:b]`, `[sorted int
   array]`, `[i]`, and np.asarray (reads everything). `rows` maps its row i to the array's row
@@ -434,7 +439,21 @@ class LazyRows:
       return np.zeros((0, *self.shape[1:]), self.dtype)
     if phys[-1] - phys[0] + 1 == len(phys):  # one contiguous run: a plain slice
       return self._array[int(phys[0]):int(phys[-1]) + 1].read().result()
-    return self._array[phys].read().result()
+    # Scattered rows (e.g. a stratified sample of the whole store): tensorstore decodes every
+    # chunk that one read touches before it copies the rows out, so a 10,000-row sample of a
+    # 1M-row store held ~0.5 GB of chunks at once. Read in pieces that span at most
+    # READ_SPAN_BYTES of the array's rows, into one output.
+    row_bytes = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
+    span = max(1, READ_SPAN_BYTES // row_bytes)
+    if phys[-1] - phys[0] < span:
+      return self._array[phys].read().result()
+    out = np.empty((len(phys), *self.shape[1:]), self.dtype)
+    i = 0
+    while i < len(phys):
+      j = int(np.searchsorted(phys, phys[i] + span, side="left"))
+      out[i:j] = self._array[phys[i:j]].read().result()
+      i = j
+    return out
 
   def __getitem__(self, key) -> np.ndarray:
     if isinstance(key, (int, np.integer)):

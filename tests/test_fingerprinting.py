@@ -237,3 +237,33 @@ def test_store_reads_only_the_rows_asked_for(tmp_path):
   np.testing.assert_array_equal(a[3:6], art[good[3:6]])  # good rows 3-5 = store rows 4-6: chunk 1
   with pytest.raises(Exception):
     a[0:2]
+
+
+def test_scattered_rows_read_in_bounded_pieces(tmp_path, monkeypatch):
+  """A sorted sample of rows spread over the whole array is read piece by piece (each piece
+  spans at most READ_SPAN_BYTES of rows) and equals numpy fancy indexing; bad rows hidden."""
+  import tensorstore as ts
+  ref = np.random.default_rng(0).normal(size=(5000, 3, 2)).astype(np.float32)
+  arr = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(tmp_path / "a")},
+                 "metadata": {"shape": [5000, 3, 2], "chunks": [7, 3, 2], "dtype": "<f4"}},
+                create=True).result()
+  arr.write(ref).result()
+  good = np.sort(np.random.default_rng(1).choice(5000, 4000, replace=False))
+  rows = artifact_io.LazyRows(arr, good)
+  monkeypatch.setattr(artifact_io, "READ_SPAN_BYTES", 50 * 3 * 2 * 4)  # 50 rows a piece
+  spans = []
+  real_read = rows._array.__getitem__
+
+  class Spy:
+    def __getitem__(self, key):
+      k = np.asarray(key)
+      if k.ndim == 1 and k.size > 1:
+        spans.append(int(k[-1] - k[0]))
+      return real_read(key)
+  rows._array = Spy()
+  for seed in range(10):
+    r = np.random.default_rng(seed)
+    idx = np.sort(r.choice(4000, int(r.integers(2, 4000)), replace=False))
+    np.testing.assert_array_equal(rows[idx], ref[good][idx])
+  assert spans and max(spans) < 50 and len(spans) > 10
+  np.testing.assert_array_equal(rows[10:3000], ref[good][10:3000])
