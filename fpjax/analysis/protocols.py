@@ -40,6 +40,7 @@ from fpjax.artifact_io import UserInputError
 from fpjax import spaces as spaces_lib
 from fpjax.analysis import metrics
 from fpjax.analysis.report import make_row
+from fpjax.models.training import iter_slices
 
 ENCODER_SPACES = spaces_lib.ENCODER_SPACES
 MANIFPT_SPACES = spaces_lib.SPACE_NAMES
@@ -145,12 +146,6 @@ class SourceImages:
     for j, a in enumerate(images):
       out[j] = a
     return out
-
-
-def iter_slices(x, rows: int = SLICE_ROWS):
-  """(start, x[start:start + rows]) over a lazy or in-memory array."""
-  for a in range(0, len(x), rows):
-    yield a, np.asarray(x[a:a + rows])
 
 
 def apply_in_slices(fn, x, rows: int = SLICE_ROWS) -> np.ndarray:
