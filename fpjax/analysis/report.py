@@ -37,6 +37,7 @@ import os
 import numpy as np
 
 from fpjax import artifact_io
+from fpjax.estimators import CONTROL  # the control rows' estimator: the classifier on φ(x)
 
 
 ROW_FIELDS = ('table', 'method', 'space', 'estimator', 'classifier', 'dataset', 'accuracy_mean',
@@ -45,8 +46,6 @@ ROW_FIELDS = ('table', 'method', 'space', 'estimator', 'classifier', 'dataset', 
               'diff_mean', 'ci_low', 'ci_high', 'significant', 'num_train', 'num_test', 'seconds')
 # Fields that measure the run, not its result: two runs of the same configuration differ only here.
 TIMING_FIELDS = ('seconds',)
-# The control rows' estimator: the classifier on φ(x) itself (fpjax.estimators.CONTROL).
-CONTROL = 'input'
 
 
 def make_row(**fields) -> dict:
