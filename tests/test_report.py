@@ -191,8 +191,12 @@ def test_report_has_zoo_realism_and_what_the_demo_ran(tmp_path):
   config = {'num_images': 64, 'demo': {'estimators': ['nn', 'knn_mean'],
                                        'attributor': {'estimators': ['knn_mean'],
                                                       'why': 'best probe row'},
-                                       'num_splits': 3}}
+                                       'num_splits': 3},
+            'split': '3 splits, 70/30 per model', 'selection': {'protocol': 'inner 80/20'}}
   md = report.report_markdown(_rows(), gm, config, {'t': 1.0}, {}, str(tmp_path))
+  # The protocol section says what the run's config says it did.
+  assert '- Splits: 3 splits, 70/30 per model; rows give mean ± std' in md
+  assert "- Selection of the estimator's hyperparameters and the probe's l2: inner 80/20;" in md
   assert '## What the demo ran' in md
   assert '- estimators: `nn`, `knn_mean`' in md
   assert '  - why: `"best probe row"`' in md and '- num_splits: `3`' in md

@@ -703,20 +703,24 @@ def report_markdown(rows, gm, config: dict, timings: dict, files: dict, workdir:
   for key, path in files.items():
     if key in captions:
       lines += [f'### {key}', captions[key], '', f'![{key}]({rel(path)})', '']
+  selection = config.get('selection')
+  selection = selection.get('protocol') if isinstance(selection, dict) else selection
   lines += ['## Protocol', '',
-            '- Splits: several train/validation splits, every method on the same ones, each '
-            'split with its own classifier seed; rows give mean ± std over the splits. '
-            'Estimator hyperparameters and the probe\'s l2 are chosen on an inner validation '
-            'split of each training part, never on the reported validation images.',
-            '- ManiFPT features: artifacts φ(x) − φ(x*), x* the manifold estimator\'s point '
-            '(`nn`: the nearest real image in space φ, as in the paper) '
-            '(`fpjax.compute_artifacts`, read back from its artifact store '
-            f'{config.get("artifact_stores", "")}); `input` rows use φ(x) itself. SL/SSL '
+            '- Splits: ' + str(config.get('split') or 'several train/validation splits, every '
+                               'method on the same ones, each with its own classifier seed')
+            + '; rows give mean ± std over the splits.',
+            '- Selection of the estimator\'s hyperparameters and the probe\'s l2: '
+            + str(selection or 'on an inner validation split of each training part') + '; '
+            'never on the reported validation images.',
+            '- ManiFPT features: artifacts φ(x) − p(x), p(x) the manifold estimator\'s point '
+            '(`nn`: the nearest real image in space φ, as in the paper; `fpjax.estimators`), '
+            'computed by `fpjax.compute_artifacts` and read back from its artifact store '
+            f'{config.get("artifact_stores", "")}; `input` rows use φ(x) itself. SL/SSL '
             'encoders are trained on the real images (no pretrained weights).',
-            '- Intervals: paired bootstrap 95 % percentile intervals of accuracy differences '
-            '(`fpjax.analysis.metrics.paired_bootstrap`): each split\'s validation images are '
-            'resampled with replacement, the same images for both rows; significant = the '
-            'interval excludes 0.',
+            '- Intervals: ' + str(config.get('diff') or 'paired bootstrap 95 % percentile '
+                                  'intervals (`fpjax.analysis.metrics.paired_bootstrap`)')
+            + '; each split\'s validation images are resampled with replacement, the same '
+            'images for both rows; significant = the interval excludes 0.',
             '- FDR: trace(S_B)/trace(S_W) (`fpjax.stats.fdr_from_moments`) of the validation '
             'features, from per-model moments streamed over the rows.',
             f'- Table 3: {config.get("table3", {})}.',
