@@ -1,22 +1,32 @@
 """Files of a compute_artifacts work directory: the artifact store, its reader, the bad-input
 list, and safe readers for user arrays.
 
-Layout of a compute_artifacts work directory (format "fpjax.artifacts/2"):
+Layout of a compute_artifacts work directory (format "fpjax.artifacts/3"):
 
   WORKDIR/artifacts/<field>/     one zarr (v2) array per field, row i = image `files[i]` of
                                  index.json, chunked along rows only (`chunk_rows` rows a chunk):
-      artifact  float32 [N, *embedding_shape]   φ(x) − φ(x*)
-      distance  float32 [N, k]                  Euclidean distance to the k nearest bank rows
-      index     int32   [N, k]                  bank rows of the k nearest, nearest first
-      label     int32   [N]                     generative-model label (class_names[label]);
-                                                -1: a bad file, skipped (listed in bad_inputs.jsonl;
-                                                its artifact is 0, distance NaN, index -1)
-  WORKDIR/artifacts/index.json   format, config, space, k, embedding_shape, class_names, gm_root,
-                                 files (relative to gm_root), num_rows (= len(files)), num_bad_rows,
-                                 chunk_rows, process_count, fields (zarr dtype of each)
-  WORKDIR/fingerprint/stats.npz  FingerprintStats.finalize() of every model (good rows only)
-  WORKDIR/fingerprint/summary.json  per-model count, mean distance, mean |artifact|, FDR,
-                                 bad_inputs (number of files skipped)
+      artifact/<key>  float32 [N, *embedding_shape]  φ(x) − p(x) of the manifold estimator
+                                 <key> (fpjax/estimators.py: 'nn', 'knn_mean-k10', ...,
+                                 'input' = φ(x)), one array per estimator, in index.json's
+                                 `estimators` order
+      distance  float32 [N, k]   Euclidean distance to the k nearest bank rows  } only when a
+      index     int32   [N, k]   bank rows of the k nearest, nearest first      } search ran (k >= 1)
+      label     int32   [N]      generative-model label (class_names[label]);
+                                 -1: a bad file, skipped (listed in bad_inputs.jsonl;
+                                 its artifacts are 0, distance NaN, index -1)
+  WORKDIR/artifacts/index.json   format, config, space, k (0: no search), estimators (keys),
+                                 embedding_shape, class_names, gm_root, files (relative to
+                                 gm_root), num_rows (= len(files)), num_bad_rows, chunk_rows,
+                                 process_count, fields (zarr dtype of each)
+  WORKDIR/fingerprint/<key>/stats.npz  FingerprintStats.finalize() of every model for estimator
+                                 <key> (good rows only; its distance histogram is of |φ(x) − p(x)|)
+  WORKDIR/fingerprint/summary.json  bad_inputs (files skipped), seconds, artifact_shape, and per
+                                 estimator ('estimators': {key: {models, fdr}}) each model's
+                                 count, mean distance |φ(x) − p(x)|, |mean artifact|, RMS artifact
+                                 norm, and the FDR; top-level 'models' and 'fdr' repeat the first
+                                 estimator's
+  WORKDIR/autoencoder/           the 'learned' estimator's model (fpjax.models.autoencoder),
+                                 trained once on the bank; a resumed run loads it
   WORKDIR/bad_inputs.jsonl       one JSON object a line per skipped file: path, reason, stage
                                  ('list': refused when listing a folder (not an image file, a
                                  symlink leaving the root), never a row; 'decode': unreadable or of
@@ -59,8 +69,7 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = "fpjax.artifacts/2"
-FIELDS = ("artifact", "distance", "index", "label")
+FORMAT = "fpjax.artifacts/3"
 COMPLETE = "COMPLETE"
 BAD_INPUTS = "bad_inputs.jsonl"
 BAD_LABEL = -1      # label of a skipped (bad) file's row
@@ -363,10 +372,19 @@ def is_complete(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, COMPLETE))
 
 
-def _field_specs(embedding_shape, k: int) -> dict[str, tuple[tuple, str, Any]]:
-  """(shape of one row, zarr dtype, fill value) of each field."""
-  return {"artifact": (tuple(embedding_shape), "<f4", 0.0), "distance": ((k,), "<f4", 0.0),
-          "index": ((k,), "<i4", 0), "label": ((), "<i4", UNWRITTEN)}
+def artifact_field(key: str) -> str:
+  """The store field (folder under artifacts/) of estimator `key`'s artifacts."""
+  return f"artifact/{check_name(key, 'estimator key')}"
+
+
+def _field_specs(embedding_shape, k: int, estimators) -> dict[str, tuple[tuple, str, Any]]:
+  """(shape of one row, zarr dtype, fill value) of each field; distance and index only when a
+  search ran (k >= 1)."""
+  specs = {artifact_field(e): (tuple(embedding_shape), "<f4", 0.0) for e in estimators}
+  if k:
+    specs.update(distance=((k,), "<f4", 0.0), index=((k,), "<i4", 0))
+  specs["label"] = ((), "<i4", UNWRITTEN)
+  return specs
 
 
 def _zarr_spec(workdir: str, field: str) -> dict:
@@ -377,9 +395,11 @@ def _zarr_spec(workdir: str, field: str) -> dict:
 class ArtifactWriter:
   """Writes rows of the store's zarr arrays; each process writes only its own chunks.
 
-  `create` (one process, before the others `open`) makes empty arrays of `num_rows` rows;
-  `write(start, fields)` starts writing rows [start, start + n) without waiting; `flush()` waits
-  until everything written so far is on disk (call it before a checkpoint says so).
+  `create` (one process, before the others `open`) makes empty arrays of `num_rows` rows: one
+  artifact array per estimator key, distance/index of k columns (none when k = 0) and label;
+  `write(start, fields)` starts writing rows [start, start + n) of every field without waiting;
+  `flush()` waits until everything written so far is on disk (call it before a checkpoint says
+  so).
   """
 
   def __init__(self, arrays: dict):
@@ -387,10 +407,11 @@ class ArtifactWriter:
     self._pending = []
 
   @classmethod
-  def create(cls, workdir: str, num_rows: int, chunk_rows: int, embedding_shape, k: int):
+  def create(cls, workdir: str, num_rows: int, chunk_rows: int, embedding_shape, k: int,
+             estimators=("nn",)):
     import tensorstore as ts  # pylint: disable=g-import-not-at-top
     arrays = {}
-    for field, (row_shape, dtype, fill) in _field_specs(embedding_shape, k).items():
+    for field, (row_shape, dtype, fill) in _field_specs(embedding_shape, k, estimators).items():
       spec = dict(_zarr_spec(workdir, field), metadata={
           "shape": [num_rows, *row_shape], "chunks": [chunk_rows, *row_shape], "dtype": dtype,
           "fill_value": fill})
@@ -398,14 +419,16 @@ class ArtifactWriter:
     return cls(arrays)
 
   @classmethod
-  def open(cls, workdir: str):
+  def open(cls, workdir: str, k: int, estimators=("nn",)):
     import tensorstore as ts  # pylint: disable=g-import-not-at-top
-    return cls({f: ts.open(_zarr_spec(workdir, f), open=True, write=True).result() for f in FIELDS})
+    return cls({f: ts.open(_zarr_spec(workdir, f), open=True, write=True).result()
+                for f in _field_specs((), k, estimators)})
 
   def write(self, start: int, fields: dict[str, np.ndarray]) -> None:
+    """fields: an array for every field of the store ('artifact/<key>', ..., 'label')."""
     n = len(fields["label"])
-    for f in FIELDS:
-      self._pending.append(self._arrays[f][start:start + n].write(np.asarray(fields[f])))
+    for f, array in self._arrays.items():
+      self._pending.append(array[start:start + n].write(np.asarray(fields[f])))
 
   def flush(self) -> None:
     for fut in self._pending:
@@ -528,13 +551,16 @@ class FileList(collections.abc.Sequence):
 class ArtifactStore:
   """A finished compute_artifacts work directory, read lazily (format in the module docstring).
 
-  Rows are the good files, in `files` order; labels, distance and index are read whole (small),
-  `artifact` is a `LazyRows` that reads only the rows asked for; `files` is a compact `FileList`.
+  Rows are the good files, in `files` order; labels, distance and index are read whole (small;
+  [N, 0] when no search ran), `artifacts(key)` is a `LazyRows` of estimator `key`'s artifacts
+  that reads only the rows asked for (`artifact`: the first estimator's); `files` is a compact
+  `FileList`.
   """
   workdir: str
   config: dict
   space: str
   k: int
+  estimators: list  # estimator keys, in the order the run was given them
   embedding_shape: tuple
   class_names: list
   gm_root: str
@@ -542,8 +568,20 @@ class ArtifactStore:
   labels: np.ndarray
   distance: np.ndarray
   index: np.ndarray
-  artifact: LazyRows
+  artifact_rows: dict  # key -> LazyRows
   num_bad_rows: int
+
+  def artifacts(self, key: str) -> LazyRows:
+    """The artifacts of estimator `key` (rows as `labels`)."""
+    if key not in self.artifact_rows:
+      raise UserInputError(f"{self.workdir}: no artifacts of estimator {key!r}; this store holds "
+                           f"{self.estimators}.")
+    return self.artifact_rows[key]
+
+  @property
+  def artifact(self) -> LazyRows:
+    """The first estimator's artifacts."""
+    return self.artifacts(self.estimators[0])
 
   @property
   def num_rows(self) -> int:
@@ -553,9 +591,17 @@ class ArtifactStore:
   def summary(self) -> dict:
     return load_json(os.path.join(self.workdir, "fingerprint", "summary.json"))
 
+  def stats_path_of(self, key: str) -> str:
+    """fingerprint/<key>/stats.npz: estimator `key`'s FingerprintStats.finalize()."""
+    if key not in self.artifact_rows:
+      raise UserInputError(f"{self.workdir}: no statistics of estimator {key!r}; this store "
+                           f"holds {self.estimators}.")
+    return stats_path(self.workdir, key)
+
   @property
   def stats_path(self) -> str:
-    return os.path.join(self.workdir, "fingerprint", "stats.npz")
+    """The first estimator's statistics."""
+    return self.stats_path_of(self.estimators[0])
 
   def bad_inputs(self) -> list[dict]:
     return read_bad_inputs(self.workdir)
@@ -571,8 +617,9 @@ class ArtifactStore:
     if meta.get("format") != FORMAT:
       raise UserInputError(f"{workdir}/artifacts/index.json: format {meta.get('format')!r}, "
                            f"expected {FORMAT!r}; recompute the artifacts.")
+    k, estimators = int(meta["k"]), list(meta["estimators"])
     arrays = {}
-    for f in FIELDS:
+    for f in _field_specs((), k, estimators):
       try:
         arrays[f] = ts.open(_zarr_spec(workdir, f), open=True, read=True).result()
       except ValueError as e:
@@ -591,23 +638,33 @@ class ArtifactStore:
     if (label[good] >= len(meta["class_names"])).any() or (label[good] < 0).any():
       raise UserInputError(f"{workdir}/artifacts/label: labels outside the "
                            f"{len(meta['class_names'])} models.")
-    reader = LazyRows(arrays["distance"], good)
+    if k:
+      distance = np.asarray(LazyRows(arrays["distance"], good))
+      index = np.asarray(LazyRows(arrays["index"], good))
+    else:
+      distance, index = np.zeros((len(good), 0), np.float32), np.zeros((len(good), 0), np.int32)
     return cls(
-        workdir=workdir, config=meta["config"], space=meta["space"], k=int(meta["k"]),
+        workdir=workdir, config=meta["config"], space=meta["space"], k=k, estimators=estimators,
         embedding_shape=tuple(meta["embedding_shape"]), class_names=list(meta["class_names"]),
         gm_root=meta["gm_root"], files=FileList(meta["files"][i] for i in good),
-        labels=label[good].astype(np.int32), distance=np.asarray(reader),
-        index=np.asarray(LazyRows(arrays["index"], good)),
-        artifact=LazyRows(arrays["artifact"], good), num_bad_rows=int(meta["num_bad_rows"]))
+        labels=label[good].astype(np.int32), distance=distance, index=index,
+        artifact_rows={e: LazyRows(arrays[artifact_field(e)], good) for e in estimators},
+        num_bad_rows=int(meta["num_bad_rows"]))
 
 
-def write_index(workdir: str, *, config: dict, space: str, k: int, embedding_shape, class_names,
-                gm_root: str, files, num_bad_rows: int, chunk_rows: int,
+def stats_path(workdir: str, key: str) -> str:
+  """WORKDIR/fingerprint/<key>/stats.npz."""
+  return os.path.join(workdir, "fingerprint", check_name(key, "estimator key"), "stats.npz")
+
+
+def write_index(workdir: str, *, config: dict, space: str, k: int, estimators, embedding_shape,
+                class_names, gm_root: str, files, num_bad_rows: int, chunk_rows: int,
                 process_count: int) -> str:
   """artifacts/index.json (one process writes it, once every row is on disk)."""
   return save_json(os.path.join(workdir, "artifacts", "index.json"), {
       "format": FORMAT, "config": config, "space": space, "k": int(k),
+      "estimators": list(estimators),
       "embedding_shape": list(embedding_shape), "num_rows": len(files),
       "num_bad_rows": int(num_bad_rows), "class_names": list(class_names), "gm_root": gm_root,
       "files": list(files), "chunk_rows": int(chunk_rows), "process_count": int(process_count),
-      "fields": {f: s[1] for f, s in _field_specs(embedding_shape, k).items()}})
+      "fields": {f: s[1] for f, s in _field_specs(embedding_shape, k, estimators).items()}})

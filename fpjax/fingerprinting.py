@@ -2,9 +2,21 @@
 
     real bank (embedded dataset | image folder | TFDS | .npy)  ->  Manifold (bank on devices)
     generated images (zoo workdir | image folder), decoded lazily by the grain pipeline
-      -> this process's block of each global batch -> Manifold.project -> artifacts
-      -> this process's rows of the artifact store (zarr, its own chunks)
-      -> this process's FingerprintStats, merged over processes at the end
+      -> this process's block of each global batch -> φ(x) -> ONE k-NN search
+         (Manifold.project_embedded, k = the most neighbours any estimator needs)
+         -> the k nearest bank rows (Manifold.neighbour_rows) -> each manifold estimator's
+         artifact φ(x) − p(x) (fpjax/estimators.py)
+      -> this process's rows of the artifact store (zarr, its own chunks; one artifact array
+         per estimator)
+      -> this process's FingerprintStats per estimator, merged over processes at the end
+
+Estimators: `estimators` takes keys ('knn_mean-k10'), names (a name stands for its whole
+`estimators.grid`: the candidates an evaluation chooses from) or Estimator objects. The
+search runs once per batch for all of them, and not at all when only 'input' and 'learned' are
+asked (k = 0: the store then has no distance/index fields). 'learned' trains its autoencoder on
+the bank's embeddings once per work directory (WORKDIR/autoencoder/; process 0 trains and saves
+it, every process then loads that folder, so all use the same parameters; a resumed run loads
+it, a fresh one (no checkpoint yet) trains it again).
 
 The job is three steps around the batch loop: `_restore` (open or resume the work directory),
 `_checkpoint` (make what is computed durable) and `_write_outputs` (fingerprints, index.json and
@@ -49,6 +61,7 @@ import orbax.checkpoint as ocp
 
 from fpjax import artifact_io
 from fpjax import data
+from fpjax import estimators as estimators_lib
 from fpjax import parallel
 from fpjax import progress as progress_lib
 from fpjax import spaces as spaces_lib
@@ -141,16 +154,18 @@ def _barrier(name: str) -> None:
 
 @dataclasses.dataclass
 class _RunState:
-  """This process's part of the job: batches done, its statistics, bad rows it skipped."""
+  """This process's part of the job: batches done, its statistics (one FingerprintStats per
+  estimator), the sums of |φ(x) − p(x)| [estimators, models], bad rows it skipped."""
   batches_done: int = 0
   checkpointed: int = -1
-  stats: FingerprintStats | None = None  # this process's rows only
+  stats: list[FingerprintStats] | None = None  # this process's rows only
   distance_sum: np.ndarray | None = None
   bad_rows: int = 0
 
 
 def _local_arrays(run: _RunState) -> dict[str, np.ndarray]:
-  out = {f: np.asarray(getattr(run.stats, f)) for f in _STATS_FIELDS}
+  out = {f"e{i}_{f}": np.asarray(getattr(st, f))
+         for i, st in enumerate(run.stats) for f in _STATS_FIELDS}
   out["distance_sum"] = np.asarray(run.distance_sum, np.float64)
   out["bad_rows"] = np.asarray(run.bad_rows, np.int64)
   return out
@@ -163,9 +178,10 @@ def _gathered_arrays(run: _RunState) -> dict[str, np.ndarray]:
   return {f: _gather(v) for f, v in _local_arrays(run).items() if v.size}
 
 
-def _stats_of(template: FingerprintStats, arrays: dict, p: int) -> FingerprintStats:
-  return dataclasses.replace(template, **{f: jax.numpy.asarray(arrays[f][p])
-                                          for f in _STATS_FIELDS if f in arrays})
+def _stats_of(template: FingerprintStats, arrays: dict, p: int, i: int) -> FingerprintStats:
+  """Estimator i's statistics of process p."""
+  return dataclasses.replace(template, **{f: jax.numpy.asarray(arrays[f"e{i}_{f}"][p])
+                                          for f in _STATS_FIELDS if f"e{i}_{f}" in arrays})
 
 
 @dataclasses.dataclass
@@ -175,6 +191,9 @@ class _Job:
   config: dict
   source: data.ImageFolderSource
   manifold: Manifold
+  estimators: list  # estimators_lib.Estimator, in the store's order
+  k: int            # neighbours searched per image (0: no search)
+  autoencoder: object | None  # the 'learned' estimator's ManifoldAutoencoder
   pipe: data.Pipeline
   writer: artifact_io.ArtifactWriter
   manager: ocp.CheckpointManager
@@ -184,6 +203,10 @@ class _Job:
   @property
   def num_models(self) -> int:
     return len(self.source.class_names)
+
+  @property
+  def keys(self) -> list[str]:
+    return [e.key for e in self.estimators]
 
   def template(self, basis_dim: int, num_edges: int) -> FingerprintStats:
     return FingerprintStats.init(
@@ -209,13 +232,14 @@ def _restore(job: _Job, meta: dict | None) -> _RunState:
   except ValueError as e:
     raise UserInputError(f"{job.workdir}: cannot resume this checkpoint: {e}") from e
   template = job.template(meta["basis_dim"], meta["num_edges"])
-  zeros = _RunState(stats=template, distance_sum=np.zeros(job.num_models))
+  num = len(job.estimators)
+  zeros = _RunState(stats=[template] * num, distance_sum=np.zeros((num, job.num_models)))
   shapes = {f: np.zeros((jax.process_count(),) + v.shape, v.dtype)
             for f, v in _local_arrays(zeros).items() if v.size}
   arrays = job.manager.restore(meta["batches_done"], args=ocp.args.Composite(
       state=ocp.args.StandardRestore(shapes)))["state"]
   p = jax.process_index()
-  run.stats = _stats_of(template, arrays, p)
+  run.stats = [_stats_of(template, arrays, p, i) for i in range(num)]
   run.distance_sum = np.asarray(arrays["distance_sum"][p], np.float64)
   run.bad_rows = int(arrays["bad_rows"][p])
   run.batches_done = run.checkpointed = int(meta["batches_done"])
@@ -232,8 +256,8 @@ def _checkpoint(job: _Job, run: _RunState) -> None:
   arrays = _gathered_arrays(run)  # also a barrier: every process has flushed its rows
   meta = {"config": job.config, "batches_done": run.batches_done,
           "pipeline": dict(job.pipe.get_state(), next_batch=run.batches_done),
-          "basis_dim": int(run.stats.basis.shape[1]),
-          "num_edges": int(run.stats.distance_edges.shape[0])}
+          "basis_dim": int(run.stats[0].basis.shape[1]),
+          "num_edges": int(run.stats[0].distance_edges.shape[0])}
   job.manager.save(run.batches_done, args=ocp.args.Composite(
       state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
   job.manager.wait_until_finished()
@@ -262,25 +286,31 @@ def _write_outputs(job: _Job, run: _RunState, t0: float) -> dict:
   """Merges the processes' statistics; writes fingerprints, index.json, then COMPLETE."""
   _checkpoint(job, run)  # the tail's rows flushed; a crash below resumes with nothing to redo
   arrays = {f: _gather(v) for f, v in _local_arrays(run).items()}
-  stats = run.stats
-  for p in range(jax.process_count()):  # in process order: the same result on every process
-    part = _stats_of(run.stats, arrays, p)
-    stats = part if p == 0 else stats.merge(part)
-  distance_sum = arrays["distance_sum"].sum(0)
   bad_rows = int(arrays["bad_rows"].sum())
   if bad_rows == len(job.source):
     raise UserInputError(f"{job.source.root}: no readable image ({bad_rows} bad files, listed in "
                          f"{job.bad.path}).")
-  final = stats.finalize()
-  summary = _summary(stats, final, distance_sum, job.source.class_names)
-  summary["bad_inputs"] = job.other_bad + bad_rows
-  summary["seconds"] = time.perf_counter() - t0
+  distance_sum = arrays["distance_sum"].sum(0)
+  finals, per_estimator = {}, {}
+  for i, key in enumerate(job.keys):
+    for p in range(jax.process_count()):  # in process order: the same result on every process
+      part = _stats_of(run.stats[i], arrays, p, i)
+      stats = part if p == 0 else stats.merge(part)
+    finals[key] = stats.finalize()
+    per_estimator[key] = _summary(stats, finals[key], distance_sum[i], job.source.class_names)
+  first = per_estimator[job.keys[0]]
+  summary = {"models": first["models"], "fdr": first["fdr"],
+             "artifact_shape": first["artifact_shape"], "k": job.k,
+             "estimators": {key: {"models": s["models"], "fdr": s["fdr"]}
+                            for key, s in per_estimator.items()},
+             "bad_inputs": job.other_bad + bad_rows, "seconds": time.perf_counter() - t0}
   if jax.process_index() == 0:
-    fp_dir = os.path.join(job.workdir, "fingerprint")
-    artifact_io.save_npz(os.path.join(fp_dir, "stats.npz"), **final)
-    artifact_io.save_json(os.path.join(fp_dir, "summary.json"), summary)
+    for key, final in finals.items():
+      artifact_io.save_npz(artifact_io.stats_path(job.workdir, key), **final)
+    artifact_io.save_json(os.path.join(job.workdir, "fingerprint", "summary.json"), summary)
     artifact_io.write_index(
-        job.workdir, config=job.config, space=job.config["space"], k=job.config["k"],
+        job.workdir, config=job.config, space=job.config["space"], k=job.k,
+        estimators=job.keys,
         embedding_shape=job.manifold.embedding_shape, class_names=job.source.class_names,
         gm_root=job.source.root, files=[os.path.relpath(f, job.source.root)
                                         for f in job.source.files],
@@ -298,8 +328,8 @@ def _write_outputs(job: _Job, run: _RunState, t0: float) -> dict:
 
 
 def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
-                      encoder: str | None = None, k: int = 1, precision: str = "exact",
-                      batch_size: int = 256, checkpoint_every: int = 20,
+                      encoder: str | None = None, estimators=("nn",), k: int | None = None,
+                      precision: str = "exact", batch_size: int = 256, checkpoint_every: int = 20,
                       device_bank_bytes: int | None = None, basis_dim: int = 16,
                       distance_max: float | None = None, on_bad_input: str = "skip",
                       prefetch: int = 2, num_threads: int = 4, log_every_s: float = 10.0,
@@ -312,13 +342,19 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
     workdir: output folder (format in fpjax/artifact_io.py); rerun with it to resume.
     space: embedding space 'rgb' | 'freq' | 'dct' | 'sl' | 'ssl'.
     encoder: for 'sl'/'ssl', the path of a saved fpjax Encoder (`fpjax.models.load_encoder`).
-    k, precision, device_bank_bytes: passed to `Manifold`.
+    estimators: manifold estimators whose artifacts the store holds, in this order: keys
+      ('nn', 'knn_mean-k10', 'local_pca-k20-m4', 'kernel-k20-s1', 'learned', 'input'), names
+      (a name stands for its whole `estimators.grid`), 'all', or Estimator objects
+      (`fpjax.estimators.resolve`).
+    k: nearest bank rows searched and stored per image; default (None) the most any estimator
+      needs (0 when only 'input' / 'learned': no search); a smaller k is refused.
+    precision, device_bank_bytes: passed to `Manifold`.
     batch_size: global batch (all processes), rounded up to a multiple of the device count; a
       process's share is one chunk of the store.
     checkpoint_every: batches between checkpoints.
     basis_dim: principal directions of the bank kept for the fingerprint covariance (0: none).
-    distance_max: upper edge of the 64-bin distance histogram (default: twice the largest
-      distance in the first batch, rounded up).
+    distance_max: upper edge of the 64-bin histogram of |φ(x) − p(x)| (default, per estimator:
+      twice its largest value in the first batch, rounded up).
     on_bad_input: 'skip' (list bad files in WORKDIR/bad_inputs.jsonl and go on) or 'fail'
       (list it, checkpoint, raise a BadInputError naming it).
     on_batch: called with the number of batches done after each batch (hooks, tests).
@@ -329,6 +365,14 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   """
   if checkpoint_every < 1:
     raise UserInputError(f"checkpoint_every must be >= 1; got {checkpoint_every}")
+  ests = estimators_lib.resolve(estimators)
+  need = max(e.neighbours for e in ests)
+  if k is None:
+    k = need
+  if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < need:
+    raise UserInputError(f"k={k!r}: the estimators {[e.key for e in ests]} need the {need} "
+                         "nearest bank rows; pass a larger k or leave it unset.")
+  k = int(k)
   workdir = os.path.abspath(workdir)
   chief = jax.process_index() == 0
   space_arg = resolve_space(space, encoder)
@@ -342,6 +386,7 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   source = open_generated(gm, bank_images.shape[1:], listing)
   other_bad = len(listing.found)
   config = {"real": real, "gm": os.path.abspath(gm), "space": space, "k": k,
+            "estimators": [e.key for e in ests],
             "precision": precision, "num_images": len(source), "class_names": source.class_names,
             "image_shape": list(bank_images.shape[1:])}
   if encoder:
@@ -371,31 +416,64 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   t0 = time.perf_counter()
   logging.info("compute_artifacts: process %d of %d, %d of %d devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
-  manifold = Manifold.from_images(bank_images, space_arg,
-                                  mesh=parallel.make_mesh(devices=jax.local_devices()),
-                                  precision=precision, k=k, device_bank_bytes=device_bank_bytes)
+  bank = spaces_lib.embed(bank_images, space_arg, batch_size=4096)
+  # With no search (k = 0) the Manifold still holds the bank: the covariance basis and the
+  # embedding shape come from it.
+  local_mesh = parallel.make_mesh(devices=jax.local_devices())
+  manifold = Manifold(bank, space=space_arg, mesh=local_mesh, precision=precision, k=max(k, 1),
+                      image_shape=bank_images.shape[1:], device_bank_bytes=device_bank_bytes)
   logging.info("compute_artifacts: bank of %d real images in '%s' built in %.1f s", manifold.size,
                space, time.perf_counter() - t0)
+  autoencoder = _learned_autoencoder(workdir, bank, ests, local_mesh, fresh=meta is None)
+  del bank
   n_dev = jax.device_count()
   batch = -(-batch_size // n_dev) * n_dev
   pipe = data.make_pipeline(source, batch_size=batch, drop_remainder=False, prefetch=prefetch,
                             num_threads=num_threads)
   if meta is None and chief:
     artifact_io.ArtifactWriter.create(workdir, len(source), pipe.local_batch_size,
-                                      manifold.embedding_shape, k)
+                                      manifold.embedding_shape, k, config["estimators"])
   _barrier("compute_artifacts store created")  # and the bad-input list trimmed
-  job = _Job(workdir, config, source, manifold, pipe, artifact_io.ArtifactWriter.open(workdir),
-             manager, bad, other_bad)
+  job = _Job(workdir, config, source, manifold, ests, k, autoencoder, pipe,
+             artifact_io.ArtifactWriter.open(workdir, k, config["estimators"]), manager, bad,
+             other_bad)
   run = _restore(job, meta)
   basis = None
   if run.stats is None and basis_dim:
     basis = manifold.principal_basis(min(basis_dim, manifold.dim, manifold.size))
   _run_batches(job, run, basis, distance_max, checkpoint_every, log_every_s, on_batch)
   summary = _write_outputs(job, run, t0)
-  logging.info("compute_artifacts: wrote %s (%d images, %d models, %d bad inputs skipped, FDR %s) "
-               "in %.1f s", workdir, len(source) - (summary["bad_inputs"] - other_bad),
-               job.num_models, summary["bad_inputs"], summary["fdr"], summary["seconds"])
+  logging.info("compute_artifacts: wrote %s (%d images, %d models, %d estimators, %d bad inputs "
+               "skipped, FDR %s) in %.1f s", workdir,
+               len(source) - (summary["bad_inputs"] - other_bad), job.num_models, len(ests),
+               summary["bad_inputs"], summary["fdr"], summary["seconds"])
   return dict(summary, workdir=workdir)
+
+
+def _learned_autoencoder(workdir: str, bank, ests, mesh, *, fresh: bool):
+  """The 'learned' estimator's autoencoder (None when not asked), WORKDIR/autoencoder.
+
+  Process 0 trains it on the bank's embeddings (on its local devices) unless a resumed run
+  finds it saved, and saves it (to a temporary folder, renamed into place); then every process
+  loads that folder, so all use the very same parameters. A fresh run (no checkpoint) trains
+  again: a folder left there may come from another configuration.
+  """
+  if not any(e.name == "learned" for e in ests):
+    return None
+  from fpjax.models import autoencoder as autoencoder_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "autoencoder")
+  if jax.process_index() == 0 and (fresh or not os.path.isdir(path)):
+    t0 = time.perf_counter()
+    model = autoencoder_lib.train_manifold_autoencoder(np.asarray(bank), seed=0, mesh=mesh)
+    tmp = os.path.join(workdir, ".tmp-autoencoder")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    logging.info("compute_artifacts: trained the 'learned' autoencoder in %.1f s (%s)",
+                 time.perf_counter() - t0, path)
+  _barrier("compute_artifacts autoencoder saved")
+  return autoencoder_lib.load_manifold_autoencoder(path)
 
 
 def _project(job: _Job, run: _RunState, local: dict, basis, distance_max):
@@ -405,28 +483,47 @@ def _project(job: _Job, run: _RunState, local: dict, basis, distance_max):
   bad = valid & (errors != "") if errors is not None else np.zeros_like(valid)
   good = valid & ~bad
   labels = np.where(good, local["label"], artifact_io.BAD_LABEL).astype(np.int32)
-  proj = job.manifold.project(local["image"], batch_size=job.pipe.local_batch_size)
-  artifact = np.array(proj.artifact, np.float32)
-  distance = np.array(proj.distance, np.float32)
-  index = np.array(proj.index, np.int32)
+  emb = spaces_lib.embed(local["image"], job.manifold.space, batch_size=4096)
+  rows = {}
+  neighbours = d2 = None
+  if job.k:  # one search for every estimator
+    proj = job.manifold.project_embedded(emb, batch_size=job.pipe.local_batch_size)
+    neighbours = job.manifold.neighbour_rows(proj.index, batch_size=job.pipe.local_batch_size)
+    d2 = jax.numpy.square(proj.distance)
+    distance = np.array(proj.distance, np.float32)
+    index = np.array(proj.index, np.int32)
+    distance[~good], index[~good] = np.nan, -1
+    rows.update(distance=distance, index=index)
+  arts = estimators_lib.artifacts(job.estimators, emb, neighbours, d2, job.autoencoder)
   stats, dsum = run.stats, run.distance_sum
-  if stats is None:  # first batch: the histogram range, the same on every process
-    top = float(distance[good, 0].max()) if good.any() else 0.0
-    hi = distance_max or max(1.0, float(np.ceil(2 * _gather(top).max())))
-    stats = FingerprintStats.init(job.num_models, job.manifold.embedding_shape, basis=basis,
-                                  distance_edges=np.linspace(0.0, hi, 65))
-    dsum = np.zeros(job.num_models, np.float64)
-  stats = stats.update(artifact, distance, labels)
-  dsum = dsum + np.bincount(labels[good], distance[good, 0].astype(np.float64),
-                            minlength=job.num_models)
-  artifact[~good], distance[~good], index[~good] = 0.0, np.nan, -1
+  artifacts, norms = [], []
+  for key in job.keys:
+    artifact = np.array(arts[key], np.float32)
+    flat = artifact.reshape(len(artifact), -1)
+    # |φ(x) − p(x)|: the distance to this estimator's manifold point (nn: to the nearest row).
+    norms.append(np.sqrt(np.einsum("ij,ij->i", flat, flat, dtype=np.float64)).astype(np.float32))
+    artifacts.append(artifact)
+  if stats is None:  # first batch: the histogram ranges, the same on every process
+    tops = np.array([float(n[good].max()) if good.any() else 0.0 for n in norms])
+    top = _gather(tops).max(0)
+    stats = [FingerprintStats.init(job.num_models, job.manifold.embedding_shape, basis=basis,
+                                   distance_edges=np.linspace(
+                                       0.0, distance_max or max(1.0, float(np.ceil(2 * t))), 65))
+             for t in top]
+    dsum = np.zeros((len(job.keys), job.num_models), np.float64)
+  stats = [st.update(a, n, labels) for st, a, n in zip(stats, artifacts, norms)]
+  dsum = dsum + np.stack([np.bincount(labels[good], n[good].astype(np.float64),
+                                      minlength=job.num_models) for n in norms])
+  for key, artifact in zip(job.keys, artifacts):
+    artifact[~good] = 0.0
+    rows[artifact_io.artifact_field(key)] = artifact
+  rows["label"] = labels
   n = int(valid.sum())  # real rows are a prefix of the block: rows[0] .. rows[0] + n - 1
-  rows = {"artifact": artifact[:n], "distance": distance[:n], "index": index[:n],
-          "label": labels[:n]}
+  rows = {f: a[:n] for f, a in rows.items()}
   first = int(local["row"][0]) if n else 0
   if n and not np.array_equal(local["row"][:n], first + np.arange(n)):
     raise AssertionError("pipeline block is not a contiguous run of rows")
-  return stats, dsum, bad, first, rows
+  return stats, dsum, bad, first, rows, norms[0][:n]
 
 
 def _run_batches(job: _Job, run: _RunState, basis, distance_max, checkpoint_every, log_every_s,
@@ -443,7 +540,7 @@ def _run_batches(job: _Job, run: _RunState, basis, distance_max, checkpoint_ever
   try:
     for local in pipe.local_batches():
       t_batch = time.perf_counter()
-      stats, dsum, bad, first, rows = _project(job, run, local, basis, distance_max)
+      stats, dsum, bad, first, rows, dist = _project(job, run, local, basis, distance_max)
       for t in np.flatnonzero(bad):
         row = int(local["row"][t])
         job.bad.record(pipe.path_of(row), str(local["error"][t]), "decode", row=row)
@@ -465,7 +562,7 @@ def _run_batches(job: _Job, run: _RunState, basis, distance_max, checkpoint_ever
       good = rows["label"] >= 0
       metrics.write(run.batches_done, images=prog.done, images_per_s=prog.rate,
                     batch_seconds=time.perf_counter() - t_batch,
-                    batch_mean_distance=float(rows["distance"][good, 0].mean()) if good.any() else 0.0)
+                    batch_mean_distance=float(dist[good].mean()) if good.any() else 0.0)
       if on_batch is not None:
         on_batch(run.batches_done)
       if stop[0] or run.batches_done % checkpoint_every == 0:

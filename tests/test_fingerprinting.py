@@ -87,7 +87,7 @@ def test_matches_float64_bruteforce(gm, clean):
   assert store.num_rows == 36 and store.k == 1 and store.space == "rgb"
   assert store.class_names == ["noisy", "shifted", "washed"] and summary["bad_inputs"] == 0
   # The arrays are plain zarr: one chunk file per block of batch_size rows (one process).
-  assert json.load(open(clean / "artifacts" / "artifact" / ".zarray"))["chunks"] == [8, 8, 8, 1]
+  assert json.load(open(clean / "artifacts" / "artifact" / "nn" / ".zarray"))["chunks"] == [8, 8, 8, 1]
   assert sorted(os.listdir(clean / "artifacts" / "label")) == [".zarray", "0", "1", "2", "3", "4"]
   assert not os.path.exists(os.path.join(clean, "checkpoints"))  # removed once COMPLETE
   records = progress.read_metrics(os.path.join(clean, "metrics.jsonl"))
@@ -118,7 +118,7 @@ def test_failure_midway_then_resume_equals_clean_run(gm, clean, tmp_path):
     artifact_io.ArtifactStore.open(str(tmp_path))  # a partial run is never read as complete
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]  # failure checkpointed batch 3
   # A chunk written after the last checkpoint (e.g. killed while writing it) is rewritten.
-  (tmp_path / "artifacts" / "artifact" / "3.0.0.0").write_bytes(b"half a file")
+  (tmp_path / "artifacts" / "artifact" / "nn" / "3.0.0.0").write_bytes(b"half a file")
   seen = []
   run(gm[0], tmp_path, on_batch=seen.append)
   assert seen[0] == 4  # resumed after batch 3, not from the start
@@ -208,13 +208,14 @@ def test_store_reads_only_the_rows_asked_for(tmp_path):
   rng = np.random.default_rng(0)
   art = rng.normal(size=(n, 2, 3)).astype(np.float32)
   label = np.array([0, 1, 2, -1, 0, 1, 2, 0, -1, 1, 2, 0, 1], np.int32)
-  writer = artifact_io.ArtifactWriter.create(str(tmp_path), n, chunk, (2, 3), 1)
+  writer = artifact_io.ArtifactWriter.create(str(tmp_path), n, chunk, (2, 3), 1, ["nn"])
   for s in range(0, n, chunk):
     e = min(n, s + chunk)
-    writer.write(s, {"artifact": art[s:e], "distance": np.arange(s, e, dtype=np.float32)[:, None],
+    writer.write(s, {"artifact/nn": art[s:e], "distance": np.arange(s, e, dtype=np.float32)[:, None],
                      "index": np.arange(s, e, dtype=np.int32)[:, None], "label": label[s:e]})
   writer.flush()
-  artifact_io.write_index(str(tmp_path), config={}, space="rgb", k=1, embedding_shape=(2, 3),
+  artifact_io.write_index(str(tmp_path), config={}, space="rgb", k=1, estimators=["nn"],
+                          embedding_shape=(2, 3),
                           class_names=["a", "b", "c"], gm_root="/gm",
                           files=[f"f{i}.png" for i in range(n)], num_bad_rows=2,
                           chunk_rows=chunk, process_count=1)
@@ -233,7 +234,7 @@ def test_store_reads_only_the_rows_asked_for(tmp_path):
   with pytest.raises(IndexError, match="sorted"):
     a[np.array([3, 1])]
   # Chunks outside the rows asked for are never read: garbage there does not matter.
-  (tmp_path / "artifacts" / "artifact" / "0.0.0").write_bytes(b"garbage")
+  (tmp_path / "artifacts" / "artifact" / "nn" / "0.0.0").write_bytes(b"garbage")
   np.testing.assert_array_equal(a[3:6], art[good[3:6]])  # good rows 3-5 = store rows 4-6: chunk 1
   with pytest.raises(Exception):
     a[0:2]

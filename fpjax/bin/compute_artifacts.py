@@ -1,6 +1,7 @@
 r"""Projects generated images onto the real manifold; writes artifacts and fingerprints.
 
-  python -m fpjax.bin.compute_artifacts --real=mnist5k --gm=ZOO_WORKDIR --space=rgb --workdir=OUT
+  python -m fpjax.bin.compute_artifacts --real=mnist5k --gm=ZOO_WORKDIR --space=rgb --workdir=OUT \
+      --estimators=nn,knn_mean-k10,input
 
 Rerun with the same --workdir to resume; see fpjax/fingerprinting.py and fpjax/artifact_io.py.
 Bad files are skipped and listed in WORKDIR/bad_inputs.jsonl (--on_bad_input=fail stops instead);
@@ -25,7 +26,12 @@ _ENCODER = flags.DEFINE_string("encoder", None, "For --space=sl|ssl: a saved fpj
                                "(fpjax.models.Encoder.save).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder; rerun with it to resume.",
                                required=True)
-_K = flags.DEFINE_integer("k", 1, "Nearest bank rows kept per image.")
+_ESTIMATORS = flags.DEFINE_list(
+    "estimators", ["nn"], "Manifold estimators, one artifact array each (fpjax/estimators.py): "
+    "keys (nn, knn_mean-k10, local_pca-k20-m4, kernel-k20-s1, learned, input), names (a name "
+    "stands for all its grid's candidates) or 'all' (every estimator's grid).")
+_K = flags.DEFINE_integer("k", None, "Nearest bank rows searched and kept per image (default: "
+                          "the most the estimators need; 0 when only input/learned).")
 _PRECISION = flags.DEFINE_enum("precision", "exact", ["exact", "fast"],
                                "'exact' certifies every nearest neighbour; 'fast' does not.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Global batch (all processes); a process's "
@@ -58,7 +64,7 @@ def main(argv):
   try:
     fingerprinting.compute_artifacts(
         _REAL.value, _GM.value, _WORKDIR.value, space=_SPACE.value, encoder=_ENCODER.value,
-        k=_K.value,
+        estimators=_ESTIMATORS.value, k=_K.value,
         precision=_PRECISION.value, batch_size=_BATCH_SIZE.value,
         checkpoint_every=_CHECKPOINT_EVERY.value, device_bank_bytes=_DEVICE_BANK_BYTES.value,
         basis_dim=_BASIS_DIM.value, distance_max=_DISTANCE_MAX.value,
