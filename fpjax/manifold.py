@@ -66,7 +66,8 @@ class Projection:
 
   index: int32 [N, k], global bank rows, nearest first (ties: lowest row).
   distance: float32 [N, k], Euclidean distance in the embedding space.
-  nearest: [N, *embedding_shape], φ(x*) (or the mean of the k nearest rows).
+  nearest: [N, *embedding_shape], φ(x*), the nearest row (Manifold.neighbour_rows gives
+    all k).
   artifact: [N, *embedding_shape], φ(x) − nearest.
   """
   index: jax.Array
@@ -266,14 +267,14 @@ def _search(q, bank, mu, offset, n_valid, reduced=None, *, k, config, search_dty
   return d, i, certified
 
 
-def _gather_rows(index, bank, *, smooth):
-  """φ(x*) for each query: the nearest row, or the mean of the k nearest (smooth)."""
+def _gather_rows(index, bank):
+  """The bank rows [q, j, dim] of global row indices [q, j]: each 'bank' device fills the
+  rows its slice holds (zeros elsewhere) and a psum over 'bank' assembles them."""
   rows = bank.shape[0]
   start = lax.axis_index(parallel.BANK) * rows
   local = index - start
   mine = (local >= 0) & (local < rows)
   picked = jnp.take(bank, jnp.clip(local, 0, rows - 1), axis=0) * mine[..., None]
-  picked = jnp.mean(picked, axis=1) if smooth else picked[:, 0]
   return lax.psum(picked, parallel.BANK)
 
 
@@ -454,14 +455,13 @@ class Manifold:
           check_vma=False))
     return self._fns[key]
 
-  def _gather_fn(self, smooth):
-    key = ("gather", smooth)
-    if key not in self._fns:
-      self._fns[key] = jax.jit(jax.shard_map(
-          functools.partial(_gather_rows, smooth=smooth), mesh=self.mesh,
+  def _gather_fn(self):
+    if "gather" not in self._fns:
+      self._fns["gather"] = jax.jit(jax.shard_map(
+          _gather_rows, mesh=self.mesh,
           in_specs=(P(parallel.DATA, None), P(parallel.BANK, None)),
-          out_specs=P(parallel.DATA, None), check_vma=False))
-    return self._fns[key]
+          out_specs=P(parallel.DATA, None, None), check_vma=False))
+    return self._fns["gather"]
 
   def _candidate_configs(self, n_queries):
     """Configurations the autotuner times; the first (the XLA scan at `tile`) is the default."""
@@ -550,13 +550,12 @@ class Manifold:
     return d, i
 
   # ---- public API ---------------------------------------------------------------------------
-  def project(self, images, batch_size: int | None = None, smooth: bool = False) -> Projection:
+  def project(self, images, batch_size: int | None = None) -> Projection:
     """Projects generated images onto the manifold; see ``Projection``.
 
     Args:
       images: uint8 or float [N, H, W, C] images, the same H, W, C as the bank.
       batch_size: queries per kernel call (default 1024 per 'data' device).
-      smooth: with k > 1, φ(x*) is the mean of the k nearest rows.
     """
     if self.image_shape is not None and tuple(images.shape[1:]) != self.image_shape:
       raise ValueError(f"images have shape [H, W, C] = {list(images.shape[1:])} but the real "
@@ -564,13 +563,10 @@ class Manifold:
     if self.space is None:
       raise ValueError("this manifold was built from embeddings; use project_embedded")
     emb = spaces.embed(images, self.space, batch_size=4096)
-    return self.project_embedded(emb, batch_size=batch_size, smooth=smooth)
+    return self.project_embedded(emb, batch_size=batch_size)
 
-  def project_embedded(self, embeddings, batch_size: int | None = None,
-                       smooth: bool = False) -> Projection:
+  def project_embedded(self, embeddings, batch_size: int | None = None) -> Projection:
     """Like ``project`` for queries already in the embedding space [N, *embedding_shape]."""
-    if smooth and self.k == 1:
-      raise ValueError("smooth=True averages the k nearest rows; build the manifold with k > 1")
     n = embeddings.shape[0]
     if n == 0:
       raise ValueError("no queries to project (N = 0)")
@@ -579,24 +575,49 @@ class Manifold:
                        f"has {list(self.embedding_shape)}")
     q_all = jnp.asarray(embeddings, jnp.float32).reshape(n, self.dim)
     check_finite(q_all, "queries")
-    nd = self.mesh.shape[parallel.DATA]
-    batch = _round_up(batch_size or 1024 * nd, nd)
+    batch = self._batch(batch_size)
     d, index = self._nearest(q_all, batch)
-    if self.placement.streamed:
-      rows = self.placement.rows(parallel.to_host(index))
-      near = jnp.asarray(rows.mean(axis=1) if smooth else rows[:, 0])
-    else:
-      gather, near = self._gather_fn(smooth), []
-      for s in range(0, n, batch):
-        m = min(batch, n - s)  # padded batches: one compilation
-        idx = jnp.zeros((batch, self.k), jnp.int32).at[:m].set(index[s:s + m])
-        near.append(gather(idx, self.bank)[:m])
-      near = jnp.concatenate(near)
+    near = self.neighbour_rows(index[:, :1], batch_size=batch)[:, 0]
     distance = jnp.sqrt(jnp.maximum(d, 0.0))
-    shape = (n,) + self.embedding_shape
-    near = near.reshape(shape)
     return Projection(index=index, distance=distance, nearest=near,
-                      artifact=q_all.reshape(shape) - near)
+                      artifact=q_all.reshape(near.shape) - near)
+
+  def neighbour_rows(self, index, batch_size: int | None = None) -> jax.Array:
+    """The bank rows of global row indices [n, j] (e.g. ``Projection.index``), float32
+    [n, j, *embedding_shape].
+
+    A resident bank is gathered on the devices (each 'bank' device contributes the rows of
+    its slice), in padded batches of `batch_size` queries: one compilation per j. A
+    streamed bank's rows are read from host RAM.
+    """
+    index = np.asarray(parallel.to_host(index))
+    if index.ndim != 2 or not np.issubdtype(index.dtype, np.integer):
+      raise ValueError(f"index must be an integer array [n, j] of bank rows; got "
+                       f"{index.dtype} {list(index.shape)}")
+    if index.size and (index.min() < 0 or index.max() >= self.size):
+      bad = np.flatnonzero(((index < 0) | (index >= self.size)).any(axis=1))
+      raise ValueError(f"index: row(s) {', '.join(map(str, bad[:10]))} hold bank rows outside "
+                       f"[0, {self.size})")
+    n, j = index.shape
+    shape = (n, j) + self.embedding_shape
+    if self.placement.streamed:
+      return jnp.asarray(self.placement.rows(index)).reshape(shape)
+    batch = self._batch(batch_size)
+    sharding = NamedSharding(self.mesh, P(parallel.DATA, None))
+    gather, parts = self._gather_fn(), []
+    for s in range(0, n, batch):
+      m = min(batch, n - s)  # padded batches: one compilation
+      idx = np.zeros((batch, j), np.int32)
+      idx[:m] = index[s:s + m]
+      parts.append(gather(jax.device_put(idx, sharding), self.bank)[:m])
+    if not parts:
+      return jnp.zeros(shape, jnp.float32)
+    return jnp.concatenate(parts).reshape(shape)
+
+  def _batch(self, batch_size):
+    """Queries per kernel call: a multiple of the 'data' devices (default 1024 each)."""
+    nd = self.mesh.shape[parallel.DATA]
+    return _round_up(batch_size or 1024 * nd, nd)
 
   def principal_basis(self, dim: int, max_rows: int = 10000, seed: int = 0) -> np.ndarray:
     """Top-`dim` principal directions of the bank, [D, dim]: a basis for fingerprint covariance.

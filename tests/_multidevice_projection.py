@@ -26,6 +26,7 @@ def main():
   images = x[order].reshape(-1, 28, 28, 1).astype(np.uint8)
   labels = y[order].astype(np.int32)
   bank, queries, qlabels = images[:1203], images[2000:2301], labels[2000:2301]
+  bank_emb = np.asarray(fpjax.embed(bank, "rgb"))
 
   def run(mesh, pallas=False, **kw):
     manifold = fpjax.Manifold.from_images(bank, "rgb", mesh=mesh, k=3, tile=64, **kw)
@@ -44,6 +45,9 @@ def main():
     state = stats.FingerprintStats.init(10, manifold.embedding_shape,
                                         basis=manifold.principal_basis(4))
     fp = state.update(art, dist, lab).finalize()
+    # All k neighbour rows: the sharded gather (or host rows) equals numpy indexing.
+    rows = np.asarray(manifold.neighbour_rows(proj.index, batch_size=96))
+    np.testing.assert_array_equal(rows, bank_emb[np.asarray(proj.index)])
     return np.asarray(proj.index), np.asarray(proj.artifact), fp
 
   one = run(parallel.make_mesh(devices=jax.devices()[:1]))
@@ -61,7 +65,8 @@ def main():
     got = run(mesh, pallas=True, **kw)
     np.testing.assert_array_equal(got[0], one[0], err_msg=f"Pallas indices, mesh {data}x{bank_shards} {kw}")
     np.testing.assert_array_equal(got[1], one[1], err_msg=f"Pallas artifacts, mesh {data}x{bank_shards}")
-  print("OK: 1 device == 8 devices (1x8, 2x4, 8x1; on-device and streamed banks; XLA and Pallas)")
+  print("OK: 1 device == 8 devices (1x8, 2x4, 8x1; on-device and streamed banks; XLA and Pallas;"
+        " neighbour rows)")
 
 
 if __name__ == "__main__":

@@ -86,13 +86,35 @@ def test_real_bank_images_have_zero_artifact(mnist):
   assert not np.asarray(proj.artifact).any()
 
 
-def test_smooth_projection_is_mean_of_k_nearest(rng):
-  bank = rng.random((400, 16)).astype(np.float32)
-  queries = rng.random((20, 16)).astype(np.float32)
-  proj = fpjax.Manifold.from_embeddings(bank, k=5).project_embedded(queries, smooth=True)
+@pytest.mark.parametrize("device_bank_bytes", [None, 200 * 48 * 4])
+def test_neighbour_rows_match_numpy_indexing(device_bank_bytes, rng):
+  # Resident (sharded gather) and streamed (host rows) banks; k > 1; 37 queries in padded
+  # batches of 16 (3 batches, the last partly padding) share one compilation.
+  bank = rng.random((700, 4, 4, 3)).astype(np.float32)
+  queries = rng.random((37, 4, 4, 3)).astype(np.float32)
+  manifold = fpjax.Manifold.from_embeddings(bank, k=5, device_bank_bytes=device_bank_bytes)
+  assert manifold.placement.streamed == (device_bank_bytes is not None)
+  proj = manifold.project_embedded(queries, batch_size=16)
   ref_idx, _, _ = brute_force(bank, queries, 5)
-  np.testing.assert_allclose(np.asarray(proj.nearest), bank[ref_idx].mean(1), atol=1e-6)
-  np.testing.assert_allclose(np.asarray(proj.artifact), queries - bank[ref_idx].mean(1), atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(proj.index), ref_idx)
+  before = manifold._gather_fn()._cache_size() if device_bank_bytes is None else 0
+  rows = manifold.neighbour_rows(proj.index, batch_size=16)
+  if device_bank_bytes is None:  # three batches of 16, one new compilation
+    assert manifold._gather_fn()._cache_size() == before + 1
+  assert rows.shape == (37, 5, 4, 4, 3) and rows.dtype == np.float32
+  np.testing.assert_array_equal(np.asarray(rows), bank[ref_idx])
+  np.testing.assert_array_equal(np.asarray(proj.nearest), bank[ref_idx[:, 0]])
+  # Any global rows, in any order, including the last row of the bank.
+  idx = np.array([[699, 0], [350, 350], [1, 698]])
+  np.testing.assert_array_equal(np.asarray(manifold.neighbour_rows(idx)), bank[idx])
+
+
+def test_neighbour_rows_bad_index(rng):
+  manifold = fpjax.Manifold.from_embeddings(rng.random((30, 4)).astype(np.float32))
+  with pytest.raises(ValueError, match=r"row\(s\) 1 hold bank rows outside \[0, 30\)"):
+    manifold.neighbour_rows(np.array([[0], [30]]))
+  with pytest.raises(ValueError, match=r"integer array \[n, j\]"):
+    manifold.neighbour_rows(np.zeros(3, np.int32))
 
 
 def test_exact_ties_resolve_to_lowest_row(rng):
@@ -255,8 +277,6 @@ def test_bad_settings(rng):
   bank = rng.random((20, 4)).astype(np.float32)
   with pytest.raises(ValueError, match="precision"):
     fpjax.Manifold.from_embeddings(bank, precision="half")
-  with pytest.raises(ValueError, match="k > 1"):
-    fpjax.Manifold.from_embeddings(bank).project_embedded(bank, smooth=True)
 
 
 @pytest.mark.parametrize("search_dim", [None, 63])
