@@ -80,13 +80,13 @@ def test_knob_nmi_recovers_the_knob_that_shapes_the_features():
 def _rows():
   r = report.make_row
   return [r(table='1', method='ManiFPT', space='rgb', classifier='probe', dataset='d',
-            accuracy_mean=0.8, accuracy_std=0.01, accuracies=[0.79, 0.8, 0.81], num_seeds=3,
+            accuracy_mean=0.8, accuracy_std=0.01, accuracies=[0.79, 0.8, 0.81], num_splits=3,
             fdr=np.float64(2.5), num_train=70, num_test=30),
           r(table='1', method='Durall20', classifier='own', dataset='d', accuracy_mean=0.9,
-            accuracy_std=0.0, accuracies=[0.9, 0.9, 0.9], num_seeds=3, fdr=float('nan'),
+            accuracy_std=0.0, accuracies=[0.9, 0.9, 0.9], num_splits=3, fdr=float('nan'),
             num_train=70, num_test=30),
           r(table='2', method='ManiFPT', space='rgb', classifier='probe', dataset='a -> b',
-            accuracy_mean=0.5, accuracy_std=0.1, accuracies=[0.4, 0.6], num_seeds=2),
+            accuracy_mean=0.5, accuracy_std=0.1, accuracies=[0.4, 0.6], num_splits=2),
           r(table='3', method='ManiFPT', space='rgb', dataset='d',
             nmi={'upsampling': 0.5, 'loss': None, 'model': 0.7}),
           r(table='openset', method='ManiFPT', space='rgb', classifier='prototype', dataset='d',
@@ -98,7 +98,7 @@ def test_write_json_has_documented_fields_and_no_nan(tmp_path):
   report.write_json(path, _rows(), {'gm': 'd'}, {'table1_s': 1.0})
   with open(path) as f:
     obj = json.load(f)   # strict JSON: NaN was written as null
-  assert obj['version'] == 1 and obj['config'] == {'gm': 'd'}
+  assert obj['version'] == 2 and obj['config'] == {'gm': 'd'}
   for row in obj['rows']:
     assert set(report.ROW_FIELDS) <= set(row)
   assert obj['rows'][1]['fdr'] is None
@@ -112,7 +112,7 @@ def test_markdown_tables_and_discussion_say_when_a_baseline_wins():
   md = report.markdown_tables(_rows())
   for title in ('Table 1', 'Table 2', 'Table 3', 'Open set'):
     assert title in md
-  assert '| ManiFPT RGB | probe | 80.0 ± 1.0 | 2.5 |' in md
+  assert '80.0 ± 1.0' in md     # the layout is report.py's (tests/test_report.py)
   assert '| RGB | 0.500 | 0.700 |' in md          # the all-None 'loss' column is dropped
   with pytest.raises(ValueError, match='unknown row fields'):
     report.make_row(table='1', acuracy=0.5)
@@ -196,3 +196,163 @@ def test_stratified_sample_caps_each_class_and_is_seeded():
   assert np.bincount(y[s]).tolist() == [5, 10, 10]
   np.testing.assert_array_equal(s, protocols.stratified_sample(y, 10, seed=0))
   assert not np.array_equal(s, protocols.stratified_sample(y, 10, seed=1))
+
+
+# ----------------------------------------------------------------------------- splits, selection
+
+def test_splits_differ_each_has_its_seed_and_inner_rows_come_from_its_training_part():
+  y = np.repeat(np.arange(3), [20, 30, 25])
+  splits = protocols.make_splits(y, 3, seed=5)
+  assert [s.seed for s in splits] == [5, 6, 7] and [s.index for s in splits] == [0, 1, 2]
+  for s in splits:
+    np.testing.assert_array_equal(
+        np.isin(np.arange(len(y)), s.train), metrics.split_per_class(y, 0.7, s.seed))
+    assert np.intersect1d(s.train, s.val).size == 0 and len(s.train) + len(s.val) == len(y)
+    np.testing.assert_array_equal(np.sort(np.concatenate([s.inner_train, s.inner_val])),
+                                  s.train)          # the inner split partitions the train part
+    assert np.intersect1d(s.inner_train, s.inner_val).size == 0
+    # 25 % of each model's training rows are the inner validation rows.
+    assert np.bincount(y[s.inner_val]).tolist() == [
+        round(0.25 * n) for n in np.bincount(y[s.train])]
+  assert not np.array_equal(splits[0].val, splits[1].val)
+  assert not np.array_equal(splits[1].val, splits[2].val)
+  assert [c['split_seed'] for c in protocols.split_config(splits)] == [5, 6, 7]
+  for bad in (0, -1, 1.5, True):
+    with pytest.raises(analysis.protocols.UserInputError, match='need at least 1'):
+      protocols.make_splits(y, bad)
+
+
+class _Reads:
+  """An in-memory artifact array that records which rows are read."""
+
+  def __init__(self, x):
+    self.x, self.shape, self.dtype = x, x.shape, x.dtype
+    self.rows = set()
+
+  def __len__(self):
+    return len(self.x)
+
+  def __getitem__(self, key):
+    idx = np.arange(len(self.x))[key]
+    self.rows.update(np.atleast_1d(idx).tolist())
+    return self.x[key]
+
+
+class _Store:
+  """What the tables read of an ArtifactStore: estimators and artifacts(key)."""
+
+  def __init__(self, arrays):
+    self.arrays = arrays
+    self.estimators = list(arrays)
+
+  def artifacts(self, key):
+    return self.arrays[key]
+
+
+# Cheap selection for tests: two l2 candidates, one short epoch budget.
+SEL = {'selection': dict(l2=(1e-4, 1.0), epochs=(8,)), 'probe': dict(batch_size=32)}
+
+
+def _features(poison_rows=None, seed=0):
+  """3 models x 40 rows of 6-D 'artifacts': nn and input carry a weak model signal, the
+  candidate knn_mean-k5 a strong one, the others noise. `poison_rows` get labels-independent
+  huge values in every array (what a selection reading them would notice)."""
+  rng = np.random.default_rng(seed)
+  y = np.repeat(np.arange(3), 40).astype(np.int32)
+  centre = np.eye(3, 6) * 3.0
+  arrays = {}
+  for key, signal in (('nn', 0.6), ('knn_mean-k10', 0.0), ('knn_mean-k5', 1.5),
+                      ('knn_mean-k20', 0.0), ('input', 0.4)):
+    x = (signal * centre[y] + rng.normal(size=(len(y), 6))).astype(np.float32)
+    if poison_rows is not None:   # its own generator: the other rows stay as they were
+      x[poison_rows] = np.random.default_rng(99).normal(size=(len(poison_rows), 6)) * 1e3
+    arrays[key] = _Reads(x)
+  gm = protocols.GMData('fake', '', '', ['m0', 'm1', 'm2'], None, (6,), 0)
+  return protocols.Features(gm, y, {'rgb': _Store(arrays)}, None, ('nn', 'knn_mean', 'input'))
+
+
+def test_selection_reads_only_the_inner_rows_and_ignores_poisoned_validation_rows():
+  feats = _features()
+  split = protocols.make_splits(feats.labels, 2)[1]
+  read = lambda key: feats.artifacts('rgb', key)
+  clean = protocols.select_probe(read, feats.keys('knn_mean'), feats.labels, split, SEL)
+  assert clean.key == 'knn_mean-k5'            # the informative candidate wins
+  assert clean.fits == 3 + 1 and clean.l2 in SEL['selection']['l2'] and clean.epochs == 8
+  assert 0.0 <= clean.inner_accuracy <= 1.0
+  store = feats.stores['rgb']
+  inner = set(split.inner_train.tolist()) | set(split.inner_val.tolist())
+  for key in ('knn_mean-k10', 'knn_mean-k5', 'knn_mean-k20'):
+    assert store.arrays[key].rows and store.arrays[key].rows <= inner
+  assert not store.arrays['nn'].rows          # other estimators are not read
+  # The reported validation rows poisoned: the same choice and the same inner score.
+  poisoned = _features(poison_rows=split.val)
+  got = protocols.select_probe(lambda key: poisoned.artifacts('rgb', key),
+                               poisoned.keys('knn_mean'), poisoned.labels, split, SEL)
+  assert (got.key, got.l2, got.epochs, got.inner_accuracy) == (
+      clean.key, clean.l2, clean.epochs, clean.inner_accuracy)
+  # Poisoning an inner-validation row does change what the selection sees.
+  moved = _features(poison_rows=split.inner_val)
+  other = protocols.select_probe(lambda key: moved.artifacts('rgb', key), moved.keys('knn_mean'),
+                                 moved.labels, split, SEL)
+  assert other.inner_accuracy != clean.inner_accuracy
+
+
+def test_table1_has_estimator_and_control_rows_and_diff_rows_with_intervals():
+  feats = _features()
+  splits = protocols.make_splits(feats.labels, 2, seed=3)
+  t1 = protocols.table1(feats, splits, baselines=(), classifiers=('probe',), cfg=SEL)
+  rows = t1['rows']
+  assert [(r['estimator'], r['classifier']) for r in rows] == [
+      ('nn', 'probe'), ('knn_mean', 'probe'), ('input', 'probe')]
+  for r in rows:
+    assert r['table'] == '1' and r['method'] == 'ManiFPT' and r['space'] == 'rgb'
+    assert r['num_splits'] == 2 and len(r['accuracies']) == 2
+    assert len(r['estimator_params']) == 2 and len(r['probe_l2']) == 2
+    for sp, acc, key, l2 in zip(splits, r['accuracies'], r['estimator_params'], r['probe_l2']):
+      c = t1['choices'][('rgb', r['estimator'], sp.index)]
+      assert (key, l2) == (c.key, c.l2)
+      pred = t1['predictions'][report.row_label(r)][sp.index]
+      assert acc == metrics.accuracy(feats.labels[sp.val], pred)
+    assert r['accuracy_mean'] == pytest.approx(np.mean(r['accuracies']))
+    assert r['num_train'] == len(splits[0].train) and r['num_test'] == len(splits[0].val)
+  knn = rows[1]
+  assert knn['estimator_params'] == ['knn_mean-k5', 'knn_mean-k5']
+  assert rows[0]['estimator_params'] == ['nn', 'nn'] and rows[2]['estimator_params'] == ['input'] * 2
+  # FDR of split 0's validation rows of the chosen key (float64 numpy reference).
+  x = feats.stores['rgb'].arrays['knn_mean-k5'].x
+  assert knn['fdr'] == pytest.approx(metrics.fisher_discriminant_ratio(
+      x[splits[0].val], feats.labels[splits[0].val]), rel=1e-9)
+  assert t1['selection_fits'] == sum(c.fits for c in t1['choices'].values()) == 2 * (2 + 4 + 2)
+
+  diffs = protocols.diff_rows(t1, num_resamples=200)
+  assert [(d['a'], d['b']) for d in diffs] == [
+      ('ManiFPT RGB nn (probe)', 'RGB input (probe)'),
+      ('ManiFPT RGB knn_mean (probe)', 'RGB input (probe)')]   # no baseline: no best-vs-best
+  for d, r in zip(diffs, rows[:2]):
+    assert d['table'] == 'diff' and d['method'] == f'{d["a"]} vs {d["b"]}'
+    assert d['diff_mean'] == pytest.approx(r['accuracy_mean'] - rows[2]['accuracy_mean'])
+    assert d['ci_low'] <= d['diff_mean'] <= d['ci_high']
+    assert d['significant'] == (d['ci_low'] > 0 or d['ci_high'] < 0)
+    assert d['num_splits'] == 2 and d['num_test'] == len(splits[0].val)
+  ref = metrics.paired_bootstrap(t1['y_true'], t1['predictions'][diffs[1]['a']],
+                                 t1['predictions'][diffs[1]['b']], num_resamples=200)
+  assert {k: diffs[1][k] for k in ref} == ref
+
+
+def test_diff_rows_compare_the_best_manifpt_row_with_the_best_baseline():
+  y = [np.array([0, 1, 0, 1]), np.array([1, 1, 0, 0])]
+  right = [a.copy() for a in y]
+  wrong = [1 - a for a in y]
+  mk = lambda **kw: report.make_row(table='1', dataset='d', **kw)
+  rows = [mk(method='ManiFPT', space='rgb', estimator='nn', classifier='probe', accuracy_mean=1.0),
+          mk(method='ManiFPT', space='rgb', estimator='input', classifier='probe',
+             accuracy_mean=0.0),
+          mk(method='Yu19', classifier='own', accuracy_mean=0.0),
+          mk(method='Marra18', classifier='own', accuracy_mean=0.5)]
+  preds = {'ManiFPT RGB nn (probe)': right, 'RGB input (probe)': wrong, 'Yu19': wrong,
+           'Marra18': [np.array([0, 1, 1, 0])] * 2}
+  diffs = protocols.diff_rows({'rows': rows, 'y_true': y, 'predictions': preds},
+                              num_resamples=100)
+  assert [(d['a'], d['b']) for d in diffs] == [('ManiFPT RGB nn (probe)', 'Marra18'),
+                                               ('ManiFPT RGB nn (probe)', 'RGB input (probe)')]
+  assert diffs[1]['diff_mean'] == 1.0 and diffs[1]['ci_low'] == 1.0 and diffs[1]['significant']

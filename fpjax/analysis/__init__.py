@@ -13,16 +13,19 @@ from fpjax.analysis.evaluate import (DEMO_CONFIG, Evaluation, baselines_arg, eva
 from fpjax.fingerprinting import Preempted
 from fpjax.analysis.metrics import (accuracy, confusion_matrix, fisher_discriminant_ratio, mean_std,
                                     nmi, split_per_class)
-from fpjax.analysis.protocols import (CLASSIFIERS, ENCODER_SPACES, Features, GMData, RowSubset,
-                                      MANIFPT_SPACES, artifact_store, load_gm, make_encoders,
-                                      open_features, openset, table1, table2, table3)
+from fpjax.analysis.protocols import (CLASSIFIERS, CONTROL, ENCODER_SPACES, SELECTION, Features,
+                                      GMData, RowSubset, MANIFPT_SPACES, Split, artifact_store,
+                                      diff_rows, load_gm, make_encoders, make_splits,
+                                      open_features, openset, select_probe, table1, table2,
+                                      table3)
 from fpjax.analysis.report import ROW_FIELDS, make_row, markdown_tables, write_json
 
 __all__ = ['metrics', 'protocols', 'report', 'DEMO_CONFIG', 'Evaluation', 'Preempted',
            'baselines_arg', 'evaluate',
            'quiet_library_logs', 'run_demo',
            'accuracy', 'confusion_matrix', 'fisher_discriminant_ratio', 'mean_std', 'nmi',
-           'split_per_class', 'CLASSIFIERS', 'ENCODER_SPACES', 'Features', 'GMData', 'RowSubset',
-           'MANIFPT_SPACES', 'artifact_store', 'load_gm', 'make_encoders', 'open_features',
-           'openset', 'table1', 'table2', 'table3', 'ROW_FIELDS', 'make_row', 'markdown_tables',
+           'split_per_class', 'CLASSIFIERS', 'CONTROL', 'ENCODER_SPACES', 'SELECTION', 'Features',
+           'GMData', 'RowSubset', 'MANIFPT_SPACES', 'Split', 'artifact_store', 'diff_rows',
+           'load_gm', 'make_encoders', 'make_splits', 'open_features', 'openset', 'select_probe',
+           'table1', 'table2', 'table3', 'ROW_FIELDS', 'make_row', 'markdown_tables',
            'write_json']

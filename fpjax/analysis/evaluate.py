@@ -14,15 +14,18 @@ import numpy as np
 
 from fpjax.analysis import metrics
 from fpjax.analysis import protocols
+from fpjax.artifact_io import UserInputError
 from fpjax.analysis import report as report_lib
 
-# The demo's sizing: the whole run, zoo build included, fits 15 minutes on 2 CPU cores
-# (timings in the helper-eval notes). Classifier seeds vary the classifier's initialisation and
-# minibatch order; the 70/30 split is fixed (split_seed) so every method sees the same images.
+# The demo's sizing: the whole run, zoo build included, is meant to fit 15 minutes on 2 CPU
+# cores (timings in the README). Every estimator runs with the probe in every space; the
+# attributor runs on the estimator the probe chose per split ('best') and on the input control;
+# the probe's l2 and epochs candidates are two each.
 DEMO_CONFIG = dict(
     cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4))},
     cross_cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4))},
     encoder_steps={'sl': 150, 'ssl': 60},
+    attributor_estimators=(protocols.BEST, protocols.CONTROL),
 )
 
 
@@ -65,20 +68,23 @@ def _is_writer() -> bool:
 
 
 def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocols.MANIFPT_SPACES,
-             seeds=3, baselines=None, classifiers=protocols.CLASSIFIERS, cross=(),
+             splits: int = 3, estimators=('nn',), attributor_estimators=None, baselines=None,
+             classifiers=protocols.CLASSIFIERS, cross=(), cross_estimators=('nn',),
              cross_baselines=None, shots: int = 10, encoder_steps: dict | None = None,
              cfg: dict | None = None, cross_cfg: dict | None = None,
              baseline_cfg: dict | None = None, split_seed: int = 0, table3_pca_dim: int = 32,
              table3_max_rows: int = 20000, openset_max_per_model: int = 500,
-             figure_max_rows: int = 2000, artifact_kwargs: dict | None = None,
-             figures: bool = True, print_tables: bool = True, extra_config: dict | None = None,
+             figure_max_rows: int = 2000, bootstrap_resamples: int = 2000,
+             artifact_kwargs: dict | None = None, figures: bool = True,
+             print_tables: bool = True, extra_config: dict | None = None,
              timings: dict | None = None) -> Evaluation:
   """Runs the paper's evaluation on one GM dataset and writes tables, figures and report.md.
 
-  The artifacts come from one store per (GM dataset, real source, space), written by
-  `fpjax.compute_artifacts` in WORKDIR/artifacts/<gm name>/<space> and computed first when
-  missing (a complete store is reused, a partial one resumed); every table streams over the
-  stores, so neither all images nor all artifacts are ever in RAM.
+  The artifacts come from one store per (GM dataset, real source, space, estimator set),
+  written by `fpjax.compute_artifacts` in WORKDIR/artifacts/<gm name>/<space>/<estimators> and
+  computed first when missing (a complete store is reused, a partial one resumed); every table
+  streams over the stores, so neither all images nor all artifacts are ever in RAM. The
+  protocol (splits, inner-validation selection, intervals) is in `fpjax.analysis.protocols`.
 
   Args:
     gm: zoo workdir (has zoo.json), image-folder root `root/<model>/*.png`, or a GMData.
@@ -87,45 +93,65 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
     workdir: output folder (tables.md, tables.json, report.md, figures/, encoders/, artifacts/).
     spaces: ManiFPT spaces among `protocols.MANIFPT_SPACES`; 'sl' is skipped (one warning) when
       the real source has no labels.
-    seeds: number of classifier seeds (int) or a list of seeds; >= 3 for mean ± std.
+    splits: number (>= 1) of train/validation splits, each with its own split and classifier
+      seed (split_seed + i); tables give mean ± std over them.
+    estimators: manifold estimator names (`fpjax.estimators.ESTIMATORS`, or
+      `fpjax.estimators.parse_estimators(['all'])`); the input control is always added.
+    attributor_estimators: the estimators the attributor runs on (None: all, with the control);
+      'best' = per split the one the probe chose on the inner validation.
     baselines: names in `fpjax.baselines.BASELINES` (None: all nine); they read the images of
       the stores' rows in slices.
     classifiers: 'probe' and/or 'attributor' on the artifacts.
     cross: pairs (train_gm, test_gm) for Table 2 (paths or GMData; zoos bring their real).
+    cross_estimators: Table 2's estimators (each at its default candidate) and the control.
     cross_baselines: baselines for Table 2 (None: the same as Table 1).
     shots: enrolment samples per new model in the few-shot protocol.
     encoder_steps: {'sl': steps, 'ssl': steps} for the SL/SSL encoders (default: their preset).
-    cfg / cross_cfg: {'probe': LinearProbe kwargs, 'attributor': Attributor overrides,
-      'attributor_preset': 'quick'|'paper'} for Table 1 / Table 2.
+    cfg / cross_cfg: {'probe': LinearProbe kwargs (not l2, epochs), 'selection': {'l2': (...),
+      'epochs': (...), 'inner_fraction': f} (candidates, default protocols.SELECTION),
+      'attributor': Attributor overrides, 'attributor_preset': 'quick'|'paper'} for Table 1 /
+      Table 2.
     baseline_cfg: {baseline name: constructor kwargs}.
     table3_max_rows / openset_max_per_model / figure_max_rows: sizes of the stratified
       samples Table 3, the open set and the embedding figure hold in RAM.
+    bootstrap_resamples: resamples of the paired bootstrap of the diff rows.
     artifact_kwargs: keyword arguments of `fpjax.compute_artifacts` for missing stores
       (precision, batch_size, device_bank_bytes, num_threads, ...).
   """
+  from fpjax import estimators as est_lib
   t_start = time.time()
   timings = dict(timings or {})
-  seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-  if not seeds:
-    from fpjax.artifact_io import UserInputError
-    raise UserInputError('seeds: need at least one seed')
+  cfg = cfg or {}
+  names = est_lib.parse_estimators(list(estimators))
+  names = [n for n in names if n != protocols.CONTROL] + [protocols.CONTROL]
+  cross_names = [n for n in est_lib.parse_estimators(list(cross_estimators))
+                 if n != protocols.CONTROL] + [protocols.CONTROL]
+  protocols.check_num_splits(splits)   # refused before anything is computed
+  if attributor_estimators is not None:
+    for n in attributor_estimators:
+      if n not in names + [protocols.BEST]:
+        raise UserInputError(f'--attributor_estimators: {n!r} is not among the estimators '
+                             f'{names} (or {protocols.BEST!r})')
   if isinstance(gm, str):
     gm = protocols.load_gm(gm, real)
   writer = _is_writer()
   fig_dir = os.path.join(workdir, 'figures')
-  if writer:
-    os.makedirs(fig_dir, exist_ok=True)
   logging.info('evaluate: %s, %d images of %d models, real %r (%d bank images), spaces %s, '
-               'seeds %s', gm.name, len(gm.source), len(gm.class_names), gm.real, gm.bank_size,
-               list(spaces), seeds)
+               'estimators %s, %s splits', gm.name, len(gm.source), len(gm.class_names),
+               gm.real, gm.bank_size, list(spaces), names, splits)
 
   t = time.time()
   encoders = protocols.make_encoders(spaces, gm.real, workdir=workdir,
                                      encoder_steps=encoder_steps)
   timings['encoders_s'] = time.time() - t
   t = time.time()
-  feats = protocols.open_features(gm, encoders, workdir, artifact_kwargs=artifact_kwargs)
+  feats = protocols.open_features(gm, encoders, workdir, estimators=names,
+                                  artifact_kwargs=artifact_kwargs)
   timings['artifacts_s'] = time.time() - t
+  split_list = protocols.make_splits(feats.labels, splits, seed=split_seed,
+                                     inner_fraction=protocols._selection(cfg)['inner_fraction'])
+  if writer:
+    os.makedirs(fig_dir, exist_ok=True)
   bad = {s: st.num_bad_rows for s, st in feats.stores.items() if st.num_bad_rows}
   if bad:
     logging.warning('evaluate: %d bad file(s) of %s skipped (listed in %s)', max(bad.values()),
@@ -133,22 +159,30 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
                                        for st in feats.stores.values()))
 
   t = time.time()
-  t1 = protocols.table1(feats, seeds=seeds, baselines=baselines, classifiers=classifiers,
-                        split_seed=split_seed, cfg=cfg, baseline_cfg=baseline_cfg)
+  t1 = protocols.table1(feats, split_list, baselines=baselines, classifiers=classifiers,
+                        attributor_estimators=attributor_estimators, cfg=cfg,
+                        baseline_cfg=baseline_cfg)
   timings['table1_s'] = time.time() - t
+  timings['table1_selection_s'] = t1['selection_s']
+  timings['table1_selection_fits'] = t1['selection_fits']
   rows = list(t1['rows'])
+  t = time.time()
+  rows += protocols.diff_rows(t1, num_resamples=bootstrap_resamples, seed=split_seed)
+  timings['diff_s'] = time.time() - t
 
   t = time.time()
   if gm.tags and feats.stores:
-    rows += protocols.table3(feats, pca_dim=table3_pca_dim, max_rows=table3_max_rows,
-                             seed=split_seed)
+    rows += protocols.table3(feats, choices=t1['choices'], pca_dim=table3_pca_dim,
+                             max_rows=table3_max_rows, seed=split_seed)
   elif not gm.tags:
     logging.info('Table 3 skipped: %s has no design-knob tags (not a zoo)', gm.name)
   timings['table3_s'] = time.time() - t
 
   t = time.time()
   if len(gm.class_names) >= 3:
-    rows += protocols.openset(feats, t1['train_mask'], baselines=baselines,
+    train0 = np.zeros(feats.num_rows, bool)
+    train0[split_list[0].train] = True
+    rows += protocols.openset(feats, train0, choices=t1['choices'], baselines=baselines,
                               baseline_cfg=baseline_cfg, shots=shots,
                               max_per_model=openset_max_per_model, seed=split_seed)
   timings['openset_s'] = time.time() - t
@@ -160,9 +194,9 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
     for side in (src, tgt):
       side = protocols.load_gm(side) if isinstance(side, str) else side
       # The same encoders on both sides: each side's artifacts in the same embedding.
-      sides.append(protocols.open_features(side, encoders, workdir,
+      sides.append(protocols.open_features(side, encoders, workdir, estimators=cross_names,
                                            artifact_kwargs=artifact_kwargs))
-    rows += protocols.table2(*sides, seeds=seeds,
+    rows += protocols.table2(*sides, split_list,
                              baselines=list(cross_b) if cross_b is not None else None,
                              classifiers=classifiers, cfg=cross_cfg if cross_cfg else cfg,
                              baseline_cfg=baseline_cfg)
@@ -177,20 +211,47 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
     timings['figures_s'] = time.time() - t
     timings['evaluate_s'] = time.time() - t_start
     skipped = [s for s in spaces if s not in encoders]
+    sel = protocols._selection(cfg)
     config = dict(gm=gm.name, real=gm.real, models=gm.class_names, num_images=feats.num_rows,
                   bad_files_skipped=max(bad.values(), default=0),
-                  spaces=list(encoders), skipped_spaces=skipped, seeds=seeds,
+                  spaces=list(encoders), skipped_spaces=skipped, estimators=names,
+                  estimator_keys=protocols.estimator_keys(names),
+                  attributor_estimators=(names if attributor_estimators is None
+                                         else list(attributor_estimators)),
                   baselines=baselines, classifiers=list(classifiers),
-                  split='70/30 per model, split_seed=%d' % split_seed, shots=shots,
+                  splits=protocols.split_config(split_list),
+                  split=(f'{len(split_list)} splits, 70/30 per model; split i uses seed '
+                         f'{split_seed} + i for its mask, its inner split and its classifiers'),
+                  selection=dict(
+                      protocol=('on each split\'s training part only: the probe is fit on the '
+                                f'inner-train rows ({1 - sel["inner_fraction"]:.0%} per model) '
+                                'and scored by accuracy on the inner-validation rows; '
+                                'coordinate-wise: estimator key (fpjax.estimators.grid), then l2, '
+                                'then epochs; ties keep the default (first) candidate; the '
+                                'reported fit uses the choice on the whole training part, no '
+                                'early stopping; the attributor uses the key the probe chose'),
+                      l2=list(sel['l2']), epochs=list(sel['epochs']),
+                      choices=protocols.choices_config(t1['choices'])),
+                  diff=('paired bootstrap 95 % percentile interval (metrics.paired_bootstrap, '
+                        f'{bootstrap_resamples} resamples) on every split\'s validation rows: '
+                        'the best ManiFPT row vs the best baseline (best = highest mean '
+                        'accuracy of Table 1), each estimator vs its input control (same space '
+                        'and classifier)'),
+                  shots=shots,
                   cross=[f'{r}' for r in dict.fromkeys(r['dataset'] for r in rows
                                                        if r['table'] == '2')],
+                  cross_estimators=cross_names,
                   cfg=cfg, cross_cfg=cross_cfg, baseline_cfg=baseline_cfg,
                   encoder_steps=encoder_steps,
-                  artifact_stores='WORKDIR/artifacts/<gm>/<space>, written by '
+                  artifact_stores='WORKDIR/artifacts/<gm>/<space>/<estimators>, written by '
                                   'fpjax.compute_artifacts',
+                  table2=('all of one zoo trains, all of the other tests; each estimator at its '
+                          'default candidate, the probe at the first l2 and epochs candidates; '
+                          'one fit per split\'s classifier seed'),
                   table3=dict(
                       rows=f'stratified sample of at most {table3_max_rows} rows (seed '
                            f'{split_seed})',
+                      estimator_key='per estimator, the key split 0\'s inner validation chose',
                       features='artifacts z-scored per coordinate, PCA to %d dims' % table3_pca_dim,
                       clustering='k-means (n_init=10), k = number of distinct knob values; '
                                  "models tagged 'n/a' left out per knob",
@@ -198,8 +259,9 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
                   openset=dict(
                       rows=f'stratified sample of at most {openset_max_per_model} rows per model '
                            f'(seed {split_seed})',
+                      estimator_key='per estimator, the key split 0\'s inner validation chose',
                       protocols='fpjax.attribution.openset nearest prototype; enrolment = the '
-                                'Table 1 train rows of the sample'),
+                                'split-0 train rows of the sample'),
                   **(extra_config or {}))
     files['tables.json'] = os.path.join(workdir, 'tables.json')
     report_lib.write_json(files['tables.json'], rows, config, timings)
@@ -216,21 +278,25 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
 
 
 def _figures(feats, t1, fig_dir, max_rows: int, seed: int) -> dict:
+  """Figures of split 0: confusion matrices (the probe on each space's first estimator, the
+  best baseline), the embedding of the validation artifacts, mean artifacts and spectra."""
   from fpjax import artifact_io
   files = {}
   names = feats.gm.class_names
   k = len(names)
-  val = np.flatnonzero(~t1['train_mask'])
+  val = t1['splits'][0].val
   y_va = feats.labels[val]
+  first = feats.estimators[0]
   conf = {}
-  for (method, space, clf), pred in t1['predictions'].items():
-    if method == 'ManiFPT' and clf == 'probe':
-      conf[f'ManiFPT {space.upper()} probe'] = metrics.confusion_matrix(y_va, pred, k)
-  base = [r for r in t1['rows'] if r['method'] != 'ManiFPT']
+  for r in t1['rows']:
+    if r['space'] is not None and r['classifier'] == 'probe' and r['estimator'] == first:
+      label = report_lib.row_label(r)
+      conf[label] = metrics.confusion_matrix(y_va, t1['predictions'][label][0], k)
+  base = [r for r in t1['rows'] if r['space'] is None]
   if base:
     best = max(base, key=lambda r: r['accuracy_mean'])
     conf[f'{best["method"]} (best baseline)'] = metrics.confusion_matrix(
-        y_va, t1['predictions'][(best['method'], None, 'own')], k)
+        y_va, t1['predictions'][report_lib.row_label(best)][0], k)
   if conf:
     files['confusion'] = report_lib.plot_confusions(
         os.path.join(fig_dir, 'confusion.png'), conf, names)
@@ -239,43 +305,55 @@ def _figures(feats, t1, fig_dir, max_rows: int, seed: int) -> dict:
     sample = val[protocols.stratified_sample(y_va, max(1, max_rows // k), seed)]
     files['embedding'] = report_lib.plot_embeddings(
         os.path.join(fig_dir, 'embedding_pca.png'),
-        {f'{s.upper()} artifacts (val)': feats.artifacts(s)[sample] for s in feats.stores},
-        feats.labels[sample], names)
+        {f'{s.upper()} {first} artifacts (val)': feats.artifacts(s, feats.keys(first)[0])[sample]
+         for s in feats.stores}, feats.labels[sample], names)
   for s, store in feats.stores.items():
     if len(store.embedding_shape) != 3 or s not in ('rgb', 'freq', 'dct'):
       continue
-    # The store's FingerprintStats, streamed over every row when the store was written.
+    # The store's FingerprintStats of its first estimator, streamed over every row when the
+    # store was written.
     st = artifact_io.load_array(store.stats_path)
     files[f'mean_artifact_{s}'] = report_lib.plot_mean_artifacts(
         os.path.join(fig_dir, f'mean_artifact_{s}.png'), st, names,
-        f'mean {s.upper()} artifact per model')
+        f'mean {s.upper()} {store.estimators[0]} artifact per model')
     if s == 'rgb':
       files['spectra_rgb'] = report_lib.plot_spectra(
           os.path.join(fig_dir, 'spectra_rgb.png'), st, names,
-          'power spectrum of RGB artifacts per model')
+          f'power spectrum of RGB {store.estimators[0]} artifacts per model')
   return files
 
 
 def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: str = 'mnist5k',
              cross_preset: str = 'cross', cross_num_samples: int | None = None,
              cross_reals=('mnist5k_0to4', 'mnist5k_5to9'), spaces=protocols.MANIFPT_SPACES,
-             seeds: int = 3, baselines=None, cross_baselines=('Durall20', 'Frank20', 'Wang20'),
+             splits: int = 3, estimators=('all',),
+             attributor_estimators=DEMO_CONFIG['attributor_estimators'],
+             cross_estimators=('nn',), baselines=None,
+             cross_baselines=('Durall20', 'Frank20', 'Wang20'),
              classifiers=protocols.CLASSIFIERS, cfg: dict | None = None,
              cross_cfg: dict | None = None, encoder_steps: dict | None = None,
-             artifact_kwargs: dict | None = None) -> Evaluation:
+             zoo: str | None = None, artifact_kwargs: dict | None = None) -> Evaluation:
   """The main job: build (or reuse) the zoos, then the whole evaluation, printed and written.
 
-  WORKDIR/zoo (preset `preset` on `real`) is the Table 1/3 dataset;
-  WORKDIR/zoo_<cross_preset>_<r> for each r of `cross_reals` are the Table 2 datasets,
-  evaluated in both directions.
+  WORKDIR/zoo (preset `preset` on `real`) is the Table 1/3 dataset (`zoo`: another zoo
+  workdir to evaluate instead, reused as it is); WORKDIR/zoo_<cross_preset>_<r> for each r of
+  `cross_reals` are the Table 2 datasets, evaluated in both directions.
   `cross_num_samples` (None: the preset's) sets the samples per model of those zoos.
-  A zoo already complete in its folder is reused (build_zoo is a no-op then).
+  A zoo already complete in its folder is reused (build_zoo is a no-op then). By default every
+  estimator runs with the probe and the attributor runs on DEMO_CONFIG's
+  attributor_estimators (None: on every estimator); tables.json's config['demo'] records what
+  ran. The other arguments are `evaluate`'s.
   """
+  from fpjax import estimators as est_lib
   from fpjax import zoo as zoo_lib
+  protocols.check_num_splits(splits)   # bad flags are refused before the zoo is built
+  est_lib.parse_estimators(list(estimators))
+  est_lib.parse_estimators(list(cross_estimators))
   timings = {}
   t = time.time()
-  zoo_dir = os.path.join(workdir, 'zoo')
-  zoo_lib.build_zoo(zoo_dir, preset=preset, real=real)
+  zoo_dir = zoo or os.path.join(workdir, 'zoo')
+  if zoo is None:
+    zoo_lib.build_zoo(zoo_dir, preset=preset, real=real)
   timings['zoo_s'] = time.time() - t
   cross_dirs = []
   for r in cross_reals:
@@ -288,11 +366,18 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
   if len(cross_dirs) == 2:
     a, b = (protocols.load_gm(d) for d in cross_dirs)
     cross = [(a, b), (b, a)]
-  return evaluate(zoo_dir, real, workdir, spaces=spaces, seeds=seeds, baselines=baselines,
-                  classifiers=classifiers, cross=cross, cross_baselines=cross_baselines,
-                  cfg=DEMO_CONFIG['cfg'] if cfg is None else cfg,
+  att = attributor_estimators
+  cfg = DEMO_CONFIG['cfg'] if cfg is None else cfg
+  return evaluate(zoo_dir, None if zoo else real, workdir, spaces=spaces, splits=splits,
+                  estimators=estimators, attributor_estimators=att, baselines=baselines,
+                  classifiers=classifiers, cross=cross, cross_estimators=cross_estimators,
+                  cross_baselines=cross_baselines, cfg=cfg,
                   cross_cfg=DEMO_CONFIG['cross_cfg'] if cross_cfg is None else cross_cfg,
                   encoder_steps=DEMO_CONFIG['encoder_steps'] if encoder_steps is None
                   else encoder_steps, artifact_kwargs=artifact_kwargs, timings=timings,
-                  extra_config=dict(demo=dict(preset=preset, cross_preset=cross_preset,
-                                              cross_num_samples=cross_num_samples)))
+                  extra_config=dict(demo=dict(
+                      preset=preset, zoo=zoo, cross_preset=cross_preset,
+                      cross_num_samples=cross_num_samples,
+                      pairs=('every estimator and the input control with the probe in every '
+                             'space; the attributor on '
+                             f'{"every one" if att is None else list(att)} in every space'))))

@@ -5,25 +5,42 @@ Every function here computes and returns plain rows (`report.make_row`); writing
 stores that `fpjax.fingerprinting.compute_artifacts` writes (`artifact_store` runs it first when
 a store is missing), so the tables stream over the same artifacts as the binary of that name and
 never hold all images or all artifacts in RAM. Features reach the classifiers as lazy row views
-(`RowSubset`), read in slices.
+(`RowSubset`), read in slices. One store per space holds one artifact array per estimator key:
+every candidate (`fpjax.estimators.grid`) of every estimator asked, and the control 'input'
+(φ(x) itself), from one k-NN search per batch.
 
-Table 1  every baseline and every ManiFPT space on one GM dataset; 70/30 split per model
-         (`metrics.split_per_class`, the same mask for every method); ManiFPT features are the
-         store's artifacts, classified by the optax `LinearProbe` and by the paper's
-         `Attributor`; accuracy is mean ± std over classifier seeds; FDR is trace(S_B)/trace(S_W)
-         of the validation split, from per-model moments streamed over its rows (artifacts for
-         ManiFPT, `.features()` of the seed-0 fit for baselines).
+Splits   `make_splits`: split i (of `num_splits` >= 1) has the seed split_seed + i; it draws the
+         70/30 train/validation mask per model (`metrics.split_per_class`, the same mask for
+         every method) and a 75/25 inner split of the training part, and seeds every classifier
+         fit on that split. Results are mean ± std over the splits.
+Selection `select_probe`, per space, estimator and split, reads only that split's training part:
+         the linear probe is fit on the inner-train rows and scored (accuracy) on the inner-
+         validation rows, coordinate-wise: the estimator key among `estimators.grid(name)` (at the
+         first l2 and epochs), then the l2 among `selection['l2']`, then the epochs among
+         `selection['epochs']` (ties: the earlier, default candidate). The reported fit uses the
+         choice on the whole training part, with no early stopping (the reported validation rows
+         are never read before the prediction). The attributor uses the key the probe chose.
+Table 1  per space × estimator (and the input control) × classifier, and every baseline; the
+         probe and the attributor on the chosen key, per split; FDR is trace(S_B)/trace(S_W) of
+         split 0's validation rows (its chosen key), from per-model moments streamed over the
+         rows (artifacts for ManiFPT, `.features()` of split 0's fit for baselines).
+Diff     `diff_rows`: paired bootstrap 95 % intervals (`metrics.paired_bootstrap`) of the best
+         ManiFPT row minus the best baseline (best = highest reported mean accuracy of Table 1),
+         and of each estimator row minus its input control (same space, same classifier).
 Table 2  cross-dataset: train on all images of one zoo, test on all images of the same recipes
          trained on another real dataset; each side's artifacts are measured against its own
-         real manifold, in the same embedding (SL/SSL encoders are shared by both sides).
-Table 3  per space, on a stratified sample of at most `max_rows` rows: artifacts are z-scored per
-         coordinate, reduced by PCA to `pca_dim` dimensions, and, for each design knob (the
-         zoo's tags), clustered by k-means with k = number of distinct values of the knob among
-         the models it applies to (models tagged 'n/a' are left out for that knob); NMI between
-         the clusters and the knob values of the images.
+         real manifold, in the same embedding (SL/SSL encoders are shared by both sides). No
+         selection (there is no inner split of the other dataset): each estimator's default
+         candidate, the probe's first l2 and epochs candidates; one fit per split's seed.
+Table 3  per space and estimator (the key split 0's selection chose), on a stratified sample of
+         at most `max_rows` rows: artifacts are z-scored per coordinate, reduced by PCA to
+         `pca_dim` dimensions, and, for each design knob (the zoo's tags), clustered by k-means
+         with k = number of distinct values of the knob among the models it applies to (models
+         tagged 'n/a' are left out for that knob); NMI between the clusters and the knob values.
 Open set leave-one-model-out AUROC and few-shot enrolment accuracy of nearest-prototype
-         attribution (`fpjax.attribution.openset`) on a stratified sample of at most
-         `max_per_model` rows per model; enrolment = the sample's Table 1 train rows.
+         attribution (`fpjax.attribution.openset`) per space and estimator (split 0's key) on a
+         stratified sample of at most `max_per_model` rows per model; enrolment = the sample's
+         split-0 train rows.
 """
 from __future__ import annotations
 
@@ -39,7 +56,7 @@ from fpjax import progress
 from fpjax.artifact_io import UserInputError
 from fpjax import spaces as spaces_lib
 from fpjax.analysis import metrics
-from fpjax.analysis.report import make_row
+from fpjax.analysis.report import make_row, row_label
 from fpjax.models.training import iter_slices
 
 ENCODER_SPACES = spaces_lib.ENCODER_SPACES
@@ -47,6 +64,12 @@ MANIFPT_SPACES = spaces_lib.SPACE_NAMES
 LABELLED_SPACES = ('sl',)          # its encoder is trained on the real labels
 CLASSIFIERS = ('probe', 'attributor')
 SLICE_ROWS = 4096                  # rows per read when streaming over a store
+CONTROL = 'input'                  # the control estimator: the classifier on φ(x) itself
+BEST = 'best'                      # attributor rows on the estimator the probe chose per split
+# Candidates of the inner-validation selection of the linear probe (the first is the default);
+# `cfg['selection']` overrides them, `inner_fraction` is the inner-validation share of the
+# training part.
+SELECTION = dict(l2=(1e-4, 1e-2), epochs=(30, 100), inner_fraction=0.25)
 
 
 # ----------------------------------------------------------------------------- lazy rows
@@ -332,29 +355,45 @@ def make_encoders(names, real: str, *, workdir: str, encoder_steps: dict | None 
   return out
 
 
-def store_dir(workdir: str, gm: GMData, space: str, encoder: str | None = None) -> str:
-  """WORKDIR/artifacts/<gm name>/<space> (an encoder space: the encoder's folder name)."""
+def estimator_keys(names) -> list:
+  """The store's estimator keys for estimator names: every candidate of each name's grid, in
+  the order given, then the control 'input' (always: every table has its control rows)."""
+  from fpjax import estimators as est_lib
+  keys = [e.key for n in names if n != CONTROL for e in est_lib.grid(n)]
+  return list(dict.fromkeys(keys + [CONTROL]))
+
+
+def store_dir(workdir: str, gm: GMData, space: str, encoder: str | None = None,
+              names=('nn',)) -> str:
+  """WORKDIR/artifacts/<gm name>/<space>/<names> (an encoder space: the encoder's folder name;
+  names: the estimators joined by '+', the control last, e.g. 'nn+knn_mean+input'): another
+  set of estimators is another store, never a refused one."""
+  names = [n for n in names if n != CONTROL] + [CONTROL]
   return os.path.join(workdir, 'artifacts', _safe(gm.name),
-                      space if encoder is None else os.path.basename(os.path.normpath(encoder)))
+                      space if encoder is None else os.path.basename(os.path.normpath(encoder)),
+                      '+'.join(names))
 
 
 def artifact_store(gm: GMData, space: str, workdir: str, *, encoder: str | None = None,
-                   artifact_kwargs: dict | None = None):
-  """The complete artifact store of (gm, gm.real, space): `fingerprinting.compute_artifacts`
-  runs first (it returns at once for a complete store of the same configuration, resumes a
-  partial one and refuses one of another configuration)."""
+                   names=('nn',), artifact_kwargs: dict | None = None):
+  """The complete artifact store of (gm, gm.real, space) holding every key of
+  `estimator_keys(names)`: `fingerprinting.compute_artifacts` runs first (it returns at once for
+  a complete store of the same configuration, resumes a partial one and refuses one of another
+  configuration)."""
   from fpjax import artifact_io
   from fpjax import fingerprinting
-  d = store_dir(workdir, gm, space, encoder)
+  d = store_dir(workdir, gm, space, encoder, names)
   kwargs = dict(artifact_kwargs or {})
   if encoder is not None:
     kwargs['encoder'] = encoder
   t0 = time.time()
   fresh = not artifact_io.is_complete(d)
-  fingerprinting.compute_artifacts(gm.real, gm.path, d, space=space, **kwargs)
+  fingerprinting.compute_artifacts(gm.real, gm.path, d, space=space,
+                                   estimators=estimator_keys(names), **kwargs)
   store = artifact_io.ArtifactStore.open(d)
-  logging.info('artifacts of %s in %s: %s store %s (%d rows) in %.1fs', gm.name, space,
-               'computed' if fresh else 'reused', d, store.num_rows, time.time() - t0)
+  logging.info('artifacts of %s in %s: %s store %s (%d rows, estimators %s) in %.1fs', gm.name,
+               space, 'computed' if fresh else 'reused', d, store.num_rows,
+               ','.join(store.estimators), time.time() - t0)
   return store
 
 
@@ -362,27 +401,38 @@ def artifact_store(gm: GMData, space: str, workdir: str, *, encoder: str | None 
 class Features:
   """What the tables read for one GM dataset: its rows (the stores' rows, one per image that
   was read; bad files skipped by compute_artifacts are absent everywhere), their labels, the
-  artifact stores per space and the images of the same rows for the baselines."""
+  artifact stores per space (each holding every estimator key), the estimator names asked (the
+  control 'input' last) and the images of the same rows for the baselines."""
   gm: GMData
   labels: np.ndarray               # int32 [N]
   stores: dict                     # space -> ArtifactStore (rows aligned)
   images: object                   # SourceImages of the same rows
+  estimators: tuple = ('nn', CONTROL)
 
   @property
   def num_rows(self) -> int:
     return len(self.labels)
 
-  def artifacts(self, space) -> RowSubset:
-    return RowSubset(self.stores[space].artifact)
+  def artifacts(self, space: str, key: str) -> RowSubset:
+    """The artifacts of estimator `key` in `space` (all rows, lazy)."""
+    return RowSubset(self.stores[space].artifacts(key))
+
+  def keys(self, name: str) -> list:
+    """The candidate keys of estimator `name` (its grid; the control: ['input'])."""
+    from fpjax import estimators as est_lib
+    return [e.key for e in est_lib.grid(name)]
 
 
-def open_features(gm: GMData, encoders: dict, workdir: str, *,
+def open_features(gm: GMData, encoders: dict, workdir: str, *, estimators=('nn',),
                   artifact_kwargs: dict | None = None) -> Features:
-  """Computes (or reuses) one store per space and checks they hold the same rows."""
-  stores = {s: artifact_store(gm, s, workdir, encoder=e, artifact_kwargs=artifact_kwargs)
+  """Computes (or reuses) one store per space holding every candidate of `estimators` (names)
+  and the control, and checks the stores hold the same rows."""
+  names = tuple(n for n in dict.fromkeys(estimators) if n != CONTROL) + (CONTROL,)
+  stores = {s: artifact_store(gm, s, workdir, encoder=e, names=names,
+                              artifact_kwargs=artifact_kwargs)
             for s, e in encoders.items()}
   if not stores:
-    return Features(gm, gm.source.labels.astype(np.int32), {}, SourceImages(gm.source))
+    return Features(gm, gm.source.labels.astype(np.int32), {}, SourceImages(gm.source), names)
   first_space, first = next(iter(stores.items()))
   files = first.files
   for s, st in stores.items():
@@ -397,37 +447,98 @@ def open_features(gm: GMData, encoders: dict, workdir: str, *,
     raise UserInputError(f'artifact store of {gm.name} in {first_space} was computed on '
                          f'{first.gm_root}, not {gm.source.root}; use another --workdir')
   return Features(gm, np.asarray(first.labels, np.int32), stores,
-                  SourceImages(gm.source, files))
+                  SourceImages(gm.source, files), names)
+
+
+# ----------------------------------------------------------------------------- splits
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One train/validation split and the inner split of its training part (sorted row indices).
+
+  `seed` (split_seed + index) draws both splits and seeds every classifier fit on this split.
+  `inner_train` and `inner_val` partition `train`; `val` (the reported rows) is read only by the
+  reported predictions.
+  """
+  index: int
+  seed: int
+  train: np.ndarray
+  val: np.ndarray
+  inner_train: np.ndarray
+  inner_val: np.ndarray
+
+
+def check_num_splits(num_splits) -> int:
+  """num_splits as an int >= 1, else a UserInputError."""
+  if (not isinstance(num_splits, (int, np.integer)) or isinstance(num_splits, bool)
+      or num_splits < 1):
+    raise UserInputError(f'--splits: need at least 1 train/validation split, got {num_splits!r}')
+  return int(num_splits)
+
+
+def make_splits(labels, num_splits, *, seed: int = 0, train_fraction: float = 0.7,
+                inner_fraction: float = SELECTION['inner_fraction']) -> list:
+  """`num_splits` (>= 1) splits of `labels`: split i uses seed `seed + i` (module docstring)."""
+  num_splits = check_num_splits(num_splits)
+  labels = np.asarray(labels)
+  out = []
+  for i in range(int(num_splits)):
+    s = seed + i
+    mask = metrics.split_per_class(labels, train_fraction, s)
+    train, val = np.flatnonzero(mask), np.flatnonzero(~mask)
+    inner = metrics.split_per_class(labels[train], 1.0 - inner_fraction, s)
+    out.append(Split(i, s, train, val, train[inner], train[~inner]))
+  return out
+
+
+def split_config(splits) -> list:
+  """What tables.json records of the splits: seeds and sizes."""
+  return [dict(index=s.index, split_seed=s.seed, classifier_seed=s.seed, train=len(s.train),
+               val=len(s.val), inner_train=len(s.inner_train), inner_val=len(s.inner_val))
+          for s in splits]
 
 
 # ----------------------------------------------------------------------------- classifiers
 
 def _make_classifier(kind: str, cfg: dict):
-  from fpjax.attribution import Attributor, LinearProbe
+  from fpjax.attribution import Attributor
   if kind == 'probe':
-    return LinearProbe(**cfg.get('probe', {}))
+    return _probe(cfg)
   if kind == 'attributor':
     return Attributor(cfg.get('attributor_preset', 'quick'), **cfg.get('attributor', {}))
   raise UserInputError(f'unknown classifier {kind!r}; expected one of {CLASSIFIERS}')
 
 
-def fit_and_score(make, x_train, y_train, x_test, y_test, seeds) -> dict:
-  """Fits a fresh model per seed; returns per-seed accuracies and seed-0 predictions.
+def _selection(cfg: dict) -> dict:
+  sel = dict(SELECTION, **(cfg or {}).get('selection', {}))
+  for name in ('l2', 'epochs'):
+    sel[name] = tuple(sel[name])
+    if not sel[name]:
+      raise UserInputError(f'selection: {name} needs at least one candidate')
+  return sel
 
-  x_train / x_test may be lazy (`RowSubset`): the model reads them in slices.
-  """
-  accs, pred0 = [], None
-  for s in seeds:
-    model = make(s)
-    # The classifiers take the seed at fit; a baseline took it at construction.
-    model.fit(x_train, y_train, seed=s) if _takes_seed(model) else model.fit(x_train, y_train)
-    pred = apply_in_slices(model.predict, x_test)
-    accs.append(metrics.accuracy(y_test, pred))
-    if pred0 is None:
-      pred0, model0 = pred, model
-  mean, std = metrics.mean_std(accs)
-  return {'accuracies': accs, 'accuracy_mean': mean, 'accuracy_std': std, 'pred': pred0,
-          'model': model0}
+
+def _probe(cfg: dict, l2: float | None = None, epochs: int | None = None):
+  """A LinearProbe of cfg['probe'] with l2 and epochs from the selection (default: the first
+  candidates); no early stopping on a slice of its training rows: the epochs are chosen on the
+  inner validation split instead."""
+  from fpjax.attribution import LinearProbe
+  kw = dict((cfg or {}).get('probe', {}))
+  fixed = {'l2', 'epochs', 'val_fraction', 'patience'} & set(kw)
+  if fixed:
+    raise UserInputError(f'probe options {sorted(fixed)} are chosen on the inner validation '
+                         "split: give candidates in cfg['selection'] instead")
+  sel = _selection(cfg)
+  return LinearProbe(l2=sel['l2'][0] if l2 is None else l2,
+                     epochs=sel['epochs'][0] if epochs is None else epochs,
+                     val_fraction=0.0, patience=None, **kw)
+
+
+def fit_predict(model, x_train, y_train, x_test, seed: int) -> np.ndarray:
+  """Fits `model` (seeded) and predicts x_test; x_train / x_test may be lazy (`RowSubset`)."""
+  # The classifiers take the seed at fit; a baseline took it at construction.
+  model.fit(x_train, y_train, seed=seed) if _takes_seed(model) else model.fit(x_train, y_train)
+  return apply_in_slices(model.predict, x_test)
 
 
 def _takes_seed(model) -> bool:
@@ -444,59 +555,187 @@ def _check_baselines(baselines):
   return baselines
 
 
+@dataclasses.dataclass
+class Choice:
+  """What `select_probe` chose for one (space, estimator, split), and what it cost."""
+  key: str
+  l2: float
+  epochs: int
+  inner_accuracy: float        # the chosen candidate's accuracy on the inner validation rows
+  fits: int                    # probe fits the selection ran
+  seconds: float
+
+
+def select_probe(read, keys, labels, split: Split, cfg: dict | None = None) -> Choice:
+  """Chooses the estimator key, the probe's l2 and its epochs on `split`'s inner split.
+
+  read(key) -> lazy rows of that key's artifacts (all rows); only the rows
+  `split.inner_train` (fit) and `split.inner_val` (scored) are read. Coordinate-wise (module
+  docstring): len(keys) + len(l2) - 1 + len(epochs) - 1 fits at most.
+  """
+  t0 = time.time()
+  sel = _selection(cfg or {})
+  labels = np.asarray(labels)
+  y_fit, y_score = labels[split.inner_train], labels[split.inner_val]
+  scores = {}
+
+  def score(c):
+    if c not in scores:
+      x = read(c[0])
+      pred = fit_predict(_probe(cfg, c[1], c[2]), x.take(split.inner_train), y_fit,
+                         x.take(split.inner_val), split.seed)
+      scores[c] = metrics.accuracy(y_score, pred)
+    return scores[c]
+
+  def best(candidates):  # max keeps the first of equal scores: the earlier (default) candidate
+    return max(candidates, key=score)
+
+  l2s, epochs = sel['l2'], sel['epochs']
+  key = best([(k, l2s[0], epochs[0]) for k in keys])[0]
+  l2 = best([(key, v, epochs[0]) for v in l2s])[1]
+  c = best([(key, l2, e) for e in epochs])
+  return Choice(key, float(l2), int(c[2]), scores[c], len(scores), time.time() - t0)
+
+
 # ----------------------------------------------------------------------------- Table 1
 
-def table1(feats: Features, *, seeds=(0, 1, 2), baselines=None, classifiers=CLASSIFIERS,
-           split_seed: int = 0, cfg: dict | None = None, baseline_cfg: dict | None = None) -> dict:
-  """Attribution accuracy and FDR of every baseline and ManiFPT space on one GM dataset.
+def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
+           attributor_estimators=None, cfg: dict | None = None,
+           baseline_cfg: dict | None = None) -> dict:
+  """Attribution accuracy and FDR of every baseline and every (space, estimator, classifier).
 
-  Returns {'rows', 'train_mask', 'predictions' {(method, space, classifier): seed-0
-  predictions on the validation split}}.
+  splits: `make_splits`'s list. attributor_estimators: the estimators the attributor runs on
+  (None: every one of `feats.estimators`); BEST ('best') is, per split, the estimator (not the
+  control) whose chosen probe scored highest on that split's inner validation rows.
+  Returns {'rows', 'splits', 'y_true' [per split: validation labels], 'predictions'
+  {row_label: [per split: predictions of the validation rows]}, 'choices' {(space, estimator,
+  split index): Choice}, 'selection_s', 'selection_fits'}.
   """
   from fpjax.baselines import BASELINES
   cfg = cfg or {}
   baselines = _check_baselines(baselines)
+  for kind in classifiers:
+    if kind not in CLASSIFIERS:
+      raise UserInputError(f'unknown classifier {kind!r}; expected one of {CLASSIFIERS}')
+  names = list(feats.estimators)
+  att_names = names if attributor_estimators is None else list(attributor_estimators)
+  for n in att_names:
+    if n not in names + [BEST]:
+      raise UserInputError(f'attributor estimator {n!r} is not among the estimators asked '
+                           f'{names} (or {BEST!r})')
+  if BEST in att_names and names == [CONTROL]:
+    raise UserInputError(f"attributor estimator {BEST!r} needs a manifold estimator besides "
+                         'the control')
   gm, labels = feats.gm, feats.labels
   k = len(gm.class_names)
-  train = metrics.split_per_class(labels, 0.7, split_seed)
-  tr, va = np.flatnonzero(train), np.flatnonzero(~train)
-  y_tr, y_va = labels[tr], labels[va]
-  rows, preds = [], {}
-  prog = progress.Progress(len(feats.stores) * (1 + len(classifiers)) + len(baselines),
+  y_true = [labels[sp.val] for sp in splits]
+  rows, preds, choices = [], {}, {}
+  per_space = sum(len(names) if kind == 'probe' else len(att_names) for kind in classifiers)
+  prog = progress.Progress(len(feats.stores) * (len(names) + per_space) + len(baselines),
                            unit='steps', desc=f'Table 1 ({gm.name})', log_every_s=0)
+  sel_s = 0.0
   for sname in feats.stores:
-    t0 = time.time()
-    x = feats.artifacts(sname)
-    x_tr, x_va = x.take(tr), x.take(va)
-    fdr = streamed_fdr(x_va, y_va, k)
-    prog.update(1, note=f'{sname} artifacts {x.shape[1:]}, FDR in {time.time() - t0:.1f}s')
-    for kind in classifiers:
+    read = lambda key, sname=sname: feats.artifacts(sname, key)
+    for name in names:
       t0 = time.time()
-      r = fit_and_score(lambda s, kind=kind: _make_classifier(kind, cfg), x_tr, y_tr, x_va, y_va,
-                        seeds)
-      preds[('ManiFPT', sname, kind)] = r['pred']
-      rows.append(make_row(table='1', method='ManiFPT', space=sname, classifier=kind,
-                           dataset=gm.name, accuracy_mean=r['accuracy_mean'],
-                           accuracy_std=r['accuracy_std'], accuracies=r['accuracies'],
-                           num_seeds=len(seeds), fdr=fdr, num_train=len(tr), num_test=len(va),
-                           seconds=time.time() - t0))
-      prog.update(1, note=f'ManiFPT {sname} {kind}: {100 * r["accuracy_mean"]:.1f} ± '
-                f'{100 * r["accuracy_std"]:.1f}%')
-  images = RowSubset(feats.images)
+      for sp in splits:
+        choices[(sname, name, sp.index)] = select_probe(read, feats.keys(name), labels, sp, cfg)
+      sel_s += time.time() - t0
+      ch = [choices[(sname, name, sp.index)] for sp in splits]
+      prog.update(1, note=f'{sname} {name}: chose {[c.key for c in ch]}, l2 '
+                  f'{[c.l2 for c in ch]}, epochs {[c.epochs for c in ch]} '
+                  f'({sum(c.fits for c in ch)} fits, {time.time() - t0:.1f}s)')
+
+    def chosen(name, sp):
+      if name != BEST:
+        return name, choices[(sname, name, sp.index)]
+      best = max((n for n in names if n != CONTROL),
+                 key=lambda n: choices[(sname, n, sp.index)].inner_accuracy)
+      return best, choices[(sname, best, sp.index)]
+
+    fdr_cache = {}
+    for kind in classifiers:
+      for name in (names if kind == 'probe' else att_names):
+        t0 = time.time()
+        accs, keys, l2s, pr = [], [], [], []
+        for sp in splits:
+          _, c = chosen(name, sp)
+          x = read(c.key)
+          model = _probe(cfg, c.l2, c.epochs) if kind == 'probe' else _make_classifier(kind, cfg)
+          pred = fit_predict(model, x.take(sp.train), labels[sp.train], x.take(sp.val), sp.seed)
+          pr.append(pred)
+          accs.append(metrics.accuracy(labels[sp.val], pred))
+          keys.append(c.key)
+          l2s.append(c.l2)
+        key0 = keys[0]
+        if key0 not in fdr_cache:
+          fdr_cache[key0] = streamed_fdr(read(key0).take(splits[0].val), y_true[0], k)
+        mean, std = metrics.mean_std(accs)
+        row = make_row(table='1', method='ManiFPT', space=sname, estimator=name, classifier=kind,
+                       dataset=gm.name, accuracy_mean=mean, accuracy_std=std, accuracies=accs,
+                       num_splits=len(splits), estimator_params=keys,
+                       probe_l2=l2s if kind == 'probe' else None, fdr=fdr_cache[key0],
+                       num_train=len(splits[0].train), num_test=len(splits[0].val),
+                       seconds=time.time() - t0)
+        rows.append(row)
+        preds[row_label(row)] = pr
+        prog.update(1, note=f'{row_label(row)}: {100 * mean:.1f} ± {100 * std:.1f}%')
   for b in baselines:
     t0 = time.time()
+    images = RowSubset(feats.images)
     bcfg = (baseline_cfg or {}).get(b, {})
-    im_va = images.take(va)
-    r = fit_and_score(lambda s, b=b: BASELINES[b](seed=s, **bcfg), images.take(tr), y_tr,
-                      im_va, y_va, seeds)
-    preds[(b, None, 'own')] = r['pred']
-    rows.append(make_row(table='1', method=b, classifier='own', dataset=gm.name,
-                         accuracy_mean=r['accuracy_mean'], accuracy_std=r['accuracy_std'],
-                         accuracies=r['accuracies'], num_seeds=len(seeds),
-                         fdr=streamed_fdr(im_va, y_va, k, fn=r['model'].features),
-                         num_train=len(tr), num_test=len(va), seconds=time.time() - t0))
-    prog.update(1, note=f'{b}: {100 * r["accuracy_mean"]:.1f} ± {100 * r["accuracy_std"]:.1f}%')
-  return {'rows': rows, 'train_mask': train, 'predictions': preds}
+    accs, pr, fdr = [], [], None
+    for sp in splits:
+      model = BASELINES[b](seed=sp.seed, **bcfg)
+      im_va = images.take(sp.val)
+      pred = fit_predict(model, images.take(sp.train), labels[sp.train], im_va, sp.seed)
+      pr.append(pred)
+      accs.append(metrics.accuracy(labels[sp.val], pred))
+      if fdr is None:
+        fdr = streamed_fdr(im_va, y_true[0], k, fn=model.features)
+    mean, std = metrics.mean_std(accs)
+    row = make_row(table='1', method=b, classifier='own', dataset=gm.name, accuracy_mean=mean,
+                   accuracy_std=std, accuracies=accs, num_splits=len(splits), fdr=fdr,
+                   num_train=len(splits[0].train), num_test=len(splits[0].val),
+                   seconds=time.time() - t0)
+    rows.append(row)
+    preds[row_label(row)] = pr
+    prog.update(1, note=f'{b}: {100 * mean:.1f} ± {100 * std:.1f}%')
+  return {'rows': rows, 'splits': splits, 'y_true': y_true, 'predictions': preds,
+          'choices': choices, 'selection_s': sel_s,
+          'selection_fits': sum(c.fits for c in choices.values())}
+
+
+def choices_config(choices) -> list:
+  """What tables.json records of the selection: one entry per (space, estimator, split)."""
+  return [dict(space=s, estimator=n, split=i, key=c.key, l2=c.l2, epochs=c.epochs,
+               inner_val_accuracy=c.inner_accuracy, fits=c.fits, seconds=round(c.seconds, 2))
+          for (s, n, i), c in choices.items()]
+
+
+def diff_rows(t1: dict, *, num_resamples: int = 2000, seed: int = 0) -> list:
+  """Table 'diff': paired bootstrap 95 % intervals of accuracy differences on the same
+  validation rows of every split: the best ManiFPT row (not a control) minus the best baseline
+  (best = highest mean accuracy over the splits, as reported), and each estimator row minus its
+  input control (same space, same classifier)."""
+  rows = [r for r in t1['rows'] if r['table'] == '1']
+  mani = [r for r in rows if r['space'] is not None and r['estimator'] != CONTROL]
+  base = [r for r in rows if r['space'] is None]
+  pairs = []
+  best = lambda rr: max(rr, key=lambda r: r['accuracy_mean'])
+  if mani and base:
+    pairs.append((best(mani), best(base)))
+  for r in mani:
+    pairs += [(r, c) for c in rows if c['estimator'] == CONTROL and c['space'] == r['space']
+              and c['classifier'] == r['classifier']]
+  out = []
+  for a, b in pairs:
+    la, lb = row_label(a), row_label(b)
+    res = metrics.paired_bootstrap(t1['y_true'], t1['predictions'][la], t1['predictions'][lb],
+                                   num_resamples=num_resamples, seed=seed)
+    out.append(make_row(table='diff', method=f'{la} vs {lb}', dataset=a['dataset'], a=la, b=lb,
+                        num_splits=len(t1['y_true']), num_test=len(t1['y_true'][0]), **res))
+  return out
 
 
 # ----------------------------------------------------------------------------- Table 2
@@ -516,47 +755,58 @@ def _common_rows(src: Features, tgt: Features):
   return common, relabel(src), relabel(tgt)
 
 
-def table2(src: Features, tgt: Features, *, seeds=(0, 1, 2), baselines=(),
+def table2(src: Features, tgt: Features, splits, *, baselines=(),
            classifiers=CLASSIFIERS, cfg: dict | None = None,
            baseline_cfg: dict | None = None) -> list:
   """Train on every image of `src`, test on every image of `tgt` (models matched by name).
 
-  Both sides must have stores of the same spaces (ManiFPT rows) from the same encoders.
+  Both sides must have stores of the same spaces (ManiFPT rows) from the same encoders; the
+  estimators are those both sides' Features hold (with the control), each at its default
+  candidate (no inner split of the other dataset to choose on), the probe at the selection's
+  first l2 and epochs. splits: `make_splits`'s list; no split is drawn here (all of `src`
+  trains, all of `tgt` tests): one fit per split's classifier seed.
   """
+  seeds = [sp.seed for sp in splits]
   from fpjax.baselines import BASELINES
   cfg = cfg or {}
   baselines = _check_baselines(baselines)
   common, (rs, ys), (rt, yt) = _common_rows(src, tgt)
   dataset = f'{src.gm.name} -> {tgt.gm.name}'
   spaces = [s for s in src.stores if s in tgt.stores]
+  names = [n for n in src.estimators if n in tgt.estimators]
   rows = []
-  prog = progress.Progress(len(spaces) * len(classifiers) + len(baselines), unit='steps',
-                           desc=f'Table 2 ({dataset})', log_every_s=0)
+  prog = progress.Progress(len(spaces) * len(names) * len(classifiers) + len(baselines),
+                           unit='steps', desc=f'Table 2 ({dataset})', log_every_s=0)
+
+  def scored(make, x_src, x_tgt):
+    accs = [metrics.accuracy(yt, fit_predict(make(s), x_src, ys, x_tgt, s)) for s in seeds]
+    return accs, *metrics.mean_std(accs)
+
   for sname in spaces:
-    a_src = src.artifacts(sname).take(rs)
-    a_tgt = tgt.artifacts(sname).take(rt)
-    fdr = streamed_fdr(a_tgt, yt, len(common))
-    for kind in classifiers:
-      t0 = time.time()
-      r = fit_and_score(lambda s, kind=kind: _make_classifier(kind, cfg), a_src, ys, a_tgt, yt,
-                        seeds)
-      rows.append(make_row(table='2', method='ManiFPT', space=sname, classifier=kind,
-                           dataset=dataset, accuracy_mean=r['accuracy_mean'],
-                           accuracy_std=r['accuracy_std'], accuracies=r['accuracies'],
-                           num_seeds=len(seeds), fdr=fdr, num_train=len(rs), num_test=len(rt),
-                           seconds=time.time() - t0))
-      prog.update(1, note=f'ManiFPT {sname} {kind}: {100 * r["accuracy_mean"]:.1f}%')
+    for name in names:
+      key = src.keys(name)[0]
+      a_src = src.artifacts(sname, key).take(rs)
+      a_tgt = tgt.artifacts(sname, key).take(rt)
+      fdr = streamed_fdr(a_tgt, yt, len(common))
+      for kind in classifiers:
+        t0 = time.time()
+        accs, mean, std = scored(lambda s, kind=kind: _make_classifier(kind, cfg), a_src, a_tgt)
+        row = make_row(table='2', method='ManiFPT', space=sname, estimator=name,
+                       classifier=kind, dataset=dataset, accuracy_mean=mean, accuracy_std=std,
+                       accuracies=accs, num_splits=len(seeds), fdr=fdr, num_train=len(rs),
+                       num_test=len(rt), seconds=time.time() - t0)
+        rows.append(row)
+        prog.update(1, note=f'{row_label(row)}: {100 * mean:.1f}%')
   for b in baselines:
     t0 = time.time()
     bcfg = (baseline_cfg or {}).get(b, {})
-    r = fit_and_score(lambda s, b=b: BASELINES[b](seed=s, **bcfg),
-                      RowSubset(src.images).take(rs), ys, RowSubset(tgt.images).take(rt), yt,
-                      seeds)
+    accs, mean, std = scored(lambda s, b=b: BASELINES[b](seed=s, **bcfg),
+                             RowSubset(src.images).take(rs), RowSubset(tgt.images).take(rt))
     rows.append(make_row(table='2', method=b, classifier='own', dataset=dataset,
-                         accuracy_mean=r['accuracy_mean'], accuracy_std=r['accuracy_std'],
-                         accuracies=r['accuracies'], num_seeds=len(seeds),
-                         num_train=len(rs), num_test=len(rt), seconds=time.time() - t0))
-    prog.update(1, note=f'{b}: {100 * r["accuracy_mean"]:.1f}%')
+                         accuracy_mean=mean, accuracy_std=std, accuracies=accs,
+                         num_splits=len(seeds), num_train=len(rs), num_test=len(rt),
+                         seconds=time.time() - t0))
+    prog.update(1, note=f'{b}: {100 * mean:.1f}%')
   return rows
 
 
@@ -603,25 +853,35 @@ def knob_nmi(features, labels, class_names, tags, *, knobs=None, seed: int = 0) 
   return out
 
 
-def table3(feats: Features, *, pca_dim: int = 32, max_rows: int = 20000, seed: int = 0) -> list:
-  """Per space: NMI between k-means clusters of the artifacts and each design knob, on a
-  stratified sample of at most `max_rows` rows (all rows when there are fewer)."""
+def split0_keys(feats: Features, choices: dict | None) -> dict:
+  """{(space, estimator): key} that Table 3 and the open set read: the key split 0's selection
+  chose (`table1`'s choices), else the estimator's default candidate."""
+  return {(s, n): (choices[(s, n, 0)].key if choices and (s, n, 0) in choices
+                   else feats.keys(n)[0])
+          for s in feats.stores for n in feats.estimators}
+
+
+def table3(feats: Features, *, choices: dict | None = None, pca_dim: int = 32,
+           max_rows: int = 20000, seed: int = 0) -> list:
+  """Per space and estimator (`split0_keys`): NMI between k-means clusters of the artifacts and
+  each design knob, on a stratified sample of at most `max_rows` rows (all rows when fewer)."""
   gm = feats.gm
   if not gm.tags:
     raise ValueError(f'{gm.name}: Table 3 needs design-knob tags (a zoo with zoo.json)')
   from threadpoolctl import threadpool_limits
   sample = stratified_sample(feats.labels, max(1, max_rows // len(gm.class_names)), seed)
   rows = []
-  for sname in feats.stores:
+  for (sname, name), key in split0_keys(feats, choices).items():
     t0 = time.time()
-    art = feats.artifacts(sname)[sample]
+    art = feats.artifacts(sname, key)[sample]
     # One BLAS/OpenMP thread: next to JAX's own thread pool, sklearn's threads oversubscribe
     # the cores (measured 8x slower PCA on 2 busy cores) and gain nothing at this size.
     with threadpool_limits(1):
       x = cluster_features(art, pca_dim=pca_dim, seed=seed)
       del art
       nmi = knob_nmi(x, feats.labels[sample], gm.class_names, gm.tags, seed=seed)
-    rows.append(make_row(table='3', method='ManiFPT', space=sname, dataset=gm.name, nmi=nmi,
+    rows.append(make_row(table='3', method='ManiFPT', space=sname, estimator=name,
+                         estimator_params=[key], dataset=gm.name, nmi=nmi,
                          num_test=len(sample), seconds=time.time() - t0))
   return rows
 
@@ -643,25 +903,29 @@ def fit_free_baselines(baselines, baseline_cfg) -> dict:
   return out
 
 
-def openset(feats: Features, train_mask, *, baselines=(), baseline_cfg=None, shots: int = 10,
-            max_per_model: int = 500, seed: int = 0) -> list:
-  """Leave-one-model-out AUROC and few-shot enrolment accuracy of each space's artifacts and
-  of the fit-free baselines' features, on a stratified sample of at most `max_per_model` rows
-  per model (the protocols compare every row with every prototype: held in RAM)."""
+def openset(feats: Features, train_mask, *, choices: dict | None = None, baselines=(),
+            baseline_cfg=None, shots: int = 10, max_per_model: int = 500,
+            seed: int = 0) -> list:
+  """Leave-one-model-out AUROC and few-shot enrolment accuracy of each space's and estimator's
+  artifacts (`split0_keys`) and of the fit-free baselines' features, on a stratified sample of
+  at most `max_per_model` rows per model (the protocols compare every row with every
+  prototype: held in RAM). train_mask: split 0's training rows (the enrolment rows)."""
   from fpjax.attribution import openset as os_lib
   sample = stratified_sample(feats.labels, max_per_model, seed)
   y, train = feats.labels[sample], np.asarray(train_mask)[sample]
-  sets = {('ManiFPT', s): (lambda s=s: feats.artifacts(s)[sample]) for s in feats.stores}
+  sets = {('ManiFPT', s, n, key): (lambda s=s, key=key: feats.artifacts(s, key)[sample])
+          for (s, n), key in split0_keys(feats, choices).items()}
   images = RowSubset(feats.images).take(sample)
   for b, m in fit_free_baselines(baselines, baseline_cfg).items():
-    sets[(b, None)] = lambda m=m: apply_in_slices(m.features, images)
+    sets[(b, None, None, None)] = lambda m=m: apply_in_slices(m.features, images)
   rows = []
-  for (method, space), read in sets.items():
+  for (method, space, name, key), read in sets.items():
     x = read()
     au = os_lib.leave_one_model_out_auroc(x, y, seed=seed, train_mask=train)
     fs = os_lib.few_shot_accuracy(x, y, shots=shots, seed=seed, train_mask=train)
-    rows.append(make_row(table='openset', method=method, space=space, classifier='prototype',
-                         dataset=feats.gm.name, auroc=au['auroc'],
+    rows.append(make_row(table='openset', method=method, space=space, estimator=name,
+                         estimator_params=None if key is None else [key],
+                         classifier='prototype', dataset=feats.gm.name, auroc=au['auroc'],
                          few_shot_accuracy=fs['accuracy'],
                          few_shot_new_model_accuracy=fs['new_model_accuracy'],
                          num_train=int(train.sum()), num_test=int((~train).sum())))

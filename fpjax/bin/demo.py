@@ -1,9 +1,11 @@
 r"""The main job: zoo -> artifact stores per space -> probe, attributor, baselines -> Tables 1-3.
 
 python -m fpjax.bin.demo --workdir=OUT     (console script: fpjax-demo --workdir=OUT)
-Builds or reuses OUT/zoo (quick preset on mnist5k) and the two Table 2 zoos, computes or reuses
-their artifact stores OUT/artifacts/<zoo>/<space> (fpjax.compute_artifacts), prints the tables
-and writes OUT/report.md, OUT/tables.md, OUT/tables.json and OUT/figures/.
+Builds or reuses OUT/zoo (quick preset on mnist5k; --zoo=DIR evaluates another zoo workdir as
+it is) and the two Table 2 zoos, computes or reuses their artifact stores
+OUT/artifacts/<zoo>/<space>/<estimators> (fpjax.compute_artifacts), prints the tables and writes
+OUT/report.md, OUT/tables.md, OUT/tables.json and OUT/figures/. Every estimator runs with the
+probe, the attributor on the probe's choice ('best') and the input control (--attributor_estimators).
 """
 import sys
 
@@ -15,7 +17,15 @@ from fpjax.bin import flags as fpjax_flags
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/fpjax_demo',
                                'Output folder (zoos, encoders and artifact stores are kept '
                                'here and reused).')
-_SEEDS = flags.DEFINE_integer('seeds', 3, 'Classifier seeds (mean ± std over them).')
+_SPLITS = fpjax_flags.splits_flag(3)
+_ESTIMATORS = fpjax_flags.estimators_flag(['all'])
+_ATTRIBUTOR_ESTIMATORS = flags.DEFINE_list(
+    'attributor_estimators', list(analysis.DEMO_CONFIG['attributor_estimators']),
+    "Estimators the attributor runs on: 'all' (every one and the input control) or names among "
+    "--estimators, 'input' and 'best' (per split, the estimator the probe chose on the inner "
+    'validation).')
+_ZOO = flags.DEFINE_string('zoo', None, 'Evaluate this zoo workdir (reused as it is) instead '
+                           'of building OUT/zoo.')
 _PRESET = flags.DEFINE_string('preset', 'quick', 'Zoo preset of the Table 1/3 zoo.')
 _REAL = flags.DEFINE_string('real', 'mnist5k', 'Real dataset the Table 1/3 zoo is trained on and '
                             'measured against (the zoo trains on an embedded set: mnist5k, '
@@ -28,10 +38,9 @@ _BASELINES = flags.DEFINE_list('baselines', ['all'], "Baselines ('all', 'none' o
 _CLASSIFIERS = flags.DEFINE_list('classifiers', list(analysis.CLASSIFIERS), 'On the artifacts.')
 _ATTRIBUTOR_EPOCHS = flags.DEFINE_integer('attributor_epochs', None,
                                           'Attributor epochs (default: the demo\'s, 5).')
-_PROBE_EPOCHS = flags.DEFINE_integer('probe_epochs', None,
-                                     'Linear-probe epochs (default: its own, 300 with early stop).')
 _ENCODER_STEPS = flags.DEFINE_integer('encoder_steps', None,
                                       'SL/SSL training steps (default: the demo\'s).')
+_ARTIFACTS = fpjax_flags.artifact_flags()
 
 
 def main(argv):
@@ -39,23 +48,23 @@ def main(argv):
   fpjax_flags.initialize()
   analysis.quiet_library_logs()
   cfg = None
-  if _ATTRIBUTOR_EPOCHS.value or _PROBE_EPOCHS.value:
+  if _ATTRIBUTOR_EPOCHS.value:
     cfg = {k: dict(v) for k, v in analysis.DEMO_CONFIG['cfg'].items()}
-    if _ATTRIBUTOR_EPOCHS.value:
-      e = _ATTRIBUTOR_EPOCHS.value
-      cfg['attributor'] = dict(cfg['attributor'], epochs=e,
-                               milestones=(max(1, e * 3 // 5), max(1, e * 4 // 5)))
-    if _PROBE_EPOCHS.value:
-      cfg['probe'] = dict(epochs=_PROBE_EPOCHS.value)
+    e = _ATTRIBUTOR_EPOCHS.value
+    cfg['attributor'] = dict(cfg['attributor'], epochs=e,
+                             milestones=(max(1, e * 3 // 5), max(1, e * 4 // 5)))
   steps = ({'sl': _ENCODER_STEPS.value, 'ssl': _ENCODER_STEPS.value}
            if _ENCODER_STEPS.value else None)
   try:
     analysis.run_demo(
         _WORKDIR.value, preset=_PRESET.value, real=_REAL.value, cross_preset=_CROSS_PRESET.value,
-        seeds=_SEEDS.value, cross_reals=('mnist5k_0to4', 'mnist5k_5to9') if _CROSS.value else (),
+        splits=_SPLITS.value, estimators=_ESTIMATORS.value,
+        attributor_estimators=(None if _ATTRIBUTOR_ESTIMATORS.value == ['all'] else
+                               _ATTRIBUTOR_ESTIMATORS.value),
+        cross_reals=('mnist5k_0to4', 'mnist5k_5to9') if _CROSS.value else (),
         spaces=_SPACES.value, baselines=analysis.baselines_arg(_BASELINES.value),
         classifiers=_CLASSIFIERS.value, cfg=cfg, cross_cfg=cfg, encoder_steps=steps,
-        artifact_kwargs=dict(on_bad_input=fpjax_flags.ON_BAD_INPUT.value))
+        zoo=_ZOO.value, artifact_kwargs=_ARTIFACTS.kwargs())
   except analysis.Preempted as e:  # an artifact job checkpointed after SIGTERM: rerun
     print(e, file=sys.stderr, flush=True)
     sys.exit(143)

@@ -1,10 +1,13 @@
-r"""The paper's evaluation on one GM dataset: Tables 1-3, open set, figures, report.md.
+r"""The paper's evaluation on one GM dataset: Tables 1-3, open set, intervals, figures, report.md.
 
 python -m fpjax.bin.evaluate --gm=DIR --workdir=OUT [--real=mnist5k] [--spaces=rgb,freq,dct,sl,ssl]
-    [--seeds=3] [--baselines=all] [--classifiers=probe,attributor] [--cross=TRAIN_GM:TEST_GM,...]
+    [--estimators=nn|all|nn,knn_mean,...] [--splits=3] [--baselines=all]
+    [--classifiers=probe,attributor] [--cross=TRAIN_GM:TEST_GM,...]
 
-The artifacts are read from OUT/artifacts/<gm>/<space>, the stores `compute_artifacts` writes;
-a missing store is computed first (a partial one resumed), with the artifact flags below.
+The artifacts are read from OUT/artifacts/<gm>/<space>/<estimators>, the stores
+`compute_artifacts` writes; a missing store is computed first (a partial one resumed), with the
+artifact flags below. Exit status: 0 done, 2 refused input (one line on stderr), 1 a bug, 143
+SIGTERM during an artifact job (checkpointed: rerun).
 """
 import sys
 
@@ -20,10 +23,15 @@ _REAL = flags.DEFINE_string(
     'mnist5k_0to4 | mnist5k_5to9 | digits | tfds:<name>[:<split>] | a .npy/.npz of images '
     '[N,H,W,C] | an image folder. Default: the zoo\'s own; required for an image folder.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (tables, figures, report, '
-                               'encoders/ and the artifact stores artifacts/<gm>/<space>).',
+                               'encoders/ and the artifact stores artifacts/<gm>/<space>/...).',
                                required=True)
 _SPACES = flags.DEFINE_list('spaces', list(analysis.MANIFPT_SPACES), 'ManiFPT spaces.')
-_SEEDS = flags.DEFINE_integer('seeds', 3, 'Classifier seeds (mean ± std over them).')
+_ESTIMATORS = fpjax_flags.estimators_flag(['nn'])
+_ATTRIBUTOR_ESTIMATORS = flags.DEFINE_list(
+    'attributor_estimators', ['all'], "Estimators the attributor runs on: 'all' (every one of "
+    "--estimators and the input control) or names among them, 'input' and 'best' (per split, "
+    'the estimator the probe chose on the inner validation).')
+_SPLITS = fpjax_flags.splits_flag(3)
 _BASELINES = flags.DEFINE_list('baselines', ['all'], "Baselines ('all', 'none' or names).")
 _CLASSIFIERS = flags.DEFINE_list('classifiers', list(analysis.CLASSIFIERS), 'On the artifacts.')
 _CROSS = flags.DEFINE_list('cross', [], 'Table 2 pairs TRAIN_GM:TEST_GM (zoo workdirs).')
@@ -32,13 +40,13 @@ _ATTRIBUTOR_EPOCHS = flags.DEFINE_integer('attributor_epochs', None,
                                           'Attributor epochs (default: its quick preset, 15).')
 _ENCODER_STEPS = flags.DEFINE_integer('encoder_steps', None, 'SL/SSL training steps '
                                       '(default: the encoders\' quick preset).')
-# compute_artifacts' settings for stores that are missing (see fpjax.bin.compute_artifacts).
-_PRECISION = flags.DEFINE_enum('precision', 'exact', ['exact', 'fast'],
-                               "Artifacts: 'exact' certifies every nearest neighbour.")
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Artifacts: global batch.')
-_DEVICE_BANK_BYTES = flags.DEFINE_integer('device_bank_bytes', None,
-                                          'Artifacts: largest bank slice per device.')
-_NUM_THREADS = flags.DEFINE_integer('num_threads', 4, 'Image-decoding threads per process.')
+# compute_artifacts' settings for stores that are missing (one definition: fpjax.bin.flags).
+_ARTIFACTS = fpjax_flags.artifact_flags()
+
+
+def attributor_estimators_arg(values):
+  """--attributor_estimators: ['all'] -> None (every estimator), else the names."""
+  return None if list(values) == ['all'] else list(values)
 
 
 def main(argv):
@@ -53,14 +61,12 @@ def main(argv):
            if _ENCODER_STEPS.value else None)
   try:
     analysis.evaluate(
-        _GM.value, _REAL.value, _WORKDIR.value, spaces=_SPACES.value, seeds=_SEEDS.value,
+        _GM.value, _REAL.value, _WORKDIR.value, spaces=_SPACES.value, splits=_SPLITS.value,
+        estimators=_ESTIMATORS.value,
+        attributor_estimators=attributor_estimators_arg(_ATTRIBUTOR_ESTIMATORS.value),
         baselines=analysis.baselines_arg(_BASELINES.value), classifiers=_CLASSIFIERS.value,
         cross=[p.split(':', 1) for p in _CROSS.value], shots=_SHOTS.value, cfg=cfg,
-        encoder_steps=steps,
-        artifact_kwargs=dict(precision=_PRECISION.value, batch_size=_BATCH_SIZE.value,
-                             device_bank_bytes=_DEVICE_BANK_BYTES.value,
-                             num_threads=_NUM_THREADS.value,
-                             on_bad_input=fpjax_flags.ON_BAD_INPUT.value))
+        encoder_steps=steps, artifact_kwargs=_ARTIFACTS.kwargs())
   except analysis.Preempted as e:  # an artifact job checkpointed after SIGTERM: rerun
     print(e, file=sys.stderr, flush=True)
     sys.exit(143)

@@ -41,6 +41,54 @@ ON_BAD_INPUT = flags.DEFINE_enum(
     "stderr and goes on; 'fail' lists it, saves what is computed and stops (exit 2).")
 
 
+class ArtifactFlags:
+  """The artifact job's settings, defined once for every binary that may compute artifact
+  stores (`artifact_flags()`); `kwargs()` -> keyword arguments of `fpjax.compute_artifacts`."""
+
+  def __init__(self):
+    self.precision = flags.DEFINE_enum(
+        "precision", "exact", ["exact", "fast"],
+        "Artifacts: 'exact' certifies every nearest neighbour; 'fast' does not.")
+    self.batch_size = flags.DEFINE_integer(
+        "batch_size", 256, "Artifacts: global batch (all processes); a process's share is one "
+        "chunk of the artifact store.")
+    self.device_bank_bytes = flags.DEFINE_integer(
+        "device_bank_bytes", None, "Artifacts: largest bank slice per device; a larger bank "
+        "stays in host RAM and streams to the devices in tiles.")
+    self.num_threads = flags.DEFINE_integer(
+        "num_threads", 4, "Artifacts: image-decoding threads per process.")
+
+  def kwargs(self) -> dict:
+    return dict(precision=self.precision.value, batch_size=self.batch_size.value,
+                device_bank_bytes=self.device_bank_bytes.value,
+                num_threads=self.num_threads.value, on_bad_input=ON_BAD_INPUT.value)
+
+
+_ARTIFACT_FLAGS = []
+
+
+def artifact_flags() -> ArtifactFlags:
+  """Defines the artifact flags (--precision, --batch_size, --device_bank_bytes,
+  --num_threads) on the first call and returns them; later calls return the same group."""
+  if not _ARTIFACT_FLAGS:
+    _ARTIFACT_FLAGS.append(ArtifactFlags())
+  return _ARTIFACT_FLAGS[0]
+
+
+def splits_flag(default: int = 3):
+  """--splits: train/validation splits (>= 1; checked by the evaluation, exit 2 below 1)."""
+  return flags.DEFINE_integer("splits", default, "Train/validation splits, each with its own "
+                              "split and classifier seed (mean ± std over them; >= 1).")
+
+
+def estimators_flag(default):
+  """--estimators: manifold estimator names or 'all' (the input control is always added)."""
+  return flags.DEFINE_list(
+      "estimators", list(default), "Manifold estimators: 'all' or names among nn, knn_mean, "
+      "local_pca, kernel, learned (each with its hyperparameters chosen on an inner "
+      "validation split); the input control (the classifier on φ(x) itself) is always added.")
+
+
 def initialize() -> None:
   """Starts jax.distributed from the flags (or auto-detection); call first in main()."""
   if NUM_PROCESSES.value is not None and NUM_PROCESSES.value > 1:
