@@ -194,6 +194,17 @@ print(open(os.path.join(out, 'metrics.jsonl')).readline())'''),
            "python -m fpjax.bin.compute_artifacts --real=mnist5k --gm=GM --workdir=OUT \\\n"
            "  --coordinator_address=HOST0:1234 --num_processes=2 --process_id=1   # on host 1\n"
            "```\nThe work directory must be on storage every host sees."),
+    ("md", "## 5. Evaluate: manifold estimators, input controls, intervals\n"
+           "`fpjax.bin.evaluate` computes (or reuses) one store per space holding every "
+           "estimator's candidates and the input control (φ(x) itself), then Tables 1-3, the "
+           "open set and paired-bootstrap intervals over `--splits` train/validation splits; each "
+           "split chooses the estimator's hyperparameters and the probe's l2 and epochs on an "
+           "inner split of its own training part.\n```\n"
+           "python -m fpjax.bin.evaluate --gm=GM --real=mnist5k --workdir=EVAL \\\n"
+           "  --estimators=all --splits=3 --baselines=all\n"
+           "```\n`EVAL/tables.json` holds one row per space × estimator × classifier (the "
+           "`estimator` field; `input` for the controls), the choices per split "
+           "(`estimator_params`, `probe_l2`) and the `diff` rows with their 95 % intervals."),
 ]
 
 
