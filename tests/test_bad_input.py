@@ -255,6 +255,9 @@ def test_binary_refusals_exit_2(tmp_path):
   shutil.copy(os.path.join(BAD_IMAGES, "unreadable", "good", "x_garbage.png"), gm / "only")
   for extra, message in [((), "no readable image"),
                          (("--real=nope",), "--real 'nope': not one of"),
+                         (("--estimators=nn,bogus",), "unknown estimator 'bogus'"),
+                         (("--estimators=knn_mean-k5", "--k=2"), "need the 5 nearest bank rows"),
+                         (("--estimators=knn_mean-k05",), "write it 'knn_mean-k5'"),
                          (("--k=zz",), "flag --k=zz")]:
     res = _binary(gm, tmp_path / "out", *extra)
     assert res.returncode == 2, (extra, res.stderr[-3000:])

@@ -1,4 +1,5 @@
-"""The compute_artifacts binary: SIGKILL mid-run, rerun, outputs equal an uninterrupted run."""
+"""The compute_artifacts binary: SIGKILL mid-run, rerun, outputs equal an uninterrupted run (three
+estimators in one store: their artifacts and statistics too)."""
 import os
 import signal
 import subprocess
@@ -10,7 +11,8 @@ from fpjax import artifact_io
 from test_fingerprinting import make_gm
 from test_fingerprinting import same_outputs
 
-FLAGS = ["--real=digits", "--batch_size=8", "--checkpoint_every=2", "--space=rgb"]
+FLAGS = ["--real=digits", "--batch_size=8", "--checkpoint_every=2", "--space=rgb",
+         "--estimators=nn,knn_mean-k3,input"]
 # The killed run is slowed down (0.4 s per batch) so the kill lands between checkpoints.
 SLOW = textwrap.dedent("""
     import functools, sys, time
@@ -58,6 +60,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
   assert "resuming" in rerun.stderr and "at batch 0/" not in rerun.stderr
 
   same_outputs(tmp_path / "clean", out)
+  store = artifact_io.ArtifactStore.open(str(out))
+  assert store.estimators == ["nn", "knn_mean-k3", "input"] and store.k == 3
   assert not any(n.startswith(".tmp-") for n in os.listdir(out / "artifacts"))
 
 

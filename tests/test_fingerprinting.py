@@ -12,6 +12,7 @@ from fpjax import artifact_io
 from fpjax import data
 from fpjax import fingerprinting
 from fpjax import progress
+from fpjax import spaces
 
 
 def make_gm(root, n=12, seed=0):
@@ -95,16 +96,21 @@ def test_matches_float64_bruteforce(gm, clean):
 
 
 def same_outputs(a, b):
+  """Two finished work directories hold the same rows and statistics, for every estimator."""
   ra, rb = read_rows(a), read_rows(b)
   for f in ra:
     np.testing.assert_array_equal(ra[f], rb[f], err_msg=f)
-  sa, _ = read_fingerprint(a)
-  sb, _ = read_fingerprint(b)
-  for f in sa:
-    if jax.default_backend() == "cpu" or f in ("count", "distance_hist", "distance_edges"):
-      np.testing.assert_array_equal(sa[f], sb[f], err_msg=f)
-    else:  # GPU scatter-adds sum in a varying order: equal up to float32 rounding only
-      np.testing.assert_allclose(sa[f], sb[f], rtol=1e-5, atol=1e-6, err_msg=f)
+  sa, sb = (artifact_io.ArtifactStore.open(str(w)) for w in (a, b))
+  assert sa.estimators == sb.estimators
+  for key in sa.estimators:
+    np.testing.assert_array_equal(np.asarray(sa.artifacts(key)), np.asarray(sb.artifacts(key)),
+                                  err_msg=key)
+    fa, fb = (artifact_io.load_array(s.stats_path_of(key)) for s in (sa, sb))
+    for f in fa:
+      if jax.default_backend() == "cpu" or f in ("count", "distance_hist", "distance_edges"):
+        np.testing.assert_array_equal(fa[f], fb[f], err_msg=f"{key} {f}")
+      else:  # GPU scatter-adds sum in a varying order: equal up to float32 rounding only
+        np.testing.assert_allclose(fa[f], fb[f], rtol=1e-5, atol=1e-6, err_msg=f"{key} {f}")
 
 
 def test_failure_midway_then_resume_equals_clean_run(gm, clean, tmp_path):
@@ -268,3 +274,93 @@ def test_scattered_rows_read_in_bounded_pieces(tmp_path, monkeypatch):
     np.testing.assert_array_equal(rows[idx], ref[good][idx])
   assert spans and max(spans) < 50 and len(spans) > 10
   np.testing.assert_array_equal(rows[10:3000], ref[good][10:3000])
+
+
+# ------------------------------------------------------------------------------ estimators
+
+ESTIMATORS = "nn,knn_mean-k5,local_pca-k10-m2,kernel-k10-s0.5,input"
+
+
+def test_estimators_one_search_against_float64(gm, tmp_path):
+  from fpjax import estimators
+  from test_estimators import REFS
+  _, imgs = gm
+  out = run(gm[0], tmp_path, estimators=ESTIMATORS, checkpoint_every=100)
+  store = artifact_io.ArtifactStore.open(out["workdir"])
+  keys = ESTIMATORS.split(",")
+  assert store.estimators == keys and store.k == 10  # one search: the most neighbours asked
+  assert store.config["estimators"] == keys and store.distance.shape == (36, 10)
+  bank = data.load_real("digits").train_images.reshape(-1, 64).astype(np.float64) / 255
+  q = imgs.reshape(len(imgs), -1).astype(np.float64) / 255
+  d2 = ((q[:, None, :] - bank[None]) ** 2).sum(-1)
+  idx = np.argsort(d2, axis=1, kind="stable")[:, :10]
+  np.testing.assert_array_equal(store.index, idx)
+  rows, nd2 = bank[idx], np.take_along_axis(d2, idx, 1)
+  np.testing.assert_allclose(store.distance, np.sqrt(nd2), rtol=1e-5, atol=1e-6)
+  summary = store.summary
+  assert sorted(summary["estimators"]) == sorted(keys) and summary["models"] == summary["estimators"]["nn"]["models"]
+  for key in keys:
+    est = estimators.Estimator.from_key(key)
+    art = q - REFS[est.name](q, rows, nd2, est)
+    got = np.asarray(store.artifacts(key)).reshape(36, -1)
+    np.testing.assert_allclose(got, art, atol=2e-5, err_msg=key)
+    stats = artifact_io.load_array(store.stats_path_of(key))
+    assert store.stats_path_of(key) == os.path.join(out["workdir"], "fingerprint", key, "stats.npz")
+    norms = np.linalg.norm(art, axis=1)
+    for m in range(3):
+      sel = store.labels == m
+      np.testing.assert_allclose(stats["mean"][m].ravel(), art[sel].mean(0), atol=2e-5)
+      np.testing.assert_allclose(summary["estimators"][key]["models"][m]["mean_distance"],
+                                 norms[sel].mean(), rtol=1e-4, err_msg=key)
+    assert stats["distance_hist"].sum() == 36
+  np.testing.assert_array_equal(np.asarray(store.artifact), np.asarray(store.artifacts("nn")))
+  assert store.stats_path == store.stats_path_of("nn")
+  with pytest.raises(ValueError, match="no artifacts of estimator 'learned'"):
+    store.artifacts("learned")
+  # The configuration includes the estimators: another set is refused.
+  with pytest.raises(ValueError, match="another configuration"):
+    run(gm[0], tmp_path, estimators="nn")
+
+
+def test_estimator_arguments_refused(gm, tmp_path):
+  with pytest.raises(ValueError, match="need the 10 nearest bank rows"):
+    run(gm[0], tmp_path, estimators="knn_mean-k10", k=3)
+  with pytest.raises(ValueError, match="unknown estimator 'pca'"):
+    run(gm[0], tmp_path, estimators=["nn", "pca"])
+  assert not os.path.exists(tmp_path / "artifacts")  # refused before anything is written
+
+
+def test_learned_and_input_need_no_search_and_resume(gm, tmp_path, monkeypatch):
+  from fpjax import manifold as manifold_lib
+  from fpjax.models import autoencoder
+  _, imgs = gm
+  searched = []
+  real_search = manifold_lib.Manifold.project_embedded
+  monkeypatch.setattr(manifold_lib.Manifold, "project_embedded",
+                      lambda self, *a, **kw: searched.append(1) or real_search(self, *a, **kw))
+
+  def boom(done):
+    if done == 3:
+      raise RuntimeError("injected failure")
+  kw = dict(estimators=["learned", "input"], basis_dim=4)
+  with pytest.raises(RuntimeError, match="injected"):
+    run(gm[0], tmp_path / "out", on_batch=boom, **kw)
+  saved = tmp_path / "out" / "autoencoder"
+  before = os.path.getmtime(saved)
+  run(gm[0], tmp_path / "out", **kw)  # resumes: reuses the saved autoencoder
+  assert os.path.getmtime(saved) == before and not searched
+  store = artifact_io.ArtifactStore.open(str(tmp_path / "out"))
+  assert store.k == 0 and store.distance.shape == (36, 0) and store.index.shape == (36, 0)
+  assert sorted(os.listdir(tmp_path / "out" / "artifacts")) == ["artifact", "index.json", "label"]
+  q = np.asarray(spaces.embed(imgs, "rgb"))  # φ(x)
+  np.testing.assert_array_equal(np.asarray(store.artifacts("input")), q)
+  ae = autoencoder.load_manifold_autoencoder(str(saved))
+  np.testing.assert_allclose(np.asarray(store.artifacts("learned")),
+                             q - np.asarray(ae.reconstruct(q)), atol=1e-5)
+  # An uninterrupted run trains the same model (deterministic) and writes the same store.
+  run(gm[0], tmp_path / "clean", **kw)
+  same_outputs(tmp_path / "clean", tmp_path / "out")
+  for key in ("learned", "input"):
+    np.testing.assert_array_equal(
+        np.asarray(store.artifacts(key)),
+        np.asarray(artifact_io.ArtifactStore.open(str(tmp_path / "clean")).artifacts(key)))
