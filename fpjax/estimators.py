@@ -124,7 +124,8 @@ class Estimator:
       except ValueError:
         raise UserInputError(f"estimator key {key!r}: {part!r} is not a number.") from None
     if name not in NAMES:
-      raise UserInputError(f"unknown estimator {name!r} in {key!r}; expected one of "
+      where = "" if name == key else f" in {key!r}"
+      raise UserInputError(f"unknown estimator {name!r}{where}; expected one of "
                            f"{list(NAMES)} (or a key such as 'knn_mean-k10').")
     if name in ("knn_mean", "local_pca", "kernel") and "k" not in params:
       raise UserInputError(f"estimator key {key!r}: {name} needs k (e.g. {grid(name)[0].key!r}).")

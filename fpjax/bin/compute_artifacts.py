@@ -32,19 +32,12 @@ _ESTIMATORS = flags.DEFINE_list(
     "stands for all its grid's candidates) or 'all' (every estimator's grid).")
 _K = flags.DEFINE_integer("k", None, "Nearest bank rows searched and kept per image (default: "
                           "the most the estimators need; 0 when only input/learned).")
-_PRECISION = flags.DEFINE_enum("precision", "exact", ["exact", "fast"],
-                               "'exact' certifies every nearest neighbour; 'fast' does not.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Global batch (all processes); a process's "
-                                   "share is one chunk of the artifact store.")
+_ARTIFACTS = fpjax_flags.artifact_flags()  # --precision, --batch_size, --device_bank_bytes, ...
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 20,
                                          "Batches between checkpoints.")
-_DEVICE_BANK_BYTES = flags.DEFINE_integer(
-    "device_bank_bytes", None, "Largest bank slice per device; a larger bank stays in host RAM "
-    "and streams to the devices in tiles.")
 _BASIS_DIM = flags.DEFINE_integer("basis_dim", 16, "Principal directions for the covariance.")
 _DISTANCE_MAX = flags.DEFINE_float("distance_max", None,
                                    "Top edge of the distance histogram (default: from batch 1).")
-_NUM_THREADS = flags.DEFINE_integer("num_threads", 4, "Image-decoding threads per process.")
 
 # Looked up at call time so hooks (tests) can wrap it.
 from fpjax import fingerprinting  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -65,10 +58,8 @@ def main(argv):
     fingerprinting.compute_artifacts(
         _REAL.value, _GM.value, _WORKDIR.value, space=_SPACE.value, encoder=_ENCODER.value,
         estimators=_ESTIMATORS.value, k=_K.value,
-        precision=_PRECISION.value, batch_size=_BATCH_SIZE.value,
-        checkpoint_every=_CHECKPOINT_EVERY.value, device_bank_bytes=_DEVICE_BANK_BYTES.value,
-        basis_dim=_BASIS_DIM.value, distance_max=_DISTANCE_MAX.value,
-        num_threads=_NUM_THREADS.value, on_bad_input=fpjax_flags.ON_BAD_INPUT.value)
+        checkpoint_every=_CHECKPOINT_EVERY.value, basis_dim=_BASIS_DIM.value,
+        distance_max=_DISTANCE_MAX.value, **_ARTIFACTS.kwargs())
   except fingerprinting.Preempted as e:
     logging.warning("%s", e)
     sys.exit(143)  # 128 + SIGTERM: the scheduler sees an interrupted job
