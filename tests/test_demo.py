@@ -1,8 +1,9 @@
 """End to end on a tiny zoo: Tables 1-3, Table 2 (a self pair), open set, figures, report.
 
 Sized to run in a few minutes on 2 shared CPU cores: the 'tiny' zoo (4 models x 32 samples of
-8x8 'digits'), 2 seeds, three spaces, three baselines, a narrow attributor for 2 epochs. The
-artifacts come from the stores compute_artifacts writes under WORKDIR/artifacts/<gm>/<space>.
+8x8 'digits'), 2 splits, three spaces, two estimators and the input control, three baselines,
+one probe l2 and epochs candidate, a narrow attributor for 2 epochs. The artifacts come from the
+stores compute_artifacts writes under WORKDIR/artifacts/<gm>/<space>/<estimators>.
 """
 import json
 import os
@@ -26,14 +27,14 @@ def tiny_zoo(tmp_path_factory):
 
 
 FAST = dict(cfg={'attributor': dict(widths=(8, 16, 32), epochs=2, milestones=(1, 2)),
-                 'probe': dict(epochs=30)},
+                 'selection': dict(l2=(1e-4,), epochs=(30,))},
             encoder_steps={'sl': 10, 'ssl': 5})
 
 
 def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures(tiny_zoo, capsys):
   out = str(tiny_zoo)
   ev = analysis.run_demo(out, preset='tiny', real='digits', cross_reals=(),
-                         spaces=('rgb', 'freq', 'sl'), seeds=2,
+                         spaces=('rgb', 'freq', 'sl'), splits=2, estimators=('nn', 'knn_mean'),
                          baselines=('Durall20', 'Marra19', 'Marra18'), **FAST)
   printed = capsys.readouterr().out
   assert 'Table 1' in printed and 'Table 3' in printed and 'Open set' in printed
@@ -43,28 +44,66 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
     obj = json.load(f)
   rows = obj['rows']
   t1 = [r for r in rows if r['table'] == '1']
-  # 3 spaces x 2 classifiers + 3 baselines.
-  assert len(t1) == 9
+  # 3 spaces x (probe on nn, knn_mean, input + the attributor on best, input) + 3 baselines.
+  mani = [(r['space'], r['estimator'], r['classifier']) for r in t1 if r['space']]
+  assert mani == [x for s in ('rgb', 'freq', 'sl')
+                  for x in [(s, e, 'probe') for e in ('nn', 'knn_mean', 'input')]
+                  + [(s, e, 'attributor') for e in ('best', 'input')]]
+  assert len(t1) == 3 * 5 + 3
+  splits = obj['config']['splits']
+  assert [s['split_seed'] for s in splits] == [0, 1]
   for r in t1:
     assert 0.0 <= r['accuracy_mean'] <= 1.0 and len(r['accuracies']) == 2
+    assert r['num_splits'] == 2
     assert r['num_train'] == 4 * 22 and r['num_test'] == 4 * 10   # 70/30 of 32 per model
+    if r['space']:
+      keys = r['estimator_params']
+      assert len(keys) == 2
+      if r['estimator'] == 'knn_mean':
+        assert all(k.startswith('knn_mean-k') for k in keys)
+      elif r['estimator'] == 'best':
+        assert all(k in ('nn', 'knn_mean-k5', 'knn_mean-k10', 'knn_mean-k20') for k in keys)
+      else:
+        assert keys == [r['estimator']] * 2
+      assert r['probe_l2'] == ([1e-4, 1e-4] if r['classifier'] == 'probe' else None)
   assert all(r['fdr'] is not None and r['fdr'] >= 0 for r in t1)
-  # One complete store per space, written by compute_artifacts; Table 1's FDR is that of the
-  # store's validation rows (float64 numpy on all of them at once as the reference).
+  # Every selection recorded (space x estimator x split), on the training part only.
+  choices = obj['config']['selection']['choices']
+  assert len(choices) == 3 * 3 * 2 and {c['epochs'] for c in choices} == {30}
+  # One complete store per space holding every candidate and the control, written by
+  # compute_artifacts; Table 1's FDR is that of split 0's validation rows of the chosen key
+  # (float64 numpy on all of them at once as the reference).
   stores = os.listdir(os.path.join(out, 'artifacts', 'zoo-tiny-digits'))
   assert {'rgb', 'freq'} <= set(stores) and any(s.startswith('sl-digits-') for s in stores)
-  store = artifact_io.ArtifactStore.open(os.path.join(out, 'artifacts', 'zoo-tiny-digits', 'rgb'))
+  d = os.path.join(out, 'artifacts', 'zoo-tiny-digits', 'rgb', 'nn+knn_mean+input')
+  store = artifact_io.ArtifactStore.open(d)
+  assert store.estimators == ['nn', 'knn_mean-k10', 'knn_mean-k5', 'knn_mean-k20', 'input']
   assert store.num_rows == 4 * 32 and store.config['real'] == 'digits'
   val = ~metrics.split_per_class(store.labels, 0.7, 0)
-  ref = metrics.fisher_discriminant_ratio(np.asarray(store.artifact)[val], store.labels[val])
-  rgb_probe = next(r for r in t1 if r['space'] == 'rgb' and r['classifier'] == 'probe')
-  assert rgb_probe['fdr'] == pytest.approx(ref, rel=1e-9)
+  rgb_knn = next(r for r in t1 if r['space'] == 'rgb' and r['estimator'] == 'knn_mean'
+                 and r['classifier'] == 'probe')
+  x = np.asarray(store.artifacts(rgb_knn['estimator_params'][0]))
+  ref = metrics.fisher_discriminant_ratio(x[val], store.labels[val])
+  assert rgb_knn['fdr'] == pytest.approx(ref, rel=1e-9)
+  # Intervals: each estimator row vs its control, the best ManiFPT row vs the best baseline.
+  diffs = [r for r in rows if r['table'] == 'diff']
+  assert len(diffs) == 3 * (2 + 1) + 1
+  assert all(r['ci_low'] <= r['diff_mean'] <= r['ci_high'] for r in diffs)
+  best_base = max((r for r in t1 if not r['space']), key=lambda r: r['accuracy_mean'])
+  assert diffs[0]['b'] == best_base['method']
   t3 = [r for r in rows if r['table'] == '3']
-  assert {r['space'] for r in t3} == {'rgb', 'freq', 'sl'}
+  assert {(r['space'], r['estimator']) for r in t3} == {
+      (s, e) for s in ('rgb', 'freq', 'sl') for e in ('nn', 'knn_mean', 'input')}
   assert all(0.0 <= r['nmi']['family'] <= 1.0 for r in t3)
-  # 3 spaces + the fit-free baselines (Durall20, Marra19; Marra18 is a learned CNN).
-  assert [r['space'] or r['method'] for r in rows if r['table'] == 'openset'] == [
-      'rgb', 'freq', 'sl', 'Durall20', 'Marra19']
+  # 3 spaces x 3 estimators + the fit-free baselines (Durall20, Marra19; Marra18 is a learned
+  # CNN).
+  op = [r for r in rows if r['table'] == 'openset']
+  assert [r['method'] for r in op[-2:]] == ['Durall20', 'Marra19'] and len(op) == 9 + 2
+  knn_key = {c['space']: c['key'] for c in choices
+             if c['estimator'] == 'knn_mean' and c['split'] == 0}
+  assert all(r['estimator_params'] == [knn_key[r['space']]] for r in t3 + op
+             if r['estimator'] == 'knn_mean')
+  assert 'attributor on' in obj['config']['demo']['pairs']
   report = open(os.path.join(out, 'report.md')).read()
   for fig in ('confusion.png', 'embedding_pca.png', 'mean_artifact_rgb.png', 'spectra_rgb.png'):
     path = os.path.join(out, 'figures', fig)
@@ -79,9 +118,10 @@ def test_table2_and_the_binary_on_a_folder_with_a_bad_file_and_an_npy_real(tiny_
   from fpjax.bin import evaluate as evaluate_bin
   gm = analysis.load_gm(str(tiny_zoo / 'zoo'))
   feats = analysis.open_features(gm, {'rgb': None}, str(tmp_path / 'table2'))
-  rows = analysis.table2(feats, feats, seeds=(0,), classifiers=('probe',),
-                         baselines=('Durall20',), cfg=FAST['cfg'])
-  assert [r['method'] for r in rows] == ['ManiFPT', 'Durall20']
+  rows = analysis.table2(feats, feats, analysis.make_splits(feats.labels, 1),
+                         classifiers=('probe',), baselines=('Durall20',), cfg=FAST['cfg'])
+  assert [(r['method'], r['estimator']) for r in rows] == [
+      ('ManiFPT', 'nn'), ('ManiFPT', 'input'), ('Durall20', None)]
   assert rows[0]['num_train'] == rows[0]['num_test'] == feats.num_rows == 4 * 32
   # A complete store is reused, not recomputed.
   d = protocols.store_dir(str(tmp_path / 'table2'), gm, 'rgb')
@@ -102,14 +142,14 @@ def test_table2_and_the_binary_on_a_folder_with_a_bad_file_and_an_npy_real(tiny_
   out = tmp_path / 'eval'
   flags.FLAGS.unparse_flags()
   flags.FLAGS(['evaluate', f'--gm={folder}', f'--real={real}', f'--workdir={out}',
-               '--spaces=dct,sl', '--seeds=1', '--baselines=Marra19', '--classifiers=probe'])
+               '--spaces=dct,sl', '--splits=1', '--baselines=Marra19', '--classifiers=probe'])
   evaluate_bin.main([])
   obj = json.load(open(out / 'tables.json'))
-  assert {r['table'] for r in obj['rows']} == {'1', 'openset'}   # no tags: no Table 3
+  assert {r['table'] for r in obj['rows']} == {'1', 'diff', 'openset'}   # no tags: no Table 3
   assert obj['config']['real'] == str(real)
   assert obj['config']['spaces'] == ['dct'] and obj['config']['skipped_spaces'] == ['sl']
   assert obj['config']['num_images'] == 4 * 32                    # the bad file is left out
-  t1 = {r['method']: r for r in obj['rows'] if r['table'] == '1'}
+  t1 = {r['method']: r for r in obj['rows'] if r['table'] == '1' and r['estimator'] != 'input'}
   assert t1['Marra19']['num_train'] + t1['Marra19']['num_test'] == 4 * 32
   assert 'zz_truncated.png' in capfd.readouterr().err   # one line from the artifact job
   assert "space 'sl' skipped: the real source" in caplog.text
@@ -118,3 +158,20 @@ def test_table2_and_the_binary_on_a_folder_with_a_bad_file_and_an_npy_real(tiny_
   assert [os.path.basename(b['path']) for b in bad] == ['zz_truncated.png']
   with pytest.raises(ValueError, match='give the real dataset'):
     analysis.load_gm(str(tiny_zoo / 'zoo' / 'images'))
+
+
+@pytest.mark.parametrize('binary', ['evaluate', 'demo'])
+@pytest.mark.parametrize('flag, message', [
+    ('--splits=0', '--splits: need at least 1 train/validation split, got 0'),
+    ('--estimators=nn,bogus', "--estimators: unknown estimator 'bogus'")])
+def test_binaries_refuse_bad_splits_and_estimators_in_one_line(binary, flag, message, tmp_path):
+  import subprocess
+  import sys
+  args = [sys.executable, '-m', f'fpjax.bin.{binary}', f'--workdir={tmp_path / "out"}', flag]
+  if binary == 'evaluate':
+    args.append(f'--gm={tmp_path}')
+  p = subprocess.run(args, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 2, p.stderr
+  lines = p.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0] and lines[0].startswith(f'{binary}: error: ')
+  assert not (tmp_path / 'out').exists()    # refused before anything was computed or written
