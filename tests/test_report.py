@@ -177,7 +177,7 @@ def _zoo(tmp_path, with_realism):
                      'quality': dict(q_new, distance_ratio=0.6, recognisable_vs_real=0.2)
                      if with_realism else q_old}]}
   if with_realism:
-    zoo['quality_reference'] = {
+    zoo['reference'] = {
         'real_test': {'distance_ratio': 0.33, 'recognisable': 0.9, 'frechet_distance': 1.0},
         'noise': {'distance_ratio': 1.0, 'recognisable': 0.01, 'frechet_distance': 99.0}}
   (tmp_path / 'zoo.json').write_text(json.dumps(zoo))
@@ -201,7 +201,7 @@ def test_report_has_zoo_realism_and_what_the_demo_ran(tmp_path):
   assert '- estimators: `nn`, `knn_mean`' in md
   assert '  - why: `"best probe row"`' in md and '- num_splits: `3`' in md
   assert '## Zoo realism' in md
-  assert '| *held-out real digits* | | 0.33 | 90.0 % | — | 1 | — |' in md
+  assert '| *real digits* | | 0.33 | 90.0 % | — | 1 | — |' in md
   assert '| gan_a | gan | 0.30 | 45.0 % | 50.0 % | 12.5 | 0.80 |' in md
   assert '| vae_b | vae | 0.60 | 45.0 % | 20.0 % | 12.5 | 0.80 |' in md
   assert "recognisable at 35.0 % of real digits' rate; below 50 %: vae_b" in md
@@ -214,7 +214,7 @@ def test_zoo_realism_of_an_older_zoo_shows_dashes(tmp_path):
   md = report.report_markdown(_rows(), gm, {'num_images': 64}, {}, {}, str(tmp_path))
   # The ratio is derived from the two distances an older zoo stored; the rest is missing.
   assert '| gan_a | gan | 0.50 | — | — | — | 0.80 |' in md
-  assert '*held-out real digits*' not in md and 'What the demo ran' not in md
+  assert '*real digits*' not in md and 'What the demo ran' not in md
   folder = types.SimpleNamespace(**{**vars(gm), 'tags': None})   # an image folder: no zoo
   assert 'Zoo realism' not in report.report_markdown(_rows(), folder, {'num_images': 64}, {},
                                                       {}, str(tmp_path))

@@ -594,7 +594,8 @@ def _bullets(obj, indent: str = '') -> list:
   return out
 
 
-# zoo.json fields of the realism measures (fpjax/zoo/quality.py): per model under 'quality'.
+# zoo.json fields of the realism measures (fpjax/zoo/quality.py): per model under 'quality',
+# the reference figures of real digits and uniform noise under 'reference'.
 REALISM_COLUMNS = (('distance_ratio', 'distance to real / noise\'s', '{:.2f}'),
                    ('recognisable', 'recognisable', 'pct'),
                    ('recognisable_vs_real', 'recognisable / real digits\'', 'pct'),
@@ -619,7 +620,7 @@ def _realism_cell(q: dict, field: str, fmt: str) -> str:
 def zoo_realism(zoo: dict) -> list:
   """Markdown lines: per model of a zoo (zoo.json) how real its samples look; fields a zoo
   does not have are shown as '—'."""
-  reference = zoo.get('quality_reference') or {}
+  reference = zoo.get('reference') or {}
   head = '| model | family | ' + ' | '.join(c[1] for c in REALISM_COLUMNS) + ' |'
   out = ['Distance to real / noise\'s: mean distance of a sample to its nearest real training '
          'digit, as a fraction of the same for uniform noise. Recognisable: share of samples '
@@ -628,7 +629,9 @@ def zoo_realism(zoo: dict) -> list:
          'the samples\' and the held-out real digits\' features in the SL encoder\'s space. '
          'Diversity: mean pairwise distance of the samples / that of real digits.', '',
          head, '|---|---|' + '---|' * len(REALISM_COLUMNS)]
-  for name, ref in (('held-out real digits', reference.get('real_test')),
+  # The zoo's reference figures: what real digits (held out; for the Fréchet distance, real
+  # digits as many as a model's samples) and uniform noise score.
+  for name, ref in (('real digits', reference.get('real_test')),
                     ('uniform noise', reference.get('noise'))):
     if isinstance(ref, dict):
       out.append(f'| *{name}* | | ' + ' | '.join(_realism_cell(ref, *c[::2])
