@@ -138,6 +138,11 @@ def test_discussion_when_a_baseline_wins():
   assert 'Best row per estimator: nn: ManiFPT RGB nn (probe) 55.0 ± 1.0 %' in text
   assert 'Best row per space: RGB: ManiFPT RGB knn_mean (probe) 70.0 ± 1.0 %; FREQ:' in text
   assert 'Table 2, a -> b: **a baseline wins**, Frank20 80.0 ± 1.0 %' in text
+  assert 'Open set: best leave-one-model-out AUROC 0.750 (ManiFPT RGB nn);' in text
+  base_wins = report.make_row(table='openset', method='Marra19', classifier='prototype',
+                              dataset='zoo', auroc=0.8)
+  text = '\n'.join(report.discussion(_rows() + [base_wins]))
+  assert 'AUROC 0.800 (Marra19) — **a baseline wins**' in text
 
 
 def test_discussion_when_manifpt_leads_without_an_interval():

@@ -569,12 +569,14 @@ def discussion(rows) -> list[str]:
     order = sorted(avg, key=avg.get, reverse=True)
     out.append('- Table 3: average NMI over its rows, highest first: ' + ', '.join(
         f'{c} {avg[c]:.3f}' for c in order) + '. (The paper finds upsampling and loss align '
-        'best.) Knobs tied to the family (e.g. the loss) share its NMI.')
+        'best.) A knob whose values follow the family across the zoo\'s models (e.g. the '
+        'loss) cannot be told apart from the family here.')
   to = [r for r in rows if r['table'] == 'openset' and r['auroc'] is not None]
   if to:
     b = max(to, key=lambda r: r['auroc'])
     name = _features_name(b) + (f' {_estimator_cell(b)}' if b.get('estimator') else '')
-    out.append(f'- Open set: best leave-one-model-out AUROC {b["auroc"]:.3f} ({name}); '
+    won = ' — **a baseline wins**' if is_baseline(b) else ''
+    out.append(f'- Open set: best leave-one-model-out AUROC {b["auroc"]:.3f} ({name}){won}; '
                'few-shot enrolment accuracies are in the last table. Baselines appear there '
                'only when their features need no training (hand-crafted ones, Marra19): a '
                'learned extractor would have seen the left-out model.')
