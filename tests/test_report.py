@@ -134,7 +134,8 @@ def test_discussion_when_a_baseline_wins():
           'significantly below: 1; not significantly different: 1.') in text
   assert 'ManiFPT RGB knn_mean (probe) beats its input control: +10.0 points' in text
   assert 'ManiFPT RGB nn (probe) is below its input control: -5.0 points' in text
-  assert 'ManiFPT RGB local_pca (probe) does not differ significantly from its input control' in text
+  assert ('ManiFPT RGB local_pca (probe) does not differ significantly from its input '
+          'control') in text
   assert 'Best row per estimator: nn: ManiFPT RGB nn (probe) 55.0 ± 1.0 %' in text
   assert 'Best row per space: RGB: ManiFPT RGB knn_mean (probe) 70.0 ± 1.0 %; FREQ:' in text
   assert 'Table 2, a -> b: **a baseline wins**, Frank20 80.0 ± 1.0 %' in text
