@@ -86,7 +86,11 @@ def bench_size(dim, n_bank, n_query, repeats):
                    ("fpjax fast", dict(precision="fast"))):
     t0 = time.perf_counter()
     manifold = fpjax.Manifold.from_embeddings(bank, **kw)
-    build = time.perf_counter() - t0
+    jax.block_until_ready(manifold.mean)
+    build = time.perf_counter() - t0  # what the caller waits for
+    # The reduced search builds in the background (fpjax.manifold); it is timed when ready.
+    manifold.wait_for_reduction()
+    ready = time.perf_counter() - t0
     out = {}
 
     def run():
@@ -96,6 +100,7 @@ def bench_size(dim, n_bank, n_query, repeats):
     results[name] = np.asarray(out["p"].index)[:, 0]
     s = manifold.stats
     rows[name] = dict(seconds=t, qps=n_query / t, gflops=flop / t / 1e9, build_seconds=build,
+                      ready_seconds=ready,
                       search_dim=0 if manifold.basis is None else manifold.basis.shape[1])
     if kw["precision"] == "exact":
       rows[name]["recomputed_fraction"] = s["researched"] / max(s["queries"], 1)
@@ -159,8 +164,11 @@ def main(argv):
       print(f"{name:<20}{r['seconds']:>10.3f}{r['qps']:>12.0f}{r['gflops']:>10.1f}"
             f"{r['of_f32_ceiling']:>12.0%}{r['of_bf16_ceiling']:>14.0%}  {notes}")
     if s["rows"]["fpjax exact"]["search_dim"]:
+      exact, full = s["rows"]["fpjax exact"], s["rows"]["fpjax exact full-D"]
       print(f"reduced-search build / full-space build = "
-            f"{s['rows']['fpjax exact']['build_seconds'] / s['rows']['fpjax exact full-D']['build_seconds']:.2f}x")
+            f"{exact['build_seconds'] / full['build_seconds']:.2f}x (constructor); the reduced "
+            f"search was ready after {exact['ready_seconds']:.2f} s = "
+            f"{exact['ready_seconds'] / full['build_seconds']:.2f}x (built in the background)")
     if "exact_vs_faiss" in s:
       print(f"exact / FAISS = {s['exact_vs_faiss']:.2f}x, exact full-D / FAISS = "
             f"{s['exact_full_vs_faiss']:.2f}x, fast / FAISS = {s['fast_vs_faiss']:.2f}x")

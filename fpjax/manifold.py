@@ -23,18 +23,29 @@ the norm of the residual x − V Vᵀx. By Cauchy–Schwarz on the residuals,
     ‖q − b‖² ≥ ‖q‖² + ‖b‖² − 2 q̂·b̂,
 so the search ranks rows by a *lower bound* of their distance; the candidates are then
 re-ranked exactly in the full space, and the certificate (below) holds unchanged, with the
-rounding of the reduction added to its error bound. Answers stay float32-exact.
+rounding of the reduction added to its error bound. Answers stay float32-exact. The bound holds
+for any float32 basis V (its measured ‖VᵀV − I‖ enters it), so V only has to be good, not exact.
+
+Building the reduced search (a randomized SVD of a bank sample, then one pass of three
+bank-sized matmuls over the bank) is work the full-space search does not need. The constructor
+returns once the full-space search is ready (placing the bank) and a background thread builds
+the reduced search: queries projected meanwhile use the full-space search, and each later call
+uses the reduced search once it is complete (the choice is made at the start of a call, never
+inside one). Both searches return the same answers, so the switch changes speed only.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import contextlib
 import math
+import threading
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -292,6 +303,8 @@ class BankPlacement:
   slice over `device_bank_bytes` stays in host RAM and goes to the devices one chunk at a
   time; every chunk has the same shape, so one compiled kernel serves them all.
   The reduced search's rows (x̂, ‖x − μ‖²) follow the bank: on the devices or on the host.
+  A streamed bank's chunks go to the devices under `lock`: the background build of the reduced
+  search and the search take turns, so their chunks do not pile up on the devices together.
   """
 
   def __init__(self, flat: np.ndarray, mesh, tile: int, device_bank_bytes: int | None):
@@ -311,6 +324,7 @@ class BankPlacement:
       self.chunk_rows = nb * _round_up(per_shard, self.tile)
       self.host_bank, self.bank = None, self.put(flat, 0)
     self.search_rows = self.host_search_rows = None  # set by set_search_rows
+    self.lock = threading.Lock()
 
   @property
   def streamed(self) -> bool:
@@ -372,7 +386,9 @@ class Manifold:
 
   search_dim: 'auto' chooses the reduced search (module doc) when the bank is compressible,
   an int r forces r principal directions, None searches in the full space. Results are the
-  same in every case; only the speed differs.
+  same in every case; only the speed differs. The reduced search is built in the background
+  (module doc): `reduction_ready` says whether it is in use yet; `wait_for_reduction()`, or
+  reading `basis` or `reduce_consts`, waits for it.
   autotune: time kernel configurations the first time a shape is seen and cache the fastest
   (fpjax.autotune); None: on for GPU and TPU, off on the CPU (env FPJAX_AUTOTUNE=0: off).
   """
@@ -404,7 +420,15 @@ class Manifold:
     check_finite(flat, "real bank")
     self.mean = jnp.asarray(flat.mean(axis=0, dtype=np.float64), jnp.float32)
     self.placement = BankPlacement(flat, self.mesh, tile, device_bank_bytes)
-    self.basis, self.reduce_consts = _reduction(flat, self.mean, search_dim, self.placement)
+    # The reduced search: planned here (search_dim checked, the SVD sample copied from the
+    # bank), built in the background; `_reduced` = (V, ReducedConsts) once it is complete.
+    self._reduced = None
+    self._reduction_thread = None
+    sample = _reduction_sample(flat, search_dim)
+    if sample is not None:
+      self._reduction_thread = threading.Thread(
+          target=self._build_reduction, args=(sample, search_dim), name="fpjax-reduced-search")
+      self._reduction_thread.start()
     self.autotune = autotune_lib.enabled(autotune)
     self._tuner = autotune_lib.Tuner() if self.autotune else None
     self._configs = {}
@@ -417,6 +441,32 @@ class Manifold:
   bank = property(lambda self: self.placement.bank, doc="device bank, None when streamed")
   tile = property(lambda self: self.placement.tile)
   chunk_rows = property(lambda self: self.placement.chunk_rows)
+
+  def _build_reduction(self, sample, search_dim):
+    try:
+      reduced = _reduction(sample, self.mean, search_dim, self.placement)
+    except Exception as e:  # pylint: disable=broad-except
+      # Speed only: the full-space search gives the same answers.
+      logging.warning("fpjax: building the reduced search failed (%s: %s); the full-space "
+                      "search is used", type(e).__name__, e)
+      return
+    self._reduced = reduced  # published last: the search rows are already in place
+
+  def wait_for_reduction(self) -> bool:
+    """Waits for the background build of the reduced search; True if it is used."""
+    if self._reduction_thread is not None:
+      self._reduction_thread.join()
+    return self._reduced is not None
+
+  @property
+  def reduction_ready(self) -> bool:
+    """Whether the reduced search is built and used (False while it builds, or without one)."""
+    return self._reduced is not None
+
+  basis = property(lambda self: self._reduced[0] if self.wait_for_reduction() else None,
+                   doc="the reduced search's basis V [D, r] (waits for its build); None: full space")
+  reduce_consts = property(lambda self: self._reduced[1] if self.wait_for_reduction() else None,
+                           doc="the reduced search's ReducedConsts (waits for its build)")
 
   # ---- construction ---------------------------------------------------------------------
   @classmethod
@@ -468,7 +518,7 @@ class Manifold:
     return autotune_lib.candidates(jax.default_backend(), self.placement.slice_rows, self.tile,
                                    n_queries)
 
-  def _config(self, q, search_dtype, reduced, tune=False):
+  def _config(self, q, search_dtype, reduced=None, tune=False):
     """The kernel configuration for this query batch shape and stage (autotuned or default).
 
     Only the first search of each batch is tuned (`tune`): the fallback stages see few
@@ -478,8 +528,9 @@ class Manifold:
       return autotune_lib.Config("xla", self.tile)
     n_local = q.shape[0] // self.mesh.shape[parallel.DATA]
     key = dict(bank_rows=self.placement.slice_rows,
-               dim=self.dim if not reduced else self.basis.shape[1] + 1,
-               k=self.k, dtype=jnp.dtype(search_dtype).name, stage="reduced" if reduced else "full",
+               dim=self.dim if reduced is None else reduced[0].shape[1] + 1,
+               k=self.k, dtype=jnp.dtype(search_dtype).name,
+               stage="full" if reduced is None else "reduced",
                queries=n_local, streamed=self.placement.streamed,
                mesh=[self.mesh.shape[parallel.DATA], self.mesh.shape[parallel.BANK]])
     name = repr(sorted(key.items()))
@@ -490,21 +541,26 @@ class Manifold:
           str(jax.devices()[0].device_kind), key, self._candidate_configs(n_local), run)
     return self._configs[name]
 
-  def _search_all(self, q, search_dtype, reduced=False, config=None, tune=False):
-    """Top-k of one padded query batch over the whole bank (streamed if on host)."""
+  def _search_all(self, q, search_dtype, reduced=None, config=None, tune=False):
+    """Top-k of one padded query batch over the whole bank (streamed if on host).
+
+    reduced: None (full-space search) or (V, ReducedConsts) of a built reduced search.
+    """
     if config is None:
       config = self._config(q, search_dtype, reduced, tune)
-    search = self._search_fn(search_dtype, reduced, config)
+    search = self._search_fn(search_dtype, reduced is not None, config)
     best = None
-    for bank, search_rows, start, n_valid in self.placement.chunks(reduced):
-      args = (q, bank, self.mean, np.int32(start), np.int32(n_valid))
-      if reduced:
-        args += (search_rows + (self.basis, self.reduce_consts),)
-      d, i, ok = search(*args)
-      if best is None:
-        best = (d, i, ok)
-      else:
-        best = _merge_topk(best[0], best[1], d, i, self.k) + (best[2] & ok,)
+    placement = self.placement
+    with placement.lock if placement.streamed else contextlib.nullcontext():
+      for bank, search_rows, start, n_valid in placement.chunks(reduced is not None):
+        args = (q, bank, self.mean, np.int32(start), np.int32(n_valid))
+        if reduced is not None:
+          args += (search_rows + tuple(reduced),)
+        d, i, ok = search(*args)
+        if best is None:
+          best = (d, i, ok)
+        else:
+          best = _merge_topk(best[0], best[1], d, i, self.k) + (best[2] & ok,)
     return best
 
   def _nearest(self, q_all, batch):
@@ -513,14 +569,15 @@ class Manifold:
     nd = self.mesh.shape[parallel.DATA]
     n = q_all.shape[0]
 
-    def search(rows, size, search_dtype, reduced=False, tune=False):
+    def search(rows, size, search_dtype, reduced=None, tune=False):
       # Pads to `size` rows: one shape per call, a single compilation.
       q = jnp.pad(rows, ((0, size - rows.shape[0]), (0, 0))) if rows.shape[0] < size else rows
       d, i, ok = self._search_all(jax.device_put(q, sharding), search_dtype, reduced, tune=tune)
       return d[:rows.shape[0]], i[:rows.shape[0]], ok[:rows.shape[0]]
 
     search_dtype = PRECISIONS[self.precision]
-    reduced = self.basis is not None
+    # One choice for the whole call: the reduced search if its background build is done.
+    reduced = self._reduced
     parts = [search(q_all[s:s + batch], batch, search_dtype, reduced, tune=True)
              for s in range(0, n, batch)]
     d, i = (jnp.concatenate(a) for a in list(zip(*parts))[:2])
@@ -533,7 +590,7 @@ class Manifold:
     # together: in the full space (after a reduced search), then with a float32 matmul,
     # then with direct differences (which the bound always certifies). Each pass pads to
     # a power of two: few compilations.
-    stages = ((("bfloat16", search_dtype),) if reduced else ()) + (
+    stages = ((("bfloat16", search_dtype),) if reduced is not None else ()) + (
         ("float32", jnp.float32), ("direct", None))
     for stage, search_dtype in stages:
       if not redo.size:
@@ -725,36 +782,50 @@ def _reduce_fn(mesh, batch):
       out_specs=(P(parallel.BANK, None), P(parallel.BANK), P()), check_vma=False))
 
 
-def _reduction(flat: np.ndarray, mean, search_dim, placement: BankPlacement):
-  """The reduced search for a bank (module doc): (V [D, r], ReducedConsts), or (None, None).
+def _auto_cap(dim: int) -> int:
+  """The largest r + 1 'auto' may choose: a multiple of 64, <= min(REDUCE_MAX_DIM, D / 2)."""
+  return min(REDUCE_MAX_DIM, dim // 2) // 64 * 64
 
-  The basis comes from a randomized SVD of a 4,096-row sample on the device; the bank is
-  reduced on the devices, slice by slice, and its search rows stay with the bank
-  (`placement.set_search_rows`). (None, None) when the full-space search is used:
-  search_dim None, a small D, or a bank whose energy is not concentrated enough for
-  REDUCE_RESIDUAL within the caps.
-  """
+
+def _reduction_sample(flat: np.ndarray, search_dim):
+  """The bank sample the reduced search's basis comes from, or None for the full-space search
+  (search_dim None, or 'auto' with a small D or bank). Raises on a bad search_dim."""
   n, dim = flat.shape
   if search_dim is None:
-    return None, None
-  # float32 and a 4,096-row sample: the basis only steers speed, never the answer.
-  sample = flat[_sample_rows(n, 4096, 0)]
+    return None
   if search_dim == "auto":
-    cap = min(REDUCE_MAX_DIM, dim // 2) // 64 * 64
+    cap = _auto_cap(dim)
     if dim < REDUCE_MIN_DIM or cap < 64 or n < 2 * cap:
-      return None, None
-    vt, sv, total = _principal_components(sample, cap - 1, seed=0, n_iter=2)
+      return None
+  elif not (isinstance(search_dim, (int, np.integer)) and 1 <= search_dim < dim):
+    raise ValueError(f"search_dim must be 'auto', None or an int in [1, {dim - 1}]; got "
+                     f"{search_dim!r}")
+  # float32 and a 4,096-row sample: the basis only steers speed, never the answer.
+  return flat[_sample_rows(n, 4096, 0)]
+
+
+def _reduction(sample: np.ndarray, mean, search_dim, placement: BankPlacement):
+  """The reduced search for a bank (module doc): (V [D, r], ReducedConsts), or None.
+
+  The basis comes from a randomized SVD of the bank sample on the device; the bank is
+  reduced on the devices, slice by slice, and its search rows stay with the bank
+  (`placement.set_search_rows`). None when 'auto' finds the bank's energy not concentrated
+  enough for REDUCE_RESIDUAL within the caps.
+  """
+  dim = sample.shape[1]
+  if search_dim == "auto":
+    cap = _auto_cap(dim)
+    # One power iteration: the choice of r reads the energy spectrum, which a second
+    # iteration changed in the fourth digit on digits (and any V keeps answers exact).
+    vt, sv, total = _principal_components(sample, cap - 1, seed=0, n_iter=1)
     residual = 1.0 - np.cumsum(sv.astype(np.float64) ** 2) / max(total, 1e-30)
     fits = [s - 1 for s in range(64, cap + 1, 64) if residual[s - 2] <= REDUCE_RESIDUAL]
     if not fits:
-      return None, None
+      return None
     r = fits[0]
   else:
-    r = int(search_dim)
-    if not 1 <= r < dim:
-      raise ValueError(f"search_dim must be 'auto', None or an int in [1, {dim - 1}]; got "
-                       f"{search_dim!r}")
-    vt, _, _ = _principal_components(sample, min(r, *sample.shape), seed=0, n_iter=4)
+    vt, _, _ = _principal_components(sample, min(int(search_dim), *sample.shape), seed=0,
+                                     n_iter=4)
     r = vt.shape[0]
   # Orthonormalise in float64; ‖VᵀV − I‖ of the float32 basis enters the error bound.
   basis = np.linalg.qr(vt[:r].T.astype(np.float64))[0].astype(np.float32)
@@ -767,13 +838,19 @@ def _reduction(flat: np.ndarray, mean, search_dim, placement: BankPlacement):
                                if tiles % d == 0 and placement.tile * d <= max(65536, placement.tile))
   reduce_fn = _reduce_fn(placement.mesh, batch)
   chunks, maxima = [], np.zeros(3, np.float32)
-  for bank, start, n_valid in placement.bank_chunks():
-    hat, norm2, m = reduce_fn(bank, mean, np.int32(start), np.int32(n_valid), basis,
+  if not placement.streamed:
+    hat, norm2, m = reduce_fn(placement.bank, mean, np.int32(0), np.int32(placement.size), basis,
                               np.float32(orth_err))
-    if placement.streamed:  # to the host at once: a streamed bank's rows never pile up on device
-      hat, norm2 = np.asarray(hat)[:n_valid], np.asarray(norm2)[:n_valid]
-    chunks.append((hat, norm2))
-    maxima = np.maximum(maxima, np.asarray(m))
+    chunks.append(jax.block_until_ready((hat, norm2)))  # built means ready to search
+    maxima = np.asarray(m)
+  for start in range(0, placement.size if placement.streamed else 0, placement.chunk_rows):
+    with placement.lock:  # one chunk on the devices at a time, taking turns with the search
+      n_valid = min(placement.chunk_rows, placement.size - start)
+      hat, norm2, m = reduce_fn(placement.put(placement.host_bank, start), mean, np.int32(start),
+                                np.int32(n_valid), basis, np.float32(orth_err))
+      # To the host at once: a streamed bank's rows never pile up on the devices.
+      chunks.append((np.asarray(hat)[:n_valid], np.asarray(norm2)[:n_valid]))
+      maxima = np.maximum(maxima, np.asarray(m))
   placement.set_search_rows(chunks)
   consts = ReducedConsts(*(jnp.asarray(v, jnp.float32) for v in (*maxima, orth_err)))
   return basis, consts

@@ -1,4 +1,6 @@
 """The projection kernel against a float64 brute force and FAISS IndexFlatL2."""
+import threading
+
 import faiss
 import numpy as np
 import pytest
@@ -174,12 +176,58 @@ def test_reduced_search_is_exact_on_real_digits(mnist):
   assert auto.stats["bfloat16"] <= 0.02 * auto.stats["queries"]  # nearly all certified
   # A crude 4-direction search certifies few answers; the fallback keeps them exact.
   crude = fpjax.Manifold.from_images(bank_images, k=2, search_dim=4)
+  assert crude.wait_for_reduction()
   got = crude.project(query_images)
   assert crude.stats["bfloat16"] > 0
   np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
   np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
   with pytest.raises(ValueError, match="search_dim"):
     fpjax.Manifold.from_images(bank_images, search_dim=784)
+
+
+@pytest.mark.parametrize("device_bank_bytes", [None, 700 * 784 * 4])
+def test_background_reduction_switch_keeps_answers(device_bank_bytes, mnist, monkeypatch):
+  # The constructor returns before the reduced search is built: calls made meanwhile use the
+  # full-space search, later calls the reduced one, with the same answers (resident and
+  # streamed banks). The build is held back here until the first call is done.
+  from fpjax import manifold as manifold_lib
+  bank_images, query_images = mnist[0][:2500], mnist[0][3000:3300]
+  ref = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None).project(query_images)
+  release, build = threading.Event(), manifold_lib._reduction
+  monkeypatch.setattr(manifold_lib, "_reduction",
+                      lambda *a: (release.wait(60), build(*a))[1])
+  m = fpjax.Manifold.from_images(bank_images, k=2, device_bank_bytes=device_bank_bytes)
+  used = []  # per kernel call: was it the reduced search?
+  search_all = m._search_all
+  m._search_all = lambda q, dt, reduced=None, **kw: (used.append(reduced is not None)
+                                                      or search_all(q, dt, reduced, **kw))
+  assert not m.reduction_ready
+  before = m.project(query_images)
+  assert used and not any(used) and m.stats["bfloat16"] == 0
+  release.set()
+  assert m.wait_for_reduction() and m.reduction_ready and m.basis.shape[1] < 784 // 2
+  used.clear()
+  after = m.project(query_images)
+  assert used[0]
+  for got in (before, after):
+    np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
+    np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
+    np.testing.assert_array_equal(np.asarray(got.artifact), np.asarray(ref.artifact))
+
+
+def test_failed_background_reduction_keeps_full_space_search(mnist, monkeypatch, caplog):
+  from fpjax import manifold as manifold_lib
+  def fail(*args):
+    raise MemoryError("no room for the search rows")
+  monkeypatch.setattr(manifold_lib, "_reduction", fail)
+  bank_images, query_images = mnist[0][:1500], mnist[0][3000:3100]
+  m = fpjax.Manifold.from_images(bank_images, k=2)
+  assert not m.wait_for_reduction() and m.basis is None and m.reduce_consts is None
+  assert "building the reduced search failed (MemoryError: no room" in caplog.text
+  ref = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None).project(query_images)
+  got = m.project(query_images)
+  np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
+  np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
 
 
 def test_fast_mode_is_exact_on_real_digits(mnist):
@@ -291,7 +339,8 @@ def test_kernel_memory_is_bank_plus_tile_not_queries_times_bank(search_dim):
     q = jax.device_put(jnp.zeros((512, 128)), NamedSharding(manifold.mesh, P("data", None)))
     args = (q, manifold.bank, manifold.mean, np.int32(0), np.int32(rows))
     if search_dim:  # the reduced search: its rows, ‖b − μ‖², basis and constants
-      args += (manifold.placement.search_rows + (manifold.basis, manifold.reduce_consts),)
+      assert manifold.wait_for_reduction()
+      args += (manifold.placement.search_rows + manifold._reduced,)
     compiled = manifold._search_fn(jnp.bfloat16, bool(search_dim)).lower(*args).compile()
     analysis = compiled.memory_analysis()
     if analysis is None:
@@ -314,6 +363,7 @@ def test_float32_products_name_highest_precision(mnist):
   from fpjax import autotune, manifold as manifold_lib, parallel
   bank = np.asarray(fpjax.embed(mnist[0][:1024], "rgb")).reshape(1024, -1)
   m = fpjax.Manifold.from_embeddings(bank, k=2, tile=256, search_dim=63)
+  assert m.wait_for_reduction()
   q = jax.device_put(jnp.asarray(bank[:64]), NamedSharding(m.mesh, P("data", None)))
   full = (q, m.bank, m.mean, np.int32(0), np.int32(m.size))
   reduced = full + (m.placement.search_rows + (m.basis, m.reduce_consts),)

@@ -74,6 +74,8 @@ def _pallas(manifold, block_q=64):
 def _project_both(make, queries, batch_size=None, block_q=64):
   xla = make()
   pal = make()
+  for m in (xla, pal):  # both search the same way (reduced or not): their stats compare
+    m.wait_for_reduction()
   _force(pal, _pallas(pal, block_q))
   a = xla.project_embedded(queries, batch_size=batch_size)
   b = pal.project_embedded(queries, batch_size=batch_size)
@@ -86,8 +88,8 @@ def _project_both(make, queries, batch_size=None, block_q=64):
 
 def _certificates_equal(xla, pal, queries, search_dtype, reduced):
   q = jnp.asarray(queries.reshape(len(queries), -1), jnp.float32)
-  a = xla._search_all(q, search_dtype, reduced)
-  b = pal._search_all(q, search_dtype, reduced)
+  a = xla._search_all(q, search_dtype, xla._reduced if reduced else None)
+  b = pal._search_all(q, search_dtype, pal._reduced if reduced else None)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
   return np.asarray(a[2])
