@@ -14,7 +14,7 @@ under --cache.
 Then, for each N, one fresh subprocess runs
 
   python -m fpjax.bin.evaluate --gm=DIR --real=mnist5k --spaces=rgb --classifiers=probe
-      --baselines=none --seeds=1 --workdir=WORK
+      --baselines=none --splits=1 --estimators=nn --workdir=WORK
 
 from a cold work directory (the artifact store is computed inside the run) and reports its wall
 time and peak RSS. The peak is `ru_maxrss` of the only child of a small wrapper process (the
@@ -135,7 +135,8 @@ def _measure(trace: str, cmd) -> None:
 def run_evaluate(gm: str, workdir: str, log: str) -> dict:
   shutil.rmtree(workdir, ignore_errors=True)
   cmd = [sys.executable, '-m', 'fpjax.bin.evaluate', f'--gm={gm}', '--real=mnist5k',
-         '--spaces=rgb', '--classifiers=probe', '--baselines=none', '--seeds=1',
+         '--spaces=rgb', '--classifiers=probe', '--baselines=none', '--splits=1',
+         '--estimators=nn',
          f'--workdir={workdir}']
   with open(log, 'w') as f:
     out = subprocess.run([sys.executable, os.path.abspath(__file__), '--_measure',

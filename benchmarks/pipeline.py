@@ -5,11 +5,13 @@ mnist5k, 28x28x1):
   kernel      Manifold.project on batches already decoded in memory (embed + k-NN + results
               to host): the rate the kernel alone sustains;
   end-to-end  fingerprinting.compute_artifacts on the image folder: grain decodes PNGs in reader
-              threads while the kernel runs, plus statistics, shard files and checkpoints.
+              threads while the kernel runs, plus the manifold estimators' artifacts
+              (--estimators, default nn: the kernel's own output), statistics, shard files
+              and checkpoints.
 Rates are batch size / median time per batch (the first batch, which compiles, left out);
 end-to-end also reports the mean over batches 2..N (compilations and load spikes included). Target: end-to-end >= 80% of the kernel rate.
 
-  python benchmarks/pipeline.py [--images=4096 --batch_size=256 --repeats=3]
+  python benchmarks/pipeline.py [--images=4096 --batch_size=256 --repeats=3 --estimators=nn]
 
 Prints a table and one JSON line.
 """
@@ -29,6 +31,8 @@ def main():
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--space", default="rgb")
+  parser.add_argument("--estimators", default="nn",
+                      help="compute_artifacts' estimators (keys, names or 'all')")
   args = parser.parse_args()
 
   import jax
@@ -65,7 +69,7 @@ def main():
     stamps = []
     out = os.path.join(tmp, f"out{rep}")
     fingerprinting.compute_artifacts("mnist5k", gm, out, space=args.space, batch_size=b,
-                                     log_every_s=1e9,
+                                     estimators=args.estimators, log_every_s=1e9,
                                      on_batch=lambda n: stamps.append(time.perf_counter()))
     # Batch 1 compiles; later batches can too (the 'exact' re-search pads to a few sizes), and
     # the machine is shared: the median time per batch is the robust steady-state rate.
@@ -80,6 +84,7 @@ def main():
   print(f"{'e2e (mean)':12s} {statistics.median(e2e_means):28,.0f}")
   print(f"{'ratio':12s} {e2e / kernel:28.2f}   (target >= 0.80)")
   print(json.dumps({"benchmark": "pipeline", "space": args.space, "images": args.images,
+                    "estimators": args.estimators,
                     "batch_size": b, "bank": int(manifold.size), "devices": jax.device_count(),
                     "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
                     "kernel_images_per_s": kernel, "end_to_end_images_per_s": e2e,
