@@ -64,9 +64,31 @@ def baselines_arg(values):
   return [] if list(values) == ['none'] else list(values)
 
 
+def _stop(timings: dict, stage: str, wall0: float, cpu0: float) -> None:
+  """timings[stage_s] = wall seconds, timings[stage_cpu_s] = this process's CPU seconds (all
+  threads) since (wall0, cpu0): on a shared machine the CPU time is the comparable number."""
+  timings[f'{stage}_s'] = time.time() - wall0
+  timings[f'{stage}_cpu_s'] = time.process_time() - cpu0
+
+
 def _is_writer() -> bool:
   import jax
   return jax.process_index() == 0
+
+
+def _check_settings(splits, estimators, attributor_estimators, cross_estimators):
+  """(estimator names, Table 2's names), each with the control last; a UserInputError names a
+  bad --splits, --estimators or --attributor_estimators."""
+  from fpjax import estimators as est_lib
+  protocols.check_num_splits(splits)
+  with_control = lambda values: [n for n in est_lib.parse_estimators(list(values))
+                                 if n != protocols.CONTROL] + [protocols.CONTROL]
+  names = with_control(estimators)
+  for n in attributor_estimators or ():
+    if n not in names + [protocols.BEST]:
+      raise UserInputError(f'--attributor_estimators: {n!r} is not among the estimators '
+                           f'{names} (or {protocols.BEST!r})')
+  return names, with_control(cross_estimators)
 
 
 def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocols.MANIFPT_SPACES,
@@ -120,20 +142,12 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
     artifact_kwargs: keyword arguments of `fpjax.compute_artifacts` for missing stores
       (precision, batch_size, device_bank_bytes, num_threads, ...).
   """
-  from fpjax import estimators as est_lib
-  t_start = time.time()
+  t_start, c_start = time.time(), time.process_time()
   timings = dict(timings or {})
   cfg = cfg or {}
-  names = est_lib.parse_estimators(list(estimators))
-  names = [n for n in names if n != protocols.CONTROL] + [protocols.CONTROL]
-  cross_names = [n for n in est_lib.parse_estimators(list(cross_estimators))
-                 if n != protocols.CONTROL] + [protocols.CONTROL]
-  protocols.check_num_splits(splits)   # refused before anything is computed
-  if attributor_estimators is not None:
-    for n in attributor_estimators:
-      if n not in names + [protocols.BEST]:
-        raise UserInputError(f'--attributor_estimators: {n!r} is not among the estimators '
-                             f'{names} (or {protocols.BEST!r})')
+  # Bad settings are refused before anything is computed.
+  names, cross_names = _check_settings(splits, estimators, attributor_estimators,
+                                       cross_estimators)
   if isinstance(gm, str):
     gm = protocols.load_gm(gm, real)
   writer = _is_writer()
@@ -142,14 +156,14 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
                'estimators %s, %s splits', gm.name, len(gm.source), len(gm.class_names),
                gm.real, gm.bank_size, list(spaces), names, splits)
 
-  t = time.time()
+  t, c = time.time(), time.process_time()
   encoders = protocols.make_encoders(spaces, gm.real, workdir=workdir,
                                      encoder_steps=encoder_steps)
-  timings['encoders_s'] = time.time() - t
-  t = time.time()
+  _stop(timings, 'encoders', t, c)
+  t, c = time.time(), time.process_time()
   feats = protocols.open_features(gm, encoders, workdir, estimators=names,
                                   artifact_kwargs=artifact_kwargs)
-  timings['artifacts_s'] = time.time() - t
+  _stop(timings, 'artifacts', t, c)
   split_list = protocols.make_splits(feats.labels, splits, seed=split_seed,
                                      inner_fraction=protocols._selection(cfg)['inner_fraction'])
   if writer:
@@ -160,36 +174,37 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
                     gm.name, ', '.join(os.path.join(st.workdir, 'bad_inputs.jsonl')
                                        for st in feats.stores.values()))
 
-  t = time.time()
+  t, c = time.time(), time.process_time()
   t1 = protocols.table1(feats, split_list, baselines=baselines, classifiers=classifiers,
                         attributor_estimators=attributor_estimators, cfg=cfg,
                         baseline_cfg=baseline_cfg)
-  timings['table1_s'] = time.time() - t
-  timings['table1_selection_s'] = t1['selection_s']
+  _stop(timings, 'table1', t, c)
+  for part, (wall, cpu) in t1['cost'].items():
+    timings[f'table1_{part}_s'], timings[f'table1_{part}_cpu_s'] = wall, cpu
   timings['table1_selection_fits'] = t1['selection_fits']
   rows = list(t1['rows'])
-  t = time.time()
+  t, c = time.time(), time.process_time()
   rows += protocols.diff_rows(t1, num_resamples=bootstrap_resamples, seed=split_seed)
-  timings['diff_s'] = time.time() - t
+  _stop(timings, 'diff', t, c)
 
-  t = time.time()
+  t, c = time.time(), time.process_time()
   if gm.tags and feats.stores:
     rows += protocols.table3(feats, choices=t1['choices'], pca_dim=table3_pca_dim,
                              max_rows=table3_max_rows, seed=split_seed)
   elif not gm.tags:
     logging.info('Table 3 skipped: %s has no design-knob tags (not a zoo)', gm.name)
-  timings['table3_s'] = time.time() - t
+  _stop(timings, 'table3', t, c)
 
-  t = time.time()
+  t, c = time.time(), time.process_time()
   if len(gm.class_names) >= 3:
     train0 = np.zeros(feats.num_rows, bool)
     train0[split_list[0].train] = True
     rows += protocols.openset(feats, train0, choices=t1['choices'], baselines=baselines,
                               baseline_cfg=baseline_cfg, shots=shots,
                               max_per_model=openset_max_per_model, seed=split_seed)
-  timings['openset_s'] = time.time() - t
+  _stop(timings, 'openset', t, c)
 
-  t = time.time()
+  t, c = time.time(), time.process_time()
   cross_b = baselines if cross_baselines is None else cross_baselines
   for src, tgt in cross:
     sides = []
@@ -202,16 +217,16 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
                              baselines=list(cross_b) if cross_b is not None else None,
                              classifiers=classifiers, cfg=cross_cfg if cross_cfg else cfg,
                              baseline_cfg=baseline_cfg)
-  timings['table2_s'] = time.time() - t
+  _stop(timings, 'table2', t, c)
 
   md = report_lib.markdown_tables(rows)
   files = {}
   if writer:
-    t = time.time()
+    t, c = time.time(), time.process_time()
     if figures:
       files.update(_figures(feats, t1, fig_dir, figure_max_rows, split_seed))
-    timings['figures_s'] = time.time() - t
-    timings['evaluate_s'] = time.time() - t_start
+    _stop(timings, 'figures', t, c)
+    _stop(timings, 'evaluate', t_start, c_start)
     skipped = [s for s in spaces if s not in encoders]
     sel = protocols._selection(cfg)
     config = dict(gm=gm.name, real=gm.real, models=gm.class_names, num_images=feats.num_rows,
@@ -346,23 +361,21 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
   attributor_estimators (None: on every estimator); tables.json's config['demo'] records what
   ran. The other arguments are `evaluate`'s.
   """
-  from fpjax import estimators as est_lib
   from fpjax import zoo as zoo_lib
-  protocols.check_num_splits(splits)   # bad flags are refused before the zoo is built
-  est_lib.parse_estimators(list(estimators))
-  est_lib.parse_estimators(list(cross_estimators))
+  # Bad settings are refused before the zoo is built.
+  _check_settings(splits, estimators, attributor_estimators, cross_estimators)
   timings = {}
-  t = time.time()
+  t, c = time.time(), time.process_time()
   zoo_dir = zoo or os.path.join(workdir, 'zoo')
   if zoo is None:
     zoo_lib.build_zoo(zoo_dir, preset=preset, real=real)
-  timings['zoo_s'] = time.time() - t
+  _stop(timings, 'zoo', t, c)
   cross_dirs = []
   for r in cross_reals:
-    t = time.time()
+    t, c = time.time(), time.process_time()
     d = os.path.join(workdir, f'zoo_{cross_preset}_{r}')
     zoo_lib.build_zoo(d, preset=cross_preset, real=r, num_samples=cross_num_samples)
-    timings[f'zoo_{cross_preset}_{r}_s'] = time.time() - t
+    _stop(timings, f'zoo_{cross_preset}_{r}', t, c)
     cross_dirs.append(d)
   cross = []
   if len(cross_dirs) == 2:

@@ -609,7 +609,8 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
   control) whose chosen probe scored highest on that split's inner validation rows.
   Returns {'rows', 'splits', 'y_true' [per split: validation labels], 'predictions'
   {row_label: [per split: predictions of the validation rows]}, 'choices' {(space, estimator,
-  split index): Choice}, 'selection_s', 'selection_fits'}.
+  split index): Choice}, 'cost' {part: (wall s, process CPU s)} for 'selection', each
+  classifier and 'baselines', 'selection_fits'}.
   """
   from fpjax.baselines import BASELINES
   cfg = cfg or {}
@@ -633,14 +634,20 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
   per_space = sum(len(names) if kind == 'probe' else len(att_names) for kind in classifiers)
   prog = progress.Progress(len(feats.stores) * (len(names) + per_space) + len(baselines),
                            unit='steps', desc=f'Table 1 ({gm.name})', log_every_s=0)
-  sel_s = 0.0
+  # Wall and process-CPU seconds per part (selection, each classifier, baselines).
+  cost = {}
+
+  def spent(part, wall0, cpu0):
+    w, c = cost.get(part, (0.0, 0.0))
+    cost[part] = (w + time.time() - wall0, c + time.process_time() - cpu0)
+
   for sname in feats.stores:
     read = lambda key, sname=sname: feats.artifacts(sname, key)
     for name in names:
-      t0 = time.time()
+      t0, c0 = time.time(), time.process_time()
       for sp in splits:
         choices[(sname, name, sp.index)] = select_probe(read, feats.keys(name), labels, sp, cfg)
-      sel_s += time.time() - t0
+      spent('selection', t0, c0)
       ch = [choices[(sname, name, sp.index)] for sp in splits]
       prog.update(1, note=f'{sname} {name}: chose {[c.key for c in ch]}, l2 '
                   f'{[c.l2 for c in ch]}, epochs {[c.epochs for c in ch]} '
@@ -656,7 +663,7 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
     fdr_cache = {}
     for kind in classifiers:
       for name in (names if kind == 'probe' else att_names):
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         accs, keys, l2s, pr = [], [], [], []
         for sp in splits:
           _, c = chosen(name, sp)
@@ -679,9 +686,10 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
                        seconds=time.time() - t0)
         rows.append(row)
         preds[row_label(row)] = pr
+        spent(kind, t0, c0)
         prog.update(1, note=f'{row_label(row)}: {100 * mean:.1f} ± {100 * std:.1f}%')
   for b in baselines:
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     images = RowSubset(feats.images)
     bcfg = (baseline_cfg or {}).get(b, {})
     accs, pr, fdr = [], [], None
@@ -700,9 +708,10 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
                    seconds=time.time() - t0)
     rows.append(row)
     preds[row_label(row)] = pr
+    spent('baselines', t0, c0)
     prog.update(1, note=f'{b}: {100 * mean:.1f} ± {100 * std:.1f}%')
   return {'rows': rows, 'splits': splits, 'y_true': y_true, 'predictions': preds,
-          'choices': choices, 'selection_s': sel_s,
+          'choices': choices, 'cost': cost,
           'selection_fits': sum(c.fits for c in choices.values())}
 
 
