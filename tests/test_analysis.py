@@ -268,7 +268,8 @@ def _features(poison_rows=None, seed=0):
       x[poison_rows] = np.random.default_rng(99).normal(size=(len(poison_rows), 6)) * 1e3
     arrays[key] = _Reads(x)
   gm = protocols.GMData('fake', '', '', ['m0', 'm1', 'm2'], None, (6,), 0)
-  return protocols.Features(gm, y, {'rgb': _Store(arrays)}, None, ('nn', 'knn_mean', 'input'))
+  return protocols.Features(gm, y, {'rgb': _Store(arrays)}, None,
+                            {'rgb': ('nn', 'knn_mean', 'input')})
 
 
 def test_selection_reads_only_the_inner_rows_and_ignores_poisoned_validation_rows():

@@ -44,12 +44,15 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
     obj = json.load(f)
   rows = obj['rows']
   t1 = [r for r in rows if r['table'] == '1']
-  # 3 spaces x (probe on nn, knn_mean, input + the attributor on best, input) + 3 baselines.
+  # Per space the probe on its estimators and the control (knn_mean only in the demo's
+  # estimator spaces RGB and SL), the attributor on best and input; 3 baselines.
+  names = {'rgb': ('nn', 'knn_mean', 'input'), 'freq': ('nn', 'input'),
+           'sl': ('nn', 'knn_mean', 'input')}
   mani = [(r['space'], r['estimator'], r['classifier']) for r in t1 if r['space']]
   assert mani == [x for s in ('rgb', 'freq', 'sl')
-                  for x in [(s, e, 'probe') for e in ('nn', 'knn_mean', 'input')]
+                  for x in [(s, e, 'probe') for e in names[s]]
                   + [(s, e, 'attributor') for e in ('best', 'input')]]
-  assert len(t1) == 3 * 5 + 3
+  assert len(t1) == 5 + 4 + 5 + 3
   splits = obj['config']['splits']
   assert [s['split_seed'] for s in splits] == [0, 1]
   for r in t1:
@@ -69,7 +72,7 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
   assert all(r['fdr'] is not None and r['fdr'] >= 0 for r in t1)
   # Every selection recorded (space x estimator x split), on the training part only.
   choices = obj['config']['selection']['choices']
-  assert len(choices) == 3 * 3 * 2 and {c['epochs'] for c in choices} == {30}
+  assert len(choices) == (3 + 2 + 3) * 2 and {c['epochs'] for c in choices} == {30}
   # One complete store per space holding every candidate and the control, written by
   # compute_artifacts; Table 1's FDR is that of split 0's validation rows of the chosen key
   # (float64 numpy on all of them at once as the reference).
@@ -87,18 +90,19 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
   assert rgb_knn['fdr'] == pytest.approx(ref, rel=1e-9)
   # Intervals: each estimator row vs its control, the best ManiFPT row vs the best baseline.
   diffs = [r for r in rows if r['table'] == 'diff']
-  assert len(diffs) == 3 * (2 + 1) + 1
+  assert len(diffs) == (2 + 1) + (1 + 1) + (2 + 1) + 1
   assert all(r['ci_low'] <= r['diff_mean'] <= r['ci_high'] for r in diffs)
   best_base = max((r for r in t1 if not r['space']), key=lambda r: r['accuracy_mean'])
   assert diffs[0]['b'] == best_base['method']
   t3 = [r for r in rows if r['table'] == '3']
   assert {(r['space'], r['estimator']) for r in t3} == {
-      (s, e) for s in ('rgb', 'freq', 'sl') for e in ('nn', 'knn_mean', 'input')}
+      (s, e) for s in ('rgb', 'freq', 'sl') for e in names[s]}
   assert all(0.0 <= r['nmi']['family'] <= 1.0 for r in t3)
-  # 3 spaces x 3 estimators + the fit-free baselines (Durall20, Marra19; Marra18 is a learned
+  # Every space's estimators + the fit-free baselines (Durall20, Marra19; Marra18 is a learned
   # CNN).
   op = [r for r in rows if r['table'] == 'openset']
-  assert [r['method'] for r in op[-2:]] == ['Durall20', 'Marra19'] and len(op) == 9 + 2
+  assert [r['method'] for r in op[-2:]] == ['Durall20', 'Marra19'] and len(op) == 8 + 2
+  assert os.listdir(os.path.join(out, 'artifacts', 'zoo-tiny-digits', 'freq')) == ['nn+input']
   knn_key = {c['space']: c['key'] for c in choices
              if c['estimator'] == 'knn_mean' and c['split'] == 0}
   assert all(r['estimator_params'] == [knn_key[r['space']]] for r in t3 + op

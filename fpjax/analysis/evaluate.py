@@ -18,16 +18,19 @@ from fpjax.artifact_io import UserInputError
 from fpjax.analysis import report as report_lib
 
 # The demo's sizing: the whole run, zoo build included, is meant to fit 15 minutes on 2 CPU
-# cores (timings in the README). Every estimator runs with the probe in every space; the
-# attributor runs on the estimator the probe chose per split ('best') and on the input control.
-# The probe's l2 is chosen among two candidates, its epochs are fixed at 50 (one candidate):
-# each probe fit costs about a second on 2 cores, mostly fixed overhead, whatever the epochs.
+# cores (timings in the README). Every estimator runs with the probe in RGB (the paper's space)
+# and SL (a learned embedding), nn and the input control in FREQ, DCT and SSL: the k-neighbour
+# and learned estimators cost most of the artifact job and a dozen probe fits per space and
+# split. The attributor runs on the estimator the probe chose per split ('best') and on the
+# input control. The probe's l2 is chosen among two candidates, its epochs are fixed at 50 (one
+# candidate): each probe fit costs about a second on 2 cores, mostly fixed overhead.
 DEMO_CONFIG = dict(
     cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4)),
          'selection': dict(l2=(1e-4, 1e-2), epochs=(50,))},
     cross_cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4))},
     encoder_steps={'sl': 150, 'ssl': 60},
     attributor_estimators=(protocols.BEST, protocols.CONTROL),
+    estimator_spaces=('rgb', 'sl'),
 )
 
 
@@ -76,11 +79,15 @@ def _is_writer() -> bool:
   return jax.process_index() == 0
 
 
-def _check_settings(splits, estimators, attributor_estimators, cross_estimators):
+def _check_settings(splits, estimators, attributor_estimators, cross_estimators,
+                    estimator_spaces, spaces):
   """(estimator names, Table 2's names), each with the control last; a UserInputError names a
-  bad --splits, --estimators or --attributor_estimators."""
+  bad --splits, --estimators, --estimator_spaces or --attributor_estimators."""
   from fpjax import estimators as est_lib
   protocols.check_num_splits(splits)
+  for s in estimator_spaces or ():
+    if s not in spaces:
+      raise UserInputError(f'--estimator_spaces: {s!r} is not among the spaces {list(spaces)}')
   with_control = lambda values: [n for n in est_lib.parse_estimators(list(values))
                                  if n != protocols.CONTROL] + [protocols.CONTROL]
   names = with_control(estimators)
@@ -92,7 +99,8 @@ def _check_settings(splits, estimators, attributor_estimators, cross_estimators)
 
 
 def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocols.MANIFPT_SPACES,
-             splits: int = 3, estimators=('nn',), attributor_estimators=None, baselines=None,
+             splits: int = 3, estimators=('nn',), estimator_spaces=None,
+             attributor_estimators=None, baselines=None,
              classifiers=protocols.CLASSIFIERS, cross=(), cross_estimators=('nn',),
              cross_baselines=None, shots: int = 10, encoder_steps: dict | None = None,
              cfg: dict | None = None, cross_cfg: dict | None = None,
@@ -121,6 +129,8 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
       seed (split_seed + i); tables give mean ± std over them.
     estimators: manifold estimator names (`fpjax.estimators.ESTIMATORS`, or
       `fpjax.estimators.parse_estimators(['all'])`); the input control is always added.
+    estimator_spaces: the spaces `estimators` run in (None: every space); the others run nn
+      and the control.
     attributor_estimators: the estimators the attributor runs on (None: all, with the control);
       'best' = per split the one the probe chose on the inner validation.
     baselines: names in `fpjax.baselines.BASELINES` (None: all nine); they read the images of
@@ -147,7 +157,7 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
   cfg = cfg or {}
   # Bad settings are refused before anything is computed.
   names, cross_names = _check_settings(splits, estimators, attributor_estimators,
-                                       cross_estimators)
+                                       cross_estimators, estimator_spaces, spaces)
   if isinstance(gm, str):
     gm = protocols.load_gm(gm, real)
   writer = _is_writer()
@@ -161,7 +171,9 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
                                      encoder_steps=encoder_steps)
   _stop(timings, 'encoders', t, c)
   t, c = time.time(), time.process_time()
-  feats = protocols.open_features(gm, encoders, workdir, estimators=names,
+  per_space = {s: (names if estimator_spaces is None or s in estimator_spaces
+                   else ['nn', protocols.CONTROL]) for s in encoders}
+  feats = protocols.open_features(gm, encoders, workdir, estimators=per_space,
                                   artifact_kwargs=artifact_kwargs)
   _stop(timings, 'artifacts', t, c)
   split_list = protocols.make_splits(feats.labels, splits, seed=split_seed,
@@ -232,7 +244,8 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
     config = dict(gm=gm.name, real=gm.real, models=gm.class_names, num_images=feats.num_rows,
                   bad_files_skipped=max(bad.values(), default=0),
                   spaces=list(encoders), skipped_spaces=skipped, estimators=names,
-                  estimator_keys=protocols.estimator_keys(names),
+                  estimators_per_space={s: feats.names(s) for s in feats.stores},
+                  estimator_keys={s: list(st.estimators) for s, st in feats.stores.items()},
                   attributor_estimators=(names if attributor_estimators is None
                                          else list(attributor_estimators)),
                   baselines=baselines, classifiers=list(classifiers),
@@ -303,10 +316,10 @@ def _figures(feats, t1, fig_dir, max_rows: int, seed: int) -> dict:
   k = len(names)
   val = t1['splits'][0].val
   y_va = feats.labels[val]
-  first = feats.estimators[0]
   conf = {}
   for r in t1['rows']:
-    if r['space'] is not None and r['classifier'] == 'probe' and r['estimator'] == first:
+    if (r['space'] is not None and r['classifier'] == 'probe'
+        and r['estimator'] == feats.names(r['space'])[0]):
       label = report_lib.row_label(r)
       conf[label] = metrics.confusion_matrix(y_va, t1['predictions'][label][0], k)
   base = [r for r in t1['rows'] if r['space'] is None]
@@ -322,8 +335,9 @@ def _figures(feats, t1, fig_dir, max_rows: int, seed: int) -> dict:
     sample = val[protocols.stratified_sample(y_va, max(1, max_rows // k), seed)]
     files['embedding'] = report_lib.plot_embeddings(
         os.path.join(fig_dir, 'embedding_pca.png'),
-        {f'{s.upper()} {first} artifacts (val)': feats.artifacts(s, feats.keys(first)[0])[sample]
-         for s in feats.stores}, feats.labels[sample], names)
+        {f'{s.upper()} {feats.names(s)[0]} artifacts (val)':
+         feats.artifacts(s, feats.keys(feats.names(s)[0])[0])[sample] for s in feats.stores},
+        feats.labels[sample], names)
   for s, store in feats.stores.items():
     if len(store.embedding_shape) != 3 or s not in ('rgb', 'freq', 'dct'):
       continue
@@ -344,6 +358,7 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
              cross_preset: str = 'cross', cross_num_samples: int | None = None,
              cross_reals=('mnist5k_0to4', 'mnist5k_5to9'), spaces=protocols.MANIFPT_SPACES,
              splits: int = 3, estimators=('all',),
+             estimator_spaces=DEMO_CONFIG['estimator_spaces'],
              attributor_estimators=DEMO_CONFIG['attributor_estimators'],
              cross_estimators=('nn',), baselines=None,
              cross_baselines=('Durall20', 'Frank20', 'Wang20'),
@@ -363,7 +378,8 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
   """
   from fpjax import zoo as zoo_lib
   # Bad settings are refused before the zoo is built.
-  _check_settings(splits, estimators, attributor_estimators, cross_estimators)
+  _check_settings(splits, estimators, attributor_estimators, cross_estimators, estimator_spaces,
+                  spaces)
   timings = {}
   t, c = time.time(), time.process_time()
   zoo_dir = zoo or os.path.join(workdir, 'zoo')
@@ -384,7 +400,8 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
   att = attributor_estimators
   cfg = DEMO_CONFIG['cfg'] if cfg is None else cfg
   return evaluate(zoo_dir, None if zoo else real, workdir, spaces=spaces, splits=splits,
-                  estimators=estimators, attributor_estimators=att, baselines=baselines,
+                  estimators=estimators, estimator_spaces=estimator_spaces,
+                  attributor_estimators=att, baselines=baselines,
                   classifiers=classifiers, cross=cross, cross_estimators=cross_estimators,
                   cross_baselines=cross_baselines, cfg=cfg,
                   cross_cfg=DEMO_CONFIG['cross_cfg'] if cross_cfg is None else cross_cfg,
@@ -393,6 +410,8 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
                   extra_config=dict(demo=dict(
                       preset=preset, zoo=zoo, cross_preset=cross_preset,
                       cross_num_samples=cross_num_samples,
-                      pairs=('every estimator and the input control with the probe in every '
-                             'space; the attributor on '
+                      pairs=(f'the probe on the estimators {list(estimators)} and the input '
+                             'control in the spaces '
+                             f'{list(spaces) if estimator_spaces is None else list(estimator_spaces)}'
+                             ', on nn and the input control in the others; the attributor on '
                              f'{"every one" if att is None else list(att)} in every space'))))

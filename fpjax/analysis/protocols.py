@@ -407,11 +407,15 @@ class Features:
   labels: np.ndarray               # int32 [N]
   stores: dict                     # space -> ArtifactStore (rows aligned)
   images: object                   # SourceImages of the same rows
-  estimators: tuple = ('nn', CONTROL)
+  estimators: dict = dataclasses.field(default_factory=dict)   # space -> names, control last
 
   @property
   def num_rows(self) -> int:
     return len(self.labels)
+
+  def names(self, space: str) -> list:
+    """The estimator names of `space`'s store (the control last)."""
+    return list(self.estimators.get(space, ('nn', CONTROL)))
 
   def artifacts(self, space: str, key: str) -> RowSubset:
     """The artifacts of estimator `key` in `space` (all rows, lazy)."""
@@ -425,10 +429,13 @@ class Features:
 
 def open_features(gm: GMData, encoders: dict, workdir: str, *, estimators=('nn',),
                   artifact_kwargs: dict | None = None) -> Features:
-  """Computes (or reuses) one store per space holding every candidate of `estimators` (names)
-  and the control, and checks the stores hold the same rows."""
-  names = tuple(n for n in dict.fromkeys(estimators) if n != CONTROL) + (CONTROL,)
-  stores = {s: artifact_store(gm, s, workdir, encoder=e, names=names,
+  """Computes (or reuses) one store per space holding every candidate of `estimators` (names,
+  or {space: names}; a space left out: nn) and the control, and checks the stores hold the same
+  rows."""
+  per_space = estimators if isinstance(estimators, dict) else {s: estimators for s in encoders}
+  names = {s: tuple(n for n in dict.fromkeys(per_space.get(s, ('nn',))) if n != CONTROL)
+              + (CONTROL,) for s in encoders}
+  stores = {s: artifact_store(gm, s, workdir, encoder=e, names=names[s],
                               artifact_kwargs=artifact_kwargs)
             for s, e in encoders.items()}
   if not stores:
@@ -605,7 +612,7 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
   """Attribution accuracy and FDR of every baseline and every (space, estimator, classifier).
 
   splits: `make_splits`'s list. attributor_estimators: the estimators the attributor runs on
-  (None: every one of `feats.estimators`); BEST ('best') is, per split, the estimator (not the
+  (None: every one of the space's `feats.names(space)`; one the space lacks is skipped); BEST ('best') is, per split, the estimator (not the
   control) whose chosen probe scored highest on that split's inner validation rows.
   Returns {'rows', 'splits', 'y_true' [per split: validation labels], 'predictions'
   {row_label: [per split: predictions of the validation rows]}, 'choices' {(space, estimator,
@@ -618,22 +625,24 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
   for kind in classifiers:
     if kind not in CLASSIFIERS:
       raise UserInputError(f'unknown classifier {kind!r}; expected one of {CLASSIFIERS}')
-  names = list(feats.estimators)
-  att_names = names if attributor_estimators is None else list(attributor_estimators)
-  for n in att_names:
-    if n not in names + [BEST]:
+  every = {n for s in feats.stores for n in feats.names(s)} | {BEST}
+  for n in attributor_estimators or ():
+    if n not in every:
       raise UserInputError(f'attributor estimator {n!r} is not among the estimators asked '
-                           f'{names} (or {BEST!r})')
-  if BEST in att_names and names == [CONTROL]:
-    raise UserInputError(f"attributor estimator {BEST!r} needs a manifold estimator besides "
-                         'the control')
+                           f'{sorted(every)}')
   gm, labels = feats.gm, feats.labels
   k = len(gm.class_names)
   y_true = [labels[sp.val] for sp in splits]
   rows, preds, choices = [], {}, {}
-  per_space = sum(len(names) if kind == 'probe' else len(att_names) for kind in classifiers)
-  prog = progress.Progress(len(feats.stores) * (len(names) + per_space) + len(baselines),
-                           unit='steps', desc=f'Table 1 ({gm.name})', log_every_s=0)
+  # The attributor's estimators in a space: those asked that the space's store holds ('best':
+  # among the space's manifold estimators).
+  att = lambda sname: [n for n in (feats.names(sname) if attributor_estimators is None
+                                   else attributor_estimators)
+                       if n in feats.names(sname) or (n == BEST and feats.names(sname) != [CONTROL])]
+  steps = sum(len(feats.names(s)) + len(feats.names(s) if kind == 'probe' else att(s))
+              for s in feats.stores for kind in classifiers)
+  prog = progress.Progress(steps + len(baselines), unit='steps', desc=f'Table 1 ({gm.name})',
+                           log_every_s=0)
   # Wall and process-CPU seconds per part (selection, each classifier, baselines).
   cost = {}
 
@@ -642,6 +651,7 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
     cost[part] = (w + time.time() - wall0, c + time.process_time() - cpu0)
 
   for sname in feats.stores:
+    names = feats.names(sname)
     read = lambda key, sname=sname: feats.artifacts(sname, key)
     for name in names:
       t0, c0 = time.time(), time.process_time()
@@ -662,7 +672,7 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
 
     fdr_cache = {}
     for kind in classifiers:
-      for name in (names if kind == 'probe' else att_names):
+      for name in (names if kind == 'probe' else att(sname)):
         t0, c0 = time.time(), time.process_time()
         accs, keys, l2s, pr = [], [], [], []
         for sp in splits:
@@ -782,17 +792,17 @@ def table2(src: Features, tgt: Features, splits, *, baselines=(),
   common, (rs, ys), (rt, yt) = _common_rows(src, tgt)
   dataset = f'{src.gm.name} -> {tgt.gm.name}'
   spaces = [s for s in src.stores if s in tgt.stores]
-  names = [n for n in src.estimators if n in tgt.estimators]
   rows = []
-  prog = progress.Progress(len(spaces) * len(names) * len(classifiers) + len(baselines),
-                           unit='steps', desc=f'Table 2 ({dataset})', log_every_s=0)
+  prog = progress.Progress(sum(len(src.names(s)) for s in spaces) * len(classifiers)
+                           + len(baselines), unit='steps', desc=f'Table 2 ({dataset})',
+                           log_every_s=0)
 
   def scored(make, x_src, x_tgt):
     accs = [metrics.accuracy(yt, fit_predict(make(s), x_src, ys, x_tgt, s)) for s in seeds]
     return accs, *metrics.mean_std(accs)
 
   for sname in spaces:
-    for name in names:
+    for name in [n for n in src.names(sname) if n in tgt.names(sname)]:
       key = src.keys(name)[0]
       a_src = src.artifacts(sname, key).take(rs)
       a_tgt = tgt.artifacts(sname, key).take(rt)
@@ -867,7 +877,7 @@ def split0_keys(feats: Features, choices: dict | None) -> dict:
   chose (`table1`'s choices), else the estimator's default candidate."""
   return {(s, n): (choices[(s, n, 0)].key if choices and (s, n, 0) in choices
                    else feats.keys(n)[0])
-          for s in feats.stores for n in feats.estimators}
+          for s in feats.stores for n in feats.names(s)}
 
 
 def table3(feats: Features, *, choices: dict | None = None, pca_dim: int = 32,

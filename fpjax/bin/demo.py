@@ -5,7 +5,8 @@ Builds or reuses OUT/zoo (quick preset on mnist5k; --zoo=DIR evaluates another z
 it is) and the two Table 2 zoos, computes or reuses their artifact stores
 OUT/artifacts/<zoo>/<space>/<estimators> (fpjax.compute_artifacts), prints the tables and writes
 OUT/report.md, OUT/tables.md, OUT/tables.json and OUT/figures/. Every estimator runs with the
-probe, the attributor on the probe's choice ('best') and the input control (--attributor_estimators).
+probe in RGB and SL (--estimator_spaces; nn and the input control in the other spaces), the
+attributor on the probe's choice ('best') and the input control (--attributor_estimators).
 """
 import sys
 
@@ -19,6 +20,7 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/fpjax_demo',
                                'here and reused).')
 _SPLITS = fpjax_flags.splits_flag(3)
 _ESTIMATORS = fpjax_flags.estimators_flag(['all'])
+_ESTIMATOR_SPACES = fpjax_flags.estimator_spaces_flag(analysis.DEMO_CONFIG['estimator_spaces'])
 _ATTRIBUTOR_ESTIMATORS = flags.DEFINE_list(
     'attributor_estimators', list(analysis.DEMO_CONFIG['attributor_estimators']),
     "Estimators the attributor runs on: 'all' (every one and the input control) or names among "
@@ -59,6 +61,7 @@ def main(argv):
     analysis.run_demo(
         _WORKDIR.value, preset=_PRESET.value, real=_REAL.value, cross_preset=_CROSS_PRESET.value,
         splits=_SPLITS.value, estimators=_ESTIMATORS.value,
+        estimator_spaces=_ESTIMATOR_SPACES.value,
         attributor_estimators=(None if _ATTRIBUTOR_ESTIMATORS.value == ['all'] else
                                _ATTRIBUTOR_ESTIMATORS.value),
         cross_reals=('mnist5k_0to4', 'mnist5k_5to9') if _CROSS.value else (),

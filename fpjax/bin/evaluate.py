@@ -1,7 +1,7 @@
 r"""The paper's evaluation on one GM dataset: Tables 1-3, open set, intervals, figures, report.md.
 
 python -m fpjax.bin.evaluate --gm=DIR --workdir=OUT [--real=mnist5k] [--spaces=rgb,freq,dct,sl,ssl]
-    [--estimators=nn|all|nn,knn_mean,...] [--splits=3] [--baselines=all]
+    [--estimators=nn|all|nn,knn_mean,...] [--estimator_spaces=rgb,sl] [--splits=3] [--baselines=all]
     [--classifiers=probe,attributor] [--cross=TRAIN_GM:TEST_GM,...]
 
 The artifacts are read from OUT/artifacts/<gm>/<space>/<estimators>, the stores
@@ -27,6 +27,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (tables, figures,
                                required=True)
 _SPACES = flags.DEFINE_list('spaces', list(analysis.MANIFPT_SPACES), 'ManiFPT spaces.')
 _ESTIMATORS = fpjax_flags.estimators_flag(['nn'])
+_ESTIMATOR_SPACES = fpjax_flags.estimator_spaces_flag(None)
 _ATTRIBUTOR_ESTIMATORS = flags.DEFINE_list(
     'attributor_estimators', ['all'], "Estimators the attributor runs on: 'all' (every one of "
     "--estimators and the input control) or names among them, 'input' and 'best' (per split, "
@@ -62,7 +63,7 @@ def main(argv):
   try:
     analysis.evaluate(
         _GM.value, _REAL.value, _WORKDIR.value, spaces=_SPACES.value, splits=_SPLITS.value,
-        estimators=_ESTIMATORS.value,
+        estimators=_ESTIMATORS.value, estimator_spaces=_ESTIMATOR_SPACES.value,
         attributor_estimators=attributor_estimators_arg(_ATTRIBUTOR_ESTIMATORS.value),
         baselines=analysis.baselines_arg(_BASELINES.value), classifiers=_CLASSIFIERS.value,
         cross=[p.split(':', 1) for p in _CROSS.value], shots=_SHOTS.value, cfg=cfg,

@@ -89,6 +89,14 @@ def estimators_flag(default):
       "validation split); the input control (the classifier on φ(x) itself) is always added.")
 
 
+def estimator_spaces_flag(default):
+  """--estimator_spaces: the spaces --estimators run in (the others: nn and the control)."""
+  return flags.DEFINE_list(
+      "estimator_spaces", None if default is None else list(default),
+      "Spaces where --estimators run; the other spaces run nn and the input control (default: "
+      + ("every space" if default is None else ",".join(default)) + ").")
+
+
 def initialize() -> None:
   """Starts jax.distributed from the flags (or auto-detection); call first in main()."""
   if NUM_PROCESSES.value is not None and NUM_PROCESSES.value > 1:
