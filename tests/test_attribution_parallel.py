@@ -1,4 +1,5 @@
-"""Probe and attributor give the same predictions on 1 and on 4 (simulated CPU) devices.
+"""Probe and attributor (ResNet on pixels, MLP on spectra) give the same predictions on 1 and
+on 4 (simulated CPU) devices.
 
 Each device count runs in its own process: the CPU device count must be set before any
 JAX operation. The 4-device run also takes the scanned path (3 steps per dispatch, batches
@@ -28,8 +29,12 @@ SCRIPT = textwrap.dedent('''
     img[y == 2, :, ::2] -= 1.0
     att = Attributor(widths=(4, 8, 8), epochs=3, milestones=(2,), batch_size=32)
     att.fit(img[:128], y[:128])
+    spec = Attributor(space='freq', hidden=(16,), epochs=3, milestones=(2,), batch_size=32)
+    spec.fit(img[:128], y[:128])
+    assert spec.arch_ == 'mlp'
     np.savez(sys.argv[2], probe_pred=probe.predict(x[128:]), probe_p=probe.predict_proba(x[128:]),
              att_pred=att.predict(img[128:]), att_p=att.predict_proba(img[128:]),
+             spec_pred=spec.predict(img[128:]), spec_p=spec.predict_proba(img[128:]),
              steps=probe.history_['steps'])
 ''')
 
@@ -53,3 +58,5 @@ def test_one_vs_four_devices(tmp_path):
   np.testing.assert_allclose(one['probe_p'], four['probe_p'], atol=1e-4)
   np.testing.assert_array_equal(one['att_pred'], four['att_pred'])
   np.testing.assert_allclose(one['att_p'], four['att_p'], atol=1e-3)
+  np.testing.assert_array_equal(one['spec_pred'], four['spec_pred'])
+  np.testing.assert_allclose(one['spec_p'], four['spec_p'], atol=1e-3)
