@@ -4,10 +4,11 @@ same tables.json.
 The GM dataset is a small zoo-shaped folder (zoo.json with design-knob tags, images/<model>/
 *.png: 8x8 'digits' images, each model adding its own faint pattern), written here once: the
 zoo is the input (its own training is checked for determinism in test_zoo.py). Each process
-recomputes everything else from scratch: the artifact stores, the SL encoder, the probe, the
-attributor, two baselines (linear, CNN), Table 3's PCA + k-means and the open set. Everything but
-the timing fields (report.TIMING_FIELDS in rows, 'timings') must be identical, and so must the
-stored artifacts. Checked on XLA:CPU; see the README for other backends.
+recomputes everything else from scratch: the artifact stores (nn, knn_mean's candidates, the
+input control), the SL encoder, the probe and its inner-validation choices, the attributor, two
+baselines (linear, CNN), Table 3's PCA + k-means and the open set. Everything but
+the timing fields (report.TIMING_FIELDS wherever they sit, 'timings') must be identical, and so
+must the stored artifacts of every estimator. Checked on XLA:CPU; see the README for other backends.
 """
 import json
 import os
@@ -22,9 +23,11 @@ from fpjax import data
 from fpjax.analysis import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The tiny demo configuration (tests/test_demo.py), one seed.
-FLAGS = ['--spaces=rgb,sl', '--seeds=1', '--baselines=Durall20,Marra18',
-         '--classifiers=probe,attributor', '--attributor_epochs=2', '--encoder_steps=10']
+# The tiny demo configuration (tests/test_demo.py), one split, two estimators (knn_mean's
+# candidates chosen on the inner validation split) and the input control.
+FLAGS = ['--spaces=rgb,sl', '--splits=1', '--estimators=nn,knn_mean', '--attributor_estimators=nn',
+         '--baselines=Durall20,Marra18', '--classifiers=probe,attributor', '--attributor_epochs=2',
+         '--encoder_steps=10']
 TAGS = [dict(family='gan', upsampling='nearest', loss='hinge'),
         dict(family='gan', upsampling='transposed', loss='hinge'),
         dict(family='vae', upsampling='nearest', loss='elbo'),
@@ -58,9 +61,15 @@ def _evaluate(gm, workdir):
     return json.load(f)
 
 
-def _without_timings(tables):
-  rows = [{k: v for k, v in r.items() if k not in report.TIMING_FIELDS} for r in tables['rows']]
-  return dict({k: v for k, v in tables.items() if k != 'timings'}, rows=rows)
+def _without_timings(obj):
+  """tables.json without 'timings' and without every report.TIMING_FIELDS key, wherever it
+  sits (rows, and config entries such as the selection's per-choice seconds)."""
+  if isinstance(obj, dict):
+    return {k: _without_timings(v) for k, v in obj.items()
+            if k not in report.TIMING_FIELDS and k != 'timings'}
+  if isinstance(obj, list):
+    return [_without_timings(v) for v in obj]
+  return obj
 
 
 def test_two_fresh_processes_write_identical_tables(tmp_path):
@@ -68,12 +77,19 @@ def test_two_fresh_processes_write_identical_tables(tmp_path):
   _tiny_zoo(str(gm))
   a, b = tmp_path / 'a', tmp_path / 'b'
   first, second = _evaluate(gm, a), _evaluate(gm, b)
-  assert {r['table'] for r in first['rows']} == {'1', '3', 'openset'}
-  assert len([r for r in first['rows'] if r['table'] == '1']) == 2 * 2 + 2
+  assert {'1', '3', 'openset'} <= {r['table'] for r in first['rows']}
+  t1 = [r for r in first['rows'] if r['table'] == '1']
+  mani = {(r['space'], r['estimator'], r['classifier']) for r in t1 if r['space']}
+  assert mani == {(s, e, c) for s in ('rgb', 'sl') for e, c in [
+      ('nn', 'probe'), ('knn_mean', 'probe'), ('input', 'probe'), ('nn', 'attributor')]}
+  assert len(t1) == len(mani) + 2
   assert first['timings'] and all(r['seconds'] is not None for r in first['rows']
                                   if r['table'] == '1')
   assert _without_timings(first) == _without_timings(second)
   for space in ('rgb', 'sl-digits-steps10-seed0'):
-    stores = [artifact_io.ArtifactStore.open(d / 'artifacts' / 'zoo-tiny-digits' / space)
-              for d in (a, b)]
-    np.testing.assert_array_equal(np.asarray(stores[0].artifact), np.asarray(stores[1].artifact))
+    stores = [artifact_io.ArtifactStore.open(d / 'artifacts' / 'zoo-tiny-digits' / space /
+                                             'nn+knn_mean+input') for d in (a, b)]
+    assert stores[0].estimators == ['nn', 'knn_mean-k10', 'knn_mean-k5', 'knn_mean-k20', 'input']
+    for key in stores[0].estimators:
+      np.testing.assert_array_equal(np.asarray(stores[0].artifacts(key)),
+                                    np.asarray(stores[1].artifacts(key)), err_msg=key)
