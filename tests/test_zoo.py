@@ -43,11 +43,24 @@ def test_zoo_output_format(tiny_zoo):
   with open(os.path.join(workdir, 'zoo.json')) as f:
     assert json.load(f) == meta
   assert meta['real'] == 'digits' and meta['preset'] == 'tiny' and meta['image_shape'] == [8, 8, 1]
+  ref = meta['reference']
+  assert set(ref) == {'real_test', 'noise', 'num_test', 'classifier', 'sl_encoder'}
+  for kind in ('real_test', 'noise'):
+    assert set(ref[kind]) == {'distance_ratio', 'recognisable', 'frechet_distance', 'diversity'}
+  assert ref['noise']['distance_ratio'] == 1.0
+  assert ref['real_test']['distance_ratio'] < 0.6
+  assert ref['real_test']['frechet_distance'] < ref['noise']['frechet_distance']
   assert {m['family'] for m in meta['models']} == set(recipes.FAMILIES)
   for m in meta['models']:
     assert set(m['tags']) == TAG_KEYS and m['tags']['family'] == m['family']
-    assert set(m['quality']) == {'sample_to_manifold', 'real_test_to_manifold',
-                                 'noise_to_manifold', 'diversity'}
+    q = m['quality']
+    assert set(q) == {'sample_to_manifold', 'real_test_to_manifold', 'noise_to_manifold',
+                      'distance_ratio', 'recognisable', 'recognisable_vs_real',
+                      'frechet_distance', 'diversity'}
+    assert q['distance_ratio'] == pytest.approx(q['sample_to_manifold'] / q['noise_to_manifold'])
+    assert 0 <= q['recognisable'] <= 1 and q['frechet_distance'] >= 0
+    assert q['recognisable_vs_real'] == pytest.approx(
+        q['recognisable'] / meta['reference']['real_test']['recognisable'])
     assert np.isfinite(m['final_loss']) and m['steps'] > 0 and m['num_samples'] == 32
     files = sorted(os.listdir(os.path.join(workdir, 'images', m['name'])))
     assert len(files) == 32 and files[0] == '000000.png'
@@ -55,6 +68,68 @@ def test_zoo_output_format(tiny_zoo):
   images, meta2 = zoo.load_zoo(workdir)
   assert meta2 == meta and images.images.shape == (4 * 32, 8, 8, 1)
   assert images.class_names == [m['name'] for m in meta['models']]
+
+
+def test_digit_classifier_rejects_noise_and_recognises_real_digits(tiny_zoo):
+  _, meta = tiny_zoo
+  ref = meta['reference']
+  # Calibrated on non-digits: uniform noise (another seed than its training noise) is not a digit.
+  assert ref['noise']['recognisable'] <= 0.02, ref
+  assert ref['real_test']['recognisable'] >= 0.8, ref
+  assert ref['classifier']['test_accuracy'] >= 0.9, ref
+  assert ref['classifier']['temperature'] > 0
+
+
+def test_non_digits_are_not_recognisable(tiny_zoo):
+  workdir, _ = tiny_zoo
+  real = load_real('digits')
+  clf = quality.load_digit_classifier(os.path.join(workdir, 'reference', 'digit_classifier'))
+  neg = quality.non_digits(real.test_images, real.test_labels, 200, seed=11)
+  assert neg.shape == (200, 8, 8, 1) and neg.dtype == np.uint8
+  # Mostly rejected (the blends of two digits are the hardest); real digits mostly kept.
+  assert np.mean(clf.recognisable(neg)) <= 0.15
+  assert np.mean(clf.recognisable(real.test_images)) >= 0.8
+
+
+def test_quality_reference_is_deterministic_and_cached(tiny_zoo, tmp_path):
+  workdir, meta = tiny_zoo
+  p = recipes.PRESETS['tiny']
+  kw = dict(seed=0, classifier_steps=p.classifier_steps, encoder_steps=p.encoder_steps,
+            num_samples=meta['num_samples'])
+  fresh = quality.QualityReference(load_real('digits'), str(tmp_path), **kw)
+  assert fresh.summary == meta['reference']  # retrained from scratch: the same numbers
+  stamp = tmp_path / 'digit_classifier' / 'zoo_config.json'
+  before = stamp.stat().st_mtime_ns
+  again = quality.QualityReference(load_real('digits'), str(tmp_path), **kw)
+  assert again.summary == fresh.summary and stamp.stat().st_mtime_ns == before  # reused
+
+
+def _closed_form_fd_diagonal(mu1, var1, mu2, var2):
+  return np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
+
+
+def test_frechet_distance_closed_form():
+  rng = np.random.default_rng(0)
+  mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+  var1, var2 = rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
+  np.testing.assert_allclose(quality.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)),
+                             _closed_form_fd_diagonal(mu1, var1, mu2, var2), rtol=1e-10)
+  # Non-commuting covariances against an independent float64 form: tr((C1 C2)^1/2) is the sum
+  # of square roots of the eigenvalues of the symmetric C1^1/2 C2 C1^1/2.
+  a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+  c1, c2 = a @ a.T + 0.1 * np.eye(6), b @ b.T + 0.1 * np.eye(6)
+  w, v = np.linalg.eigh(c1)
+  s1 = (v * np.sqrt(w)) @ v.T
+  tr_sqrt = np.sum(np.sqrt(np.linalg.eigvalsh(s1 @ c2 @ s1)))
+  want = np.trace(c1) + np.trace(c2) - 2 * tr_sqrt
+  np.testing.assert_allclose(quality.frechet_distance(np.zeros(6), c1, np.zeros(6), c2), want,
+                             rtol=1e-8)
+  assert quality.frechet_distance(mu1, np.diag(var1), mu1, np.diag(var1)) == pytest.approx(0, abs=1e-9)
+  # gaussian_stats: float64 mean and unbiased covariance.
+  f = rng.normal(size=(50, 4)).astype(np.float32)
+  mu, cov = quality.gaussian_stats(f)
+  np.testing.assert_allclose(mu, f.astype(np.float64).mean(0))
+  np.testing.assert_allclose(cov, np.cov(f.astype(np.float64).T))
 
 
 def test_zoo_rebuild_is_a_noop_and_config_is_checked(tiny_zoo):

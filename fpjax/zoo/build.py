@@ -5,10 +5,15 @@ On disk (build_zoo is a single-process job):
   WORKDIR/grids/<model>.png            8x8 grid of the first 64 samples
   WORKDIR/checkpoints/<model>/         orbax checkpoints (resume an interrupted build)
   WORKDIR/models/<model>.json          the model's zoo.json entry, written once it is complete
+  WORKDIR/reference/                   the digit classifier and SL encoder that score realism
+                                       (fpjax.zoo.quality), trained once and reused on resume
+  WORKDIR/build.json                   the build's config, written first: a workdir holds one zoo
   WORKDIR/zoo.json                     written last (atomic rename): its presence = complete zoo
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -52,9 +57,28 @@ def _write_images(folder: str, images: np.ndarray) -> None:
   os.replace(tmp, folder)
 
 
-def _config(preset: str, real: str, seed: int, num_samples: int, image_shape) -> dict:
-  return {'real': real, 'preset': preset, 'seed': seed, 'num_samples': num_samples,
-          'image_shape': list(image_shape)}
+def _config(preset: recipes_lib.Preset, real: str, seed: int, num_samples: int,
+            image_shape) -> dict:
+  # The recipe hash changes whenever the preset's sizes or its recipes do, so a workdir trained
+  # under an older definition is never resumed or reused as if it were this zoo.
+  spec = json.dumps([dataclasses.asdict(preset),
+                     [dataclasses.asdict(r) for r in recipes_lib.recipes_for(preset)]],
+                    sort_keys=True, default=str)
+  return {'real': real, 'preset': preset.name, 'seed': seed, 'num_samples': num_samples,
+          'image_shape': list(image_shape),
+          'recipe_hash': hashlib.sha256(spec.encode()).hexdigest()[:16]}
+
+
+def _check_config(path: str, config: dict) -> dict | None:
+  """The JSON at path (None if absent); raises if it was written for another zoo."""
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    held = json.load(f)
+  if {k: held.get(k) for k in config} != config:
+    raise ValueError(f'{path} holds a zoo built with {({k: held.get(k) for k in config})}, '
+                     f'not {config}; use another workdir.')
+  return held
 
 
 def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: int = 0,
@@ -72,23 +96,32 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
   n = p.num_samples if num_samples is None else int(num_samples)
   if n < 1:
     raise ValueError(f'num_samples must be >= 1, got {n}.')
-  config = _config(preset, real, seed, n, data.image_shape)
+  config = _config(p, real, seed, n, data.image_shape)
   zoo_path = os.path.join(workdir, ZOO_JSON)
-  if os.path.exists(zoo_path):
-    with open(zoo_path, encoding='utf-8') as f:
-      zoo = json.load(f)
-    if {k: zoo.get(k) for k in config} != config:
-      raise ValueError(f'{zoo_path} holds a zoo built with {({k: zoo.get(k) for k in config})}, '
-                       f'not {config}; use another workdir.')
+  zoo = _check_config(zoo_path, config)
+  if zoo is not None:
     logging.info('build_zoo: %s is complete; nothing to do.', zoo_path)
     return zoo
+  build_path = os.path.join(workdir, 'build.json')
+  if _check_config(build_path, config) is None:
+    os.makedirs(workdir, exist_ok=True)
+    artifact_io.save_json(build_path, config, sort_keys=False)
 
   os.makedirs(os.path.join(workdir, 'models'), exist_ok=True)
   os.makedirs(os.path.join(workdir, 'grids'), exist_ok=True)
   os.makedirs(os.path.join(workdir, 'images'), exist_ok=True)
+  reference = None
+
+  def get_reference() -> quality_lib.QualityReference:
+    nonlocal reference
+    if reference is None:
+      reference = quality_lib.QualityReference(
+          data, os.path.join(workdir, 'reference'), seed=seed,
+          classifier_steps=p.classifier_steps, encoder_steps=p.encoder_steps, num_samples=n)
+    return reference
+
   recipes = recipes_lib.recipes_for(p)
   trained = {}  # training_name -> (modules, steps, final_loss), for recipes sharing a network
-  reference = None
   total_steps = sum(p.steps[r.family] for r in recipes if r.shares_training_with is None)
   bar = tqdm.tqdm(total=total_steps, desc=f'zoo {preset}/{real}', unit='step',
                   disable=not progress, smoothing=0.1)
@@ -117,19 +150,18 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
     samples = train_lib.sample(r, p, modules, n, model_seed + 1, data.image_shape)
     _write_images(os.path.join(workdir, 'images', r.name), samples)
     save_grid(os.path.join(workdir, 'grids', f'{r.name}.png'), samples)
-    if reference is None:
-      reference = quality_lib.QualityReference(data.train_images, data.test_images, seed)
     entry = {'name': r.name, 'family': r.family, 'tags': r.tags, 'seed': model_seed,
              'steps': steps, 'final_loss': final_loss, 'num_samples': n,
-             'quality': reference(samples), 'config': config,
+             'quality': get_reference()(samples), 'config': config,
              'train_seconds': round(t1 - t0, 2), 'sample_seconds': round(time.time() - t1, 2)}
     artifact_io.save_json(entry_path, entry, sort_keys=False)
     entries.append(entry)
     q = entry['quality']
-    logging.info('zoo: %s loss %.4f, to-manifold %.3f (real %.3f, noise %.3f), diversity %.2f, '
-                 'train %.1fs sample %.1fs', r.name, final_loss, q['sample_to_manifold'],
-                 q['real_test_to_manifold'], q['noise_to_manifold'], q['diversity'],
-                 t1 - t0, time.time() - t1)
+    logging.info('zoo: %s loss %.4f, distance ratio %.3f (real %.3f), recognisable %.3f '
+                 '(%.2f of real), FD %.2f, diversity %.2f, train %.1fs sample %.1fs', r.name,
+                 final_loss, q['distance_ratio'], q['real_test_to_manifold'] / q['noise_to_manifold'],
+                 q['recognisable'], q['recognisable_vs_real'], q['frechet_distance'],
+                 q['diversity'], t1 - t0, time.time() - t1)
   bar.close()
   models = []
   for e in entries:
@@ -137,8 +169,7 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
     for k in ('config', 'train_seconds', 'sample_seconds'):
       e.pop(k, None)  # timings vary run to run; zoo.json must not
     models.append(e)
-  zoo = {'real': real, 'preset': preset, 'seed': seed, 'num_samples': n,
-         'image_shape': list(data.image_shape), 'models': models}
+  zoo = {**config, 'reference': get_reference().summary, 'models': models}
   artifact_io.save_json(zoo_path, zoo, sort_keys=False)
   logging.info('build_zoo: %d models in %.1fs -> %s', len(models), time.time() - t_start, zoo_path)
   return zoo

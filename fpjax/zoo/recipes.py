@@ -86,6 +86,10 @@ class Preset:
   ancestral_steps: int = 50         # respaced DDPM sampler steps
   ddim_steps: int = 20
   diffusion_timesteps: int = 1000
+  ema_decay: dict = dataclasses.field(default_factory=dict)  # family -> EMA decay of the sampled net
+  lr: dict = dataclasses.field(default_factory=dict)         # family -> learning rate override
+  classifier_steps: int = 800       # the realism references (fpjax.zoo.quality.QualityReference)
+  encoder_steps: int = 250
 
 
 PRESETS = {
@@ -93,23 +97,31 @@ PRESETS = {
                                     'flow_glow_actnorm_relu', 'ddpm_nearest_gn_silu_ancestral'),
                    steps={'gan': 300, 'vae': 300, 'flow': 100, 'diffusion': 200},
                    width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8},
-                   num_samples=32, chunk=100, ancestral_steps=10, ddim_steps=10),
+                   num_samples=32, chunk=100, ancestral_steps=10, ddim_steps=10,
+                   classifier_steps=300, encoder_steps=100),
     # The two extra zoos of the demo's cross-dataset table (Table 2): no DDPM, short training;
     # two GANs that differ only in architecture keep the table about design, not family.
     'cross': Preset('cross', recipes=('gan_tconv_bn_relu_ns', 'gan_nearest_bn_relu_hinge_sn',
                                       'vae_tconv_bn_relu', 'flow_glow_actnorm_relu'),
                     steps={'gan': 300, 'vae': 300, 'flow': 100, 'diffusion': 0},
                     width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8},
-                    num_samples=100, chunk=100),
+                    num_samples=100, chunk=100, classifier_steps=400),
+    # Sized for about 10 minutes on 2 CPU cores. EMA weights are what the GANs and DDPMs sample
+    # with; the DDIM sampler takes as many steps as the ancestral one.
     'quick': Preset('quick', recipes=None,
-                    steps={'gan': 600, 'vae': 400, 'flow': 1600, 'diffusion': 600},
-                    width={'gan': 8, 'vae': 8, 'flow': 64, 'diffusion': 8},
-                    batch_size=32, num_samples=200, chunk=200, flow_steps_per_scale=3),
+                    steps={'gan': 800, 'vae': 1200, 'flow': 1000, 'diffusion': 1500},
+                    width={'gan': 12, 'vae': 16, 'flow': 64, 'diffusion': 8},
+                    batch_size=32, num_samples=200, chunk=100, flow_steps_per_scale=3,
+                    ddim_steps=50, ema_decay={'gan': 0.99, 'diffusion': 0.995},
+                    classifier_steps=600),
+    # For an accelerator: wide nets trained long (unmeasured on CPU; see the README).
     'full': Preset('full', recipes=None,
-                   steps={'gan': 6000, 'vae': 4000, 'flow': 6000, 'diffusion': 10000},
-                   width={'gan': 32, 'vae': 32, 'flow': 64, 'diffusion': 32},
-                   batch_size=128, num_samples=1000, chunk=500, flow_steps_per_scale=4,
-                   ancestral_steps=250, ddim_steps=50),
+                   steps={'gan': 10000, 'vae': 10000, 'flow': 10000, 'diffusion': 30000},
+                   width={'gan': 64, 'vae': 64, 'flow': 128, 'diffusion': 64},
+                   batch_size=128, num_samples=1000, chunk=1000, flow_steps_per_scale=4,
+                   ancestral_steps=250, ddim_steps=100,
+                   ema_decay={'gan': 0.999, 'diffusion': 0.9995},
+                   classifier_steps=3000, encoder_steps=2000),
 }
 
 

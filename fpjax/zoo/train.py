@@ -51,18 +51,22 @@ def build_modules(recipe: Recipe, preset: Preset, image_shape, seed: int) -> dic
   raise ValueError(f'recipe {recipe.name}: unknown family {recipe.family!r}.')
 
 
+LEARNING_RATES = {'gan': 5e-4, 'vae': 2e-3, 'flow': 3e-3, 'diffusion': 2e-3}
+
+
 def _optimizers(recipe: Recipe, preset: Preset) -> dict:
+  lr = preset.lr.get(recipe.family, LEARNING_RATES[recipe.family])
   if recipe.family == 'gan':
     b2 = 0.9 if recipe.loss == 'wgan_gp' else 0.999
-    return {'g': optax.adam(5e-4, b1=0.5, b2=b2), 'd': optax.adam(5e-4, b1=0.5, b2=b2)}
+    return {'g': optax.adam(lr, b1=0.5, b2=b2), 'd': optax.adam(lr, b1=0.5, b2=b2)}
   if recipe.family == 'vae':
-    return {'vae': optax.adam(2e-3)}
+    return {'vae': optax.adam(lr)}
   if recipe.family == 'flow':
     # Warm-up then cosine decay: short flow trainings end far better annealed than at a fixed rate.
     total = max(preset.steps['flow'], 1)
-    lr = optax.warmup_cosine_decay_schedule(0.0, 3e-3, max(total // 20, 1), total)
+    lr = optax.warmup_cosine_decay_schedule(0.0, lr, max(total // 20, 1), total)
     return {'flow': optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr))}
-  return {'unet': optax.chain(optax.clip_by_global_norm(1.0), optax.adam(2e-3))}
+  return {'unet': optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))}
 
 
 def ddpm_schedule(timesteps: int):
@@ -195,16 +199,35 @@ def _checkpoint_manager(directory: str) -> ocp.CheckpointManager:
       options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False))
 
 
-def _train_loop(step: Callable, per_dispatch: int | None) -> training.StepLoop:
-  """StepLoop over step indices i: step s of training uses fold_in(key, s) (drawn on device)."""
-  return training.StepLoop(lambda state, i, key, data: step(state, jax.random.fold_in(key, i), data),
-                           per_dispatch=per_dispatch)
+# The module each family samples with (its weights are averaged when the preset asks for EMA).
+SAMPLED = {'gan': 'g', 'vae': 'vae', 'flow': 'flow', 'diffusion': 'unet'}
+
+
+def _train_loop(step: Callable, per_dispatch: int | None, ema_decay: float,
+                sampled: str) -> training.StepLoop:
+  """StepLoop over step indices i: step s of training uses fold_in(key, s) (drawn on device).
+
+  With ema_decay > 0 it also keeps an exponential moving average of the sampled module's
+  parameters, decay min(ema_decay, (1 + s) / (10 + s)) at step s (the warm-up lets a short
+  training forget its random initialisation).
+  """
+  def run(state, i, key, data):
+    state, loss = step(state, jax.random.fold_in(key, i), data)
+    if ema_decay:
+      d = jnp.minimum(ema_decay, (1.0 + i) / (10.0 + i))
+      state['ema'] = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state['ema'],
+                                  state['params'][sampled])
+    return state, loss
+  return training.StepLoop(run, per_dispatch=per_dispatch)
 
 
 def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ckpt_dir: str,
           progress: Callable[[int], None] | None = None,
           per_dispatch: int | None = None) -> tuple[dict, int, float]:
   """Trains (or resumes) one recipe; returns (modules, steps, final_loss).
+
+  The sampled module (SAMPLED) carries the EMA of its parameters when the preset's ema_decay
+  for the family is > 0.
 
   per_dispatch: steps per call from Python (default training.steps_per_dispatch(): 1 on the
   CPU, a scan of many on GPU/TPU); any value gives the same result up to float rounding.
@@ -225,6 +248,10 @@ def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ck
     gdefs[k], params[k], rest[k] = _split(m)
   state = {'params': params, 'rest': rest,
            'opt': {k: txs[k].init(params[k]) for k in modules}}
+  ema_decay = preset.ema_decay.get(recipe.family, 0.0)
+  sampled = SAMPLED[recipe.family]
+  if ema_decay:
+    state['ema'] = jax.tree.map(jnp.copy, params[sampled])
   leaves, treedef = jax.tree.flatten(state)
   total = preset.steps[recipe.family]
   chunk = min(preset.chunk, total)
@@ -243,7 +270,7 @@ def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ck
     start, chunk_losses = int(restored['meta']['step']), list(restored['meta']['chunk_losses'])
     logging.info('zoo: %s resumes from step %d', recipe.training_name, start)
 
-  loop = _train_loop(make_step(recipe, preset, gdefs, txs), per_dispatch)
+  loop = _train_loop(make_step(recipe, preset, gdefs, txs), per_dispatch, ema_decay, sampled)
   key = jax.random.key(seed)
   data = jnp.asarray(real_images, jnp.float32) / 255.0
   for s in range(start, total, chunk):
@@ -262,7 +289,8 @@ def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ck
   mngr.wait_until_finished()
   mngr.close()
   for k in modules:
-    nnx.update(modules[k], state['params'][k], state['rest'][k])
+    nnx.update(modules[k], state['ema'] if ema_decay and k == sampled else state['params'][k],
+               state['rest'][k])
   return modules, total, chunk_losses[-1]
 
 
