@@ -211,6 +211,17 @@ def test_training_is_deterministic_and_resumes(tmp_path):
   assert not np.array_equal(s1, train.sample(r, p, m1, 16, 6, real.image_shape))
 
 
+def test_workdir_of_another_zoo_is_refused(tmp_path):
+  # A workdir whose build.json was written under another preset definition (recipe_hash) is
+  # never resumed: its checkpoints would be of other networks.
+  with open(tmp_path / 'build.json', 'w') as f:
+    json.dump({'real': 'digits', 'preset': 'tiny', 'seed': 0, 'num_samples': 32,
+               'image_shape': [8, 8, 1], 'recipe_hash': 'older-definition'}, f)
+  with pytest.raises(ValueError, match='another workdir'):
+    zoo.build_zoo(str(tmp_path), preset='tiny', real='digits', seed=0, progress=False)
+  assert sorted(os.listdir(tmp_path)) == ['build.json']  # nothing trained or written
+
+
 def test_unknown_preset():
   with pytest.raises(ValueError, match='unknown preset'):
     zoo.build_zoo('/nonexistent', preset='huge')
