@@ -2,6 +2,11 @@
 
 The reference for `reconstruct` is a float64 numpy forward pass of the saved parameters.
 """
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -119,3 +124,41 @@ def test_reconstruct_uses_highest_precision(model):
   assert count_ops(model.reconstruct, x) >= 4  # not vacuous: four dense layers
   # Inside a caller's jit too (the artifact job may fuse it into its own program).
   assert default_precision_ops(jax.jit(lambda a: a - model.reconstruct(a)), x) == []
+
+
+def test_scanned_steps_match_the_python_loop():
+  # GPUs and TPUs run many steps per dispatch in a lax.scan, the CPU one jitted step at a time:
+  # the same batches in the same order, so the same model up to float rounding.
+  bank = np.random.default_rng(0).normal(size=(200, 12)).astype(np.float32)
+  one = autoencoder.train_manifold_autoencoder(bank, steps=7, per_dispatch=1, batch_size=32)
+  three = autoencoder.train_manifold_autoencoder(bank, steps=7, per_dispatch=3, batch_size=32)
+  np.testing.assert_allclose(np.asarray(three.reconstruct(bank)), np.asarray(one.reconstruct(bank)),
+                             rtol=1e-5, atol=1e-5)
+  assert one.config['final_loss'] == pytest.approx(three.config['final_loss'], rel=1e-5)
+
+
+ONE_VS_FOUR = textwrap.dedent('''
+    import sys
+    import jax
+    jax.config.update('jax_num_cpu_devices', int(sys.argv[1]))
+    import numpy as np
+    from fpjax.models import autoencoder
+    assert jax.device_count() == int(sys.argv[1])
+    bank = np.random.default_rng(0).normal(size=(256, 24)).astype(np.float32)
+    m = autoencoder.train_manifold_autoencoder(bank, steps=20, batch_size=64)
+    np.save(sys.argv[2], np.asarray(m.reconstruct(bank)))
+''')
+
+
+def test_one_vs_four_devices(tmp_path):
+  """The batch is split over the mesh: 4 simulated CPU devices train the same model as 1."""
+  out = {}
+  for n in (1, 4):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    env.pop('JAX_NUM_CPU_DEVICES', None)
+    env.pop('XLA_FLAGS', None)
+    path = tmp_path / f'r{n}.npy'
+    subprocess.run([sys.executable, '-c', ONE_VS_FOUR, str(n), str(path)], check=True, env=env,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
+    out[n] = np.load(path)
+  np.testing.assert_allclose(out[4], out[1], rtol=1e-4, atol=1e-4)
