@@ -32,12 +32,14 @@ returns once the full-space search is ready (placing the bank) and a background 
 the reduced search: queries projected meanwhile use the full-space search, and each later call
 uses the reduced search once it is complete (the choice is made at the start of a call, never
 inside one). Both searches return the same answers, so the switch changes speed only.
+(With several hosts the build stays in the constructor: every host must launch the same
+programs in the same order.)
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import contextlib
+import functools
 import math
 import threading
 from typing import NamedTuple
@@ -425,7 +427,10 @@ class Manifold:
     self._reduced = None
     self._reduction_thread = None
     sample = _reduction_sample(flat, search_dim)
-    if sample is not None:
+    if sample is not None and jax.process_count() > 1:
+      # Every host must launch the same programs in the same order: built here, in line.
+      self._reduced = _reduction(sample, self.mean, search_dim, self.placement)
+    elif sample is not None:
       self._reduction_thread = threading.Thread(
           target=self._build_reduction, args=(sample, search_dim), name="fpjax-reduced-search")
       self._reduction_thread.start()
