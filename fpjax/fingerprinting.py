@@ -14,9 +14,9 @@ Estimators: `estimators` takes keys ('knn_mean-k10'), names (a name stands for i
 `estimators.grid`: the candidates an evaluation chooses from) or Estimator objects. The
 search runs once per batch for all of them, and not at all when only 'input' and 'learned' are
 asked (k = 0: the store then has no distance/index fields). 'learned' trains its autoencoder on
-the bank's embeddings once per work directory (WORKDIR/autoencoder/; process 0 trains and saves
-it, every process then loads that folder, so all use the same parameters; a resumed run loads
-it, a fresh one (no checkpoint yet) trains it again).
+the bank's embeddings once per work directory (WORKDIR/autoencoder/; every process trains the
+same model deterministically and they save it together; a resumed run loads it, a fresh one
+(no checkpoint yet) trains it again).
 
 The job is three steps around the batch loop: `_restore` (open or resume the work directory),
 `_checkpoint` (make what is computed durable) and `_write_outputs` (fingerprints, index.json and
@@ -424,7 +424,7 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
                       image_shape=bank_images.shape[1:], device_bank_bytes=device_bank_bytes)
   logging.info("compute_artifacts: bank of %d real images in '%s' built in %.1f s", manifold.size,
                space, time.perf_counter() - t0)
-  autoencoder = _learned_autoencoder(workdir, bank, ests, local_mesh, fresh=meta is None)
+  autoencoder = _learned_autoencoder(workdir, bank, ests, fresh=meta is None)
   del bank
   n_dev = jax.device_count()
   batch = -(-batch_size // n_dev) * n_dev
@@ -450,30 +450,40 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   return dict(summary, workdir=workdir)
 
 
-def _learned_autoencoder(workdir: str, bank, ests, mesh, *, fresh: bool):
+def _learned_autoencoder(workdir: str, bank, ests, *, fresh: bool):
   """The 'learned' estimator's autoencoder (None when not asked), WORKDIR/autoencoder.
 
-  Process 0 trains it on the bank's embeddings (on its local devices) unless a resumed run
-  finds it saved, and saves it (to a temporary folder, renamed into place); then every process
-  loads that folder, so all use the very same parameters. A fresh run (no checkpoint) trains
-  again: a folder left there may come from another configuration.
+  Every process trains it on the bank's embeddings on one of its devices, with the same seed:
+  training is deterministic, so all hold the same model (bitwise on the CPU; to float rounding
+  on GPUs) whatever the number of processes. One device: a data-parallel step's gradient
+  all-reduce goes through the CPU collectives (gloo) in a multi-process run, where the
+  processes' separate local reductions hung; the model is small. Saving is a collective orbax
+  write (process 0 alone would wait for the others forever). They save it together to a temporary folder that process 0 renames into
+  place; a resumed run loads it instead of training. A fresh run (no checkpoint) trains again:
+  a folder left there may come from another configuration.
   """
   if not any(e.name == "learned" for e in ests):
     return None
   from fpjax.models import autoencoder as autoencoder_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "autoencoder")
-  if jax.process_index() == 0 and (fresh or not os.path.isdir(path)):
-    t0 = time.perf_counter()
-    model = autoencoder_lib.train_manifold_autoencoder(np.asarray(bank), seed=0, mesh=mesh)
-    tmp = os.path.join(workdir, ".tmp-autoencoder")
+  if not fresh and os.path.isdir(path):
+    return autoencoder_lib.load_manifold_autoencoder(path)
+  t0 = time.perf_counter()
+  mesh = parallel.make_mesh(devices=jax.local_devices()[:1])
+  model = autoencoder_lib.train_manifold_autoencoder(np.asarray(bank), seed=0, mesh=mesh)
+  tmp = os.path.join(workdir, ".tmp-autoencoder")
+  if jax.process_index() == 0:
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp)
+  _barrier("compute_artifacts autoencoder trained")
+  model.save(tmp)
+  _barrier("compute_artifacts autoencoder written")
+  if jax.process_index() == 0:
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
-    logging.info("compute_artifacts: trained the 'learned' autoencoder in %.1f s (%s)",
-                 time.perf_counter() - t0, path)
   _barrier("compute_artifacts autoencoder saved")
-  return autoencoder_lib.load_manifold_autoencoder(path)
+  logging.info("compute_artifacts: trained the 'learned' autoencoder in %.1f s (%s)",
+               time.perf_counter() - t0, path)
+  return model
 
 
 def _project(job: _Job, run: _RunState, local: dict, basis, distance_max):

@@ -80,3 +80,36 @@ def test_sigterm_exits_143_with_checkpoint(tmp_path):
   assert "rerun with the same --workdir" in err
   steps = os.listdir(out / "checkpoints")
   assert steps and not artifact_io.is_complete(str(out))  # resuming it: test_fingerprinting
+
+
+def test_two_processes_with_estimators_equal_one(tmp_path):
+  """Two processes (4 CPU devices each) with a search, a learned and the control estimator equal
+  one process: each trains the same autoencoder and they save it together; every estimator's
+  rows and statistics agree."""
+  from test_multihost import _cmd, _free_port
+  gm = tmp_path / "gm"
+  make_gm(gm, n=8)
+  est = ["--estimators=nn,knn_mean-k3,learned,input"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4")
+  single = subprocess.run(_cmd(gm, tmp_path / "one", *est), env=env, capture_output=True,
+                          text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _cmd(gm, tmp_path / "two", *est, f"--coordinator_address=localhost:{port}",
+           "--num_processes=2", f"--process_id={i}"), env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, o in zip(procs, outs):
+    assert p.returncode == 0, o[-3000:]
+  assert all("trained the 'learned' autoencoder" in o for o in outs)
+  assert os.path.isdir(tmp_path / "two" / "autoencoder")
+  one, two = (artifact_io.ArtifactStore.open(str(tmp_path / d)) for d in ("one", "two"))
+  assert one.estimators == two.estimators == ["nn", "knn_mean-k3", "learned", "input"]
+  np.testing.assert_array_equal(one.index, two.index)
+  for key in one.estimators:
+    np.testing.assert_allclose(np.asarray(one.artifacts(key)), np.asarray(two.artifacts(key)),
+                               atol=1e-5, err_msg=key)
+    s1, s2 = (artifact_io.load_array(s.stats_path_of(key)) for s in (one, two))
+    for f in s1:
+      np.testing.assert_allclose(s1[f], s2[f], rtol=1e-4, atol=1e-5, err_msg=f"{key} {f}")
