@@ -507,12 +507,14 @@ def split_config(splits) -> list:
 
 # ----------------------------------------------------------------------------- classifiers
 
-def _make_classifier(kind: str, cfg: dict):
+def _make_classifier(kind: str, cfg: dict, space: str | None = None):
+  """A fresh classifier; the attributor is told the embedding space (spectra get an MLP)."""
   from fpjax.attribution import Attributor
   if kind == 'probe':
     return _probe(cfg)
   if kind == 'attributor':
-    return Attributor(cfg.get('attributor_preset', 'quick'), **cfg.get('attributor', {}))
+    return Attributor(cfg.get('attributor_preset', 'quick'), space=space,
+                      **cfg.get('attributor', {}))
   raise UserInputError(f'unknown classifier {kind!r}; expected one of {CLASSIFIERS}')
 
 
@@ -678,7 +680,8 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
         for sp in splits:
           _, c = chosen(name, sp)
           x = read(c.key)
-          model = _probe(cfg, c.l2, c.epochs) if kind == 'probe' else _make_classifier(kind, cfg)
+          model = (_probe(cfg, c.l2, c.epochs) if kind == 'probe'
+                   else _make_classifier(kind, cfg, sname))
           pred = fit_predict(model, x.take(sp.train), labels[sp.train], x.take(sp.val), sp.seed)
           pr.append(pred)
           accs.append(metrics.accuracy(labels[sp.val], pred))
@@ -809,7 +812,8 @@ def table2(src: Features, tgt: Features, splits, *, baselines=(),
       fdr = streamed_fdr(a_tgt, yt, len(common))
       for kind in classifiers:
         t0 = time.time()
-        accs, mean, std = scored(lambda s, kind=kind: _make_classifier(kind, cfg), a_src, a_tgt)
+        accs, mean, std = scored(lambda s, kind=kind: _make_classifier(kind, cfg, sname), a_src,
+                                 a_tgt)
         row = make_row(table='2', method='ManiFPT', space=sname, estimator=name,
                        classifier=kind, dataset=dataset, accuracy_mean=mean, accuracy_std=std,
                        accuracies=accs, num_splits=len(seeds), fdr=fdr, num_train=len(rs),
