@@ -234,6 +234,18 @@ def _cached(path: str, config: dict, train, save, load):
 # ----------------------------------------------------------------------------- the reference
 
 
+class ManifoldDistance:
+  """images -> mean Euclidean distance (pixels in [0, 1], float64) of each image to its nearest
+  real train image, the projection on the real manifold (fpjax.Manifold, RGB space)."""
+
+  def __init__(self, train_images: np.ndarray):
+    self.manifold = Manifold.from_images(train_images, 'rgb')
+
+  def __call__(self, images: np.ndarray) -> float:
+    proj = self.manifold.project(images)
+    return float(np.mean(np.asarray(proj.distance)[:, 0], dtype=np.float64))
+
+
 class QualityReference:
   """The real reference of a zoo: manifold of the train digits, digit classifier, SL encoder,
   and the figures of held-out real digits and uniform noise. Trained models are cached in
@@ -243,7 +255,7 @@ class QualityReference:
                encoder_steps: int = 250, num_samples: int = 200, num_reference: int = 1000):
     train_x, train_y = real.train_images, real.train_labels
     test = real.test_images[:num_reference]
-    self.manifold = Manifold.from_images(train_x, 'rgb')
+    self.distance = ManifoldDistance(train_x)
     base = {'real': real.name, 'seed': seed}
     self.classifier = _cached(
         os.path.join(cache_dir, 'digit_classifier'), {**base, 'steps': classifier_steps},
@@ -284,10 +296,6 @@ class QualityReference:
         'sl_encoder': {'steps': encoder_steps, 'feature_dim': int(self.real_stats[0].shape[0])},
     }
     logging.info('zoo quality reference: %s', self.summary)
-
-  def distance(self, images: np.ndarray) -> float:
-    proj = self.manifold.project(images)
-    return float(np.mean(np.asarray(proj.distance)[:, 0], dtype=np.float64))
 
   def features(self, images: np.ndarray) -> np.ndarray:
     return np.asarray(self.encoder(images), np.float64)
