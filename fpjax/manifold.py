@@ -450,6 +450,14 @@ class Manifold:
   def _build_reduction(self, sample, search_dim):
     try:
       reduced = _reduction(sample, self.mean, search_dim, self.placement)
+      if reduced is not None and not self.placement.streamed:
+        # Compiled here for the default query batch (the XLA scan, the CPU's and the
+        # untuned configuration), so the first call after the switch does not wait for it.
+        sharding = NamedSharding(self.mesh, P(parallel.DATA, None))
+        q = jax.ShapeDtypeStruct((self._batch(None), self.dim), jnp.float32, sharding=sharding)
+        self._search_fn(PRECISIONS[self.precision], True).lower(
+            q, self.bank, self.mean, np.int32(0), np.int32(self.size),
+            self.placement.search_rows + tuple(reduced)).compile()
     except Exception as e:  # pylint: disable=broad-except
       # Speed only: the full-space search gives the same answers.
       logging.warning("fpjax: building the reduced search failed (%s: %s); the full-space "

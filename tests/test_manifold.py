@@ -206,6 +206,19 @@ def test_background_reduction_switch_keeps_answers(device_bank_bytes, mnist, mon
   assert used and not any(used) and m.stats["bfloat16"] == 0
   release.set()
   assert m.wait_for_reduction() and m.reduction_ready and m.basis.shape[1] < 784 // 2
+  if device_bank_bytes is None:  # the reduced kernel was compiled in the background too
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    q = jax.device_put(np.zeros((1024, 784), np.float32), NamedSharding(m.mesh, P("data", None)))
+    compiles = []
+    listener = lambda event, duration, **kw: compiles.append(event)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+      jax.block_until_ready(search_all(q, jnp.bfloat16, m._reduced))
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listener)
+    assert "/jax/core/compile/backend_compile_duration" not in compiles, compiles
   used.clear()
   after = m.project(query_images)
   assert used[0]
