@@ -7,6 +7,8 @@ import sys
 import textwrap
 import time
 
+import numpy as np
+
 from fpjax import artifact_io
 from test_fingerprinting import make_gm
 from test_fingerprinting import same_outputs
