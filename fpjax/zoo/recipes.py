@@ -106,8 +106,9 @@ PRESETS = {
                     steps={'gan': 300, 'vae': 300, 'flow': 100, 'diffusion': 0},
                     width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8},
                     num_samples=100, chunk=100, classifier_steps=400),
-    # Sized for about 10 minutes on 2 CPU cores. EMA weights are what the GANs and DDPMs sample
-    # with; the DDIM sampler takes as many steps as the ancestral one.
+    # About 1100 CPU-seconds on 2 CPU cores (16 min wall at load 3-4; about 11 min on a quiet
+    # machine, estimated). EMA weights are what the GANs and DDPMs sample with; the DDIM sampler
+    # takes as many steps as the ancestral one.
     'quick': Preset('quick', recipes=None,
                     steps={'gan': 800, 'vae': 1200, 'flow': 1000, 'diffusion': 1500},
                     width={'gan': 12, 'vae': 16, 'flow': 64, 'diffusion': 8},
