@@ -497,11 +497,12 @@ def _project(job: _Job, run: _RunState, local: dict, basis, distance_max):
   rows = {}
   neighbours = d2 = None
   if job.k:  # one search for every estimator
-    proj = job.manifold.project_embedded(emb, batch_size=job.pipe.local_batch_size)
-    neighbours = job.manifold.neighbour_rows(proj.index, batch_size=job.pipe.local_batch_size)
-    d2 = jax.numpy.square(proj.distance)
-    distance = np.array(proj.distance, np.float32)
-    index = np.array(proj.index, np.int32)
+    # The search alone: the estimators take every neighbour row from one gather.
+    index, distance = job.manifold.search(emb, batch_size=job.pipe.local_batch_size)
+    index = np.array(index, np.int32)  # the one device -> host copy (the gather takes it)
+    neighbours = job.manifold.neighbour_rows(index, batch_size=job.pipe.local_batch_size)
+    d2 = jax.numpy.square(distance)
+    distance = np.array(distance, np.float32)
     distance[~good], index[~good] = np.nan, -1
     rows.update(distance=distance, index=index)
   arts = estimators_lib.artifacts(job.estimators, emb, neighbours, d2, job.autoencoder)
@@ -521,7 +522,9 @@ def _project(job: _Job, run: _RunState, local: dict, basis, distance_max):
                                        0.0, distance_max or max(1.0, float(np.ceil(2 * t))), 65))
              for t in top]
     dsum = np.zeros((len(job.keys), job.num_models), np.float64)
-  stats = [st.update(a, n, labels) for st, a, n in zip(stats, artifacts, norms)]
+  # The device arrays: a host copy would go back to the device (bad rows are blanked below,
+  # after the update, which ignores label -1 anyway).
+  stats = [st.update(arts[key], n, labels) for st, key, n in zip(stats, job.keys, norms)]
   dsum = dsum + np.stack([np.bincount(labels[good], n[good].astype(np.float64),
                                       minlength=job.num_models) for n in norms])
   for key, artifact in zip(job.keys, artifacts):

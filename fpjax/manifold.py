@@ -637,6 +637,14 @@ class Manifold:
 
   def project_embedded(self, embeddings, batch_size: int | None = None) -> Projection:
     """Like ``project`` for queries already in the embedding space [N, *embedding_shape]."""
+    index, distance = self.search(embeddings, batch_size)
+    near = self.neighbour_rows(index[:, :1], batch_size=batch_size)[:, 0]
+    q = jnp.asarray(embeddings, jnp.float32).reshape(near.shape)
+    return Projection(index=index, distance=distance, nearest=near, artifact=q - near)
+
+  def search(self, embeddings, batch_size: int | None = None):
+    """The k nearest bank rows of embedded queries [N, *embedding_shape], without gathering
+    them: (index int32 [N, k], distance float32 [N, k]), as in ``Projection``."""
     n = embeddings.shape[0]
     if n == 0:
       raise ValueError("no queries to project (N = 0)")
@@ -645,12 +653,8 @@ class Manifold:
                        f"has {list(self.embedding_shape)}")
     q_all = jnp.asarray(embeddings, jnp.float32).reshape(n, self.dim)
     check_finite(q_all, "queries")
-    batch = self._batch(batch_size)
-    d, index = self._nearest(q_all, batch)
-    near = self.neighbour_rows(index[:, :1], batch_size=batch)[:, 0]
-    distance = jnp.sqrt(jnp.maximum(d, 0.0))
-    return Projection(index=index, distance=distance, nearest=near,
-                      artifact=q_all.reshape(near.shape) - near)
+    d, index = self._nearest(q_all, self._batch(batch_size))
+    return index, jnp.sqrt(jnp.maximum(d, 0.0))
 
   def neighbour_rows(self, index, batch_size: int | None = None) -> jax.Array:
     """The bank rows of global row indices [n, j] (e.g. ``Projection.index``), float32

@@ -56,7 +56,8 @@ from fpjax import progress
 from fpjax.artifact_io import UserInputError
 from fpjax import spaces as spaces_lib
 from fpjax.analysis import metrics
-from fpjax.analysis.report import make_row, row_label
+from fpjax.analysis.report import is_baseline, is_control, make_row, row_label
+from fpjax.estimators import CONTROL  # the control estimator: the classifier on φ(x) itself
 from fpjax.models.training import iter_slices
 
 ENCODER_SPACES = spaces_lib.ENCODER_SPACES
@@ -64,7 +65,6 @@ MANIFPT_SPACES = spaces_lib.SPACE_NAMES
 LABELLED_SPACES = ('sl',)          # its encoder is trained on the real labels
 CLASSIFIERS = ('probe', 'attributor')
 SLICE_ROWS = 4096                  # rows per read when streaming over a store
-CONTROL = 'input'                  # the control estimator: the classifier on φ(x) itself
 BEST = 'best'                      # attributor rows on the estimator the probe chose per split
 # Candidates of the inner-validation selection of the linear probe (the first is the default);
 # `cfg['selection']` overrides them, `inner_fraction` is the inner-validation share of the
@@ -359,8 +359,7 @@ def estimator_keys(names) -> list:
   """The store's estimator keys for estimator names: every candidate of each name's grid, in
   the order given, then the control 'input' (always: every table has its control rows)."""
   from fpjax import estimators as est_lib
-  keys = [e.key for n in names if n != CONTROL for e in est_lib.grid(n)]
-  return list(dict.fromkeys(keys + [CONTROL]))
+  return [e.key for e in est_lib.resolve([n for n in names if n != CONTROL] + [CONTROL])]
 
 
 def store_dir(workdir: str, gm: GMData, space: str, encoder: str | None = None,
@@ -741,8 +740,8 @@ def diff_rows(t1: dict, *, num_resamples: int = 2000, seed: int = 0) -> list:
   (best = highest mean accuracy over the splits, as reported), and each estimator row minus its
   input control (same space, same classifier)."""
   rows = [r for r in t1['rows'] if r['table'] == '1']
-  mani = [r for r in rows if r['space'] is not None and r['estimator'] != CONTROL]
-  base = [r for r in rows if r['space'] is None]
+  mani = [r for r in rows if not is_baseline(r) and not is_control(r)]
+  base = [r for r in rows if is_baseline(r)]
   pairs = []
   best = lambda rr: max(rr, key=lambda r: r['accuracy_mean'])
   if mani and base:

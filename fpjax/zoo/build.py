@@ -110,15 +110,10 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
   os.makedirs(os.path.join(workdir, 'models'), exist_ok=True)
   os.makedirs(os.path.join(workdir, 'grids'), exist_ok=True)
   os.makedirs(os.path.join(workdir, 'images'), exist_ok=True)
-  reference = None
-
-  def get_reference() -> quality_lib.QualityReference:
-    nonlocal reference
-    if reference is None:
-      reference = quality_lib.QualityReference(
-          data, os.path.join(workdir, 'reference'), seed=seed,
-          classifier_steps=p.classifier_steps, encoder_steps=p.encoder_steps, num_samples=n)
-    return reference
+  # Every path needs it (zoo.json's 'reference'); trained once, cached in WORKDIR/reference.
+  reference = quality_lib.QualityReference(
+      data, os.path.join(workdir, 'reference'), seed=seed,
+      classifier_steps=p.classifier_steps, encoder_steps=p.encoder_steps, num_samples=n)
 
   recipes = recipes_lib.recipes_for(p)
   trained = {}  # training_name -> (modules, steps, final_loss), for recipes sharing a network
@@ -152,7 +147,7 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
     save_grid(os.path.join(workdir, 'grids', f'{r.name}.png'), samples)
     entry = {'name': r.name, 'family': r.family, 'tags': r.tags, 'seed': model_seed,
              'steps': steps, 'final_loss': final_loss, 'num_samples': n,
-             'quality': get_reference()(samples), 'config': config,
+             'quality': reference(samples), 'config': config,
              'train_seconds': round(t1 - t0, 2), 'sample_seconds': round(time.time() - t1, 2)}
     artifact_io.save_json(entry_path, entry, sort_keys=False)
     entries.append(entry)
@@ -169,7 +164,7 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
     for k in ('config', 'train_seconds', 'sample_seconds'):
       e.pop(k, None)  # timings vary run to run; zoo.json must not
     models.append(e)
-  zoo = {**config, 'reference': get_reference().summary, 'models': models}
+  zoo = {**config, 'reference': reference.summary, 'models': models}
   artifact_io.save_json(zoo_path, zoo, sort_keys=False)
   logging.info('build_zoo: %d models in %.1fs -> %s', len(models), time.time() - t_start, zoo_path)
   return zoo

@@ -30,7 +30,6 @@ drawn from another seed than its training noise.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 
@@ -44,6 +43,7 @@ import scipy.ndimage
 import scipy.special
 import scipy.optimize
 
+from fpjax import artifact_io
 from fpjax.manifold import Manifold
 from fpjax.models import encoders
 from fpjax.models import resnet
@@ -217,15 +217,12 @@ def load_digit_classifier(path: str) -> DigitClassifier:
 def _cached(path: str, config: dict, train, save, load):
   """load(path) if `path` holds what `config` describes, else train(), save atomically, load."""
   stamp = os.path.join(path, 'zoo_config.json')
-  if os.path.exists(stamp):
-    with open(stamp, encoding='utf-8') as f:
-      if json.load(f) == config:
-        return load(path)
+  if os.path.exists(stamp) and artifact_io.load_json(stamp) == config:
+    return load(path)
   tmp = path + '.tmp'
   shutil.rmtree(tmp, ignore_errors=True)
   save(train(), tmp)
-  with open(os.path.join(tmp, 'zoo_config.json'), 'w', encoding='utf-8') as f:
-    json.dump(config, f)
+  artifact_io.save_json(os.path.join(tmp, 'zoo_config.json'), config)
   shutil.rmtree(path, ignore_errors=True)
   os.replace(tmp, path)
   return load(path)  # the same numbers whether this build trained it or a previous one did
@@ -271,11 +268,11 @@ class QualityReference:
     self.noise_to_manifold = self.distance(noise)
     self.real_pairwise = mean_pairwise_distance(test)
     self.real_stats = gaussian_stats(self.features(test))
-    self.real_recognisable = float(np.mean(self.classifier.recognisable(test)))
+    probs = self.classifier.probabilities(test)  # one pass: the rate and the accuracy
+    self.real_recognisable = float(np.mean(probs[:, :-1].max(axis=1) >= RECOGNISABLE_PROBABILITY))
     # A real sample of a model's size scores this FD: the floor set by finite samples.
     pick = np.random.default_rng(seed).choice(len(train_x), min(num_samples, len(train_x)),
                                               replace=False)
-    probs = self.classifier.probabilities(test)
     self.summary = {
         'real_test': {'distance_ratio': self.real_test_to_manifold / self.noise_to_manifold,
                       'recognisable': self.real_recognisable,
