@@ -174,7 +174,6 @@ def knn_mean_point(queries, rows, d2):
   return jnp.mean(rows, axis=1)
 
 
-@functools.partial(jax.jit, static_argnames="m")
 def local_pca_point(queries, rows, d2, *, m):
   """p = μ + V Vᵀ (q − μ): μ the mean of the k rows, V [D, m'] the top-m right singular vectors
   of the centred rows C = [b_j − μ] [k, D] whose singular value passes the rank test below.
@@ -186,20 +185,31 @@ def local_pca_point(queries, rows, d2, *, m):
   σ_j > LOCAL_PCA_RTOL · σ_1 and σ_j > 8 k ε ‖b‖_max (above the rounding of the centring), so
   k equal rows give p = μ and m above the rank of C projects onto the affine span.
   """
+  return local_pca_points(queries, rows, d2, ms=(m,))[0]
+
+
+@functools.partial(jax.jit, static_argnames="ms")
+def local_pca_points(queries, rows, d2, *, ms):
+  """`local_pca_point` for each m of `ms` at the same k (rows [n, k, D]): μ, Q and the SVD of R
+  do not depend on m, so they are computed once and each m only truncates U (the grid has two
+  m at k = 20; the factorisation is most of the cost). Returns a tuple of [n, D], one per m."""
   del d2
   k, dim = rows.shape[1], rows.shape[2]
   mu = jnp.mean(rows, axis=1)
   c = rows - mu[:, None, :]
   qm = _orthonormal_columns(jnp.swapaxes(c, 1, 2))  # [n, D, k'], k' = min(k, D)
   r = jnp.einsum("ndj,nkd->njk", qm, c, precision=HIGHEST)  # [n, k', k]: Cᵀ = Q R
-  u, s, _ = jnp.linalg.svd(r, full_matrices=False)  # descending s
-  top = min(m, k, dim)
-  u, s = u[:, :, :top], s[:, :top]
+  u_all, s_all, _ = jnp.linalg.svd(r, full_matrices=False)  # descending s
   floor = 8.0 * k * _F32_EPS * jnp.sqrt(jnp.max(jnp.sum(rows * rows, axis=2), axis=1))
-  keep = (s > LOCAL_PCA_RTOL * s[:, :1]) & (s > floor[:, None])
-  v = jnp.einsum("ndk,nkm->ndm", qm, u * keep[:, None, :], precision=HIGHEST)
-  coef = jnp.einsum("ndm,nd->nm", v, queries - mu, precision=HIGHEST)     # Vᵀ (q − μ)
-  return mu + jnp.einsum("ndm,nm->nd", v, coef, precision=HIGHEST)
+  out = []
+  for m in ms:
+    top = min(m, k, dim)
+    u, s = u_all[:, :, :top], s_all[:, :top]
+    keep = (s > LOCAL_PCA_RTOL * s[:, :1]) & (s > floor[:, None])
+    v = jnp.einsum("ndk,nkm->ndm", qm, u * keep[:, None, :], precision=HIGHEST)
+    coef = jnp.einsum("ndm,nd->nm", v, queries - mu, precision=HIGHEST)     # Vᵀ (q − μ)
+    out.append(mu + jnp.einsum("ndm,nm->nd", v, coef, precision=HIGHEST))
+  return tuple(out)
 
 
 def _orthonormal_columns(a):
@@ -257,9 +267,21 @@ def artifacts(estimators, queries, rows=None, d2=None, autoencoder=None) -> dict
   flat = queries.reshape(shape[0], -1)
   flat_rows = None if rows is None else jnp.asarray(rows, jnp.float32).reshape(
       rows.shape[0], rows.shape[1], -1)
+  points = {}
+  # local_pca: one factorisation per k, shared by every m at that k (`local_pca_points`).
+  pca = [e for e in estimators if e.name == "local_pca"]
+  for k in dict.fromkeys(e.k for e in pca):
+    at_k = [e for e in pca if e.k == k]
+    if flat_rows is None or flat_rows.shape[1] < k:
+      raise ValueError(f"{at_k[0].key} needs the {k} nearest bank rows; got "
+                       f"{None if flat_rows is None else flat_rows.shape[1]}")
+    got = local_pca_points(flat, flat_rows[:, :k], jnp.asarray(d2, jnp.float32)[:, :k],
+                           ms=tuple(e.m for e in at_k))
+    points.update(zip(at_k, got))
   out = {}
   for est in estimators:
-    out[est.key] = (flat - est.point(flat, flat_rows, d2, autoencoder)).reshape(shape)
+    p = points[est] if est in points else est.point(flat, flat_rows, d2, autoencoder)
+    out[est.key] = (flat - p).reshape(shape)
   return out
 
 

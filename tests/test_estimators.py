@@ -102,6 +102,24 @@ def test_matches_float64_on_random_rows(est):
   _check(est, q, rows, d2, 2e-5)
 
 
+def test_local_pca_shares_its_factorisation_per_k_and_keeps_every_m_right():
+  # The store's grid (k10-m2, k20-m4, k20-m2) in one call: the two m at k = 20 share one
+  # factorisation; each must still match the float64 reference and its own single-m point.
+  q, rows, d2 = digits_neighbours()
+  q32, rows32, d232 = (a.astype(np.float32) for a in (q, rows, d2))
+  grid = E.grid("local_pca") + [E.Estimator("local_pca", k=20, m=20)]
+  art = E.artifacts(grid, q32, rows32, d232)
+  scale = np.abs(rows).max()
+  for est in grid:
+    want = q - ref_local_pca(q, rows, d2, est.k, est.m)
+    np.testing.assert_allclose(np.asarray(art[est.key], np.float64), want, atol=2e-5 * scale,
+                               rtol=0, err_msg=est.key)
+    alone = q32 - np.asarray(est.point(q32, rows32, d232))
+    np.testing.assert_allclose(art[est.key], alone, atol=1e-6 * scale, rtol=0, err_msg=est.key)
+  with pytest.raises(ValueError, match="needs the 20 nearest"):
+    E.artifacts(grid, q32, rows32[:, :10], d232[:, :10])
+
+
 def test_artifacts_keep_the_embedding_shape_and_use_only_k_rows():
   q, rows, d2 = digits_neighbours(k=20, n=6)
   img_q, img_rows = q.reshape(6, 8, 8, 1), rows.reshape(6, 20, 8, 8, 1)

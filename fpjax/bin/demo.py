@@ -21,11 +21,8 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/fpjax_demo',
 _SPLITS = fpjax_flags.splits_flag(3)
 _ESTIMATORS = fpjax_flags.estimators_flag(['all'])
 _ESTIMATOR_SPACES = fpjax_flags.estimator_spaces_flag(analysis.DEMO_CONFIG['estimator_spaces'])
-_ATTRIBUTOR_ESTIMATORS = flags.DEFINE_list(
-    'attributor_estimators', list(analysis.DEMO_CONFIG['attributor_estimators']),
-    "Estimators the attributor runs on: 'all' (every one and the input control) or names among "
-    "--estimators, 'input' and 'best' (per split, the estimator the probe chose on the inner "
-    'validation).')
+_ATTRIBUTOR_ESTIMATORS = fpjax_flags.attributor_estimators_flag(
+    analysis.DEMO_CONFIG['attributor_estimators'])
 _ZOO = flags.DEFINE_string('zoo', None, 'Evaluate this zoo workdir (reused as it is) instead '
                            'of building OUT/zoo.')
 _PRESET = flags.DEFINE_string('preset', 'quick', 'Zoo preset of the Table 1/3 zoo.')
@@ -62,8 +59,8 @@ def main(argv):
         _WORKDIR.value, preset=_PRESET.value, real=_REAL.value, cross_preset=_CROSS_PRESET.value,
         splits=_SPLITS.value, estimators=_ESTIMATORS.value,
         estimator_spaces=_ESTIMATOR_SPACES.value,
-        attributor_estimators=(None if _ATTRIBUTOR_ESTIMATORS.value == ['all'] else
-                               _ATTRIBUTOR_ESTIMATORS.value),
+        attributor_estimators=fpjax_flags.attributor_estimators_arg(
+            _ATTRIBUTOR_ESTIMATORS.value),
         cross_reals=('mnist5k_0to4', 'mnist5k_5to9') if _CROSS.value else (),
         spaces=_SPACES.value, baselines=analysis.baselines_arg(_BASELINES.value),
         classifiers=_CLASSIFIERS.value, cfg=cfg, cross_cfg=cfg, encoder_steps=steps,

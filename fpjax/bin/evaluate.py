@@ -28,10 +28,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (tables, figures,
 _SPACES = flags.DEFINE_list('spaces', list(analysis.MANIFPT_SPACES), 'ManiFPT spaces.')
 _ESTIMATORS = fpjax_flags.estimators_flag(['nn'])
 _ESTIMATOR_SPACES = fpjax_flags.estimator_spaces_flag(None)
-_ATTRIBUTOR_ESTIMATORS = flags.DEFINE_list(
-    'attributor_estimators', ['all'], "Estimators the attributor runs on: 'all' (every one of "
-    "--estimators and the input control) or names among them, 'input' and 'best' (per split, "
-    'the estimator the probe chose on the inner validation).')
+_ATTRIBUTOR_ESTIMATORS = fpjax_flags.attributor_estimators_flag(['all'])
 _SPLITS = fpjax_flags.splits_flag(3)
 _BASELINES = flags.DEFINE_list('baselines', ['all'], "Baselines ('all', 'none' or names).")
 _CLASSIFIERS = flags.DEFINE_list('classifiers', list(analysis.CLASSIFIERS), 'On the artifacts.')
@@ -43,11 +40,6 @@ _ENCODER_STEPS = flags.DEFINE_integer('encoder_steps', None, 'SL/SSL training st
                                       '(default: the encoders\' quick preset).')
 # compute_artifacts' settings for stores that are missing (one definition: fpjax.bin.flags).
 _ARTIFACTS = fpjax_flags.artifact_flags()
-
-
-def attributor_estimators_arg(values):
-  """--attributor_estimators: ['all'] -> None (every estimator), else the names."""
-  return None if list(values) == ['all'] else list(values)
 
 
 def main(argv):
@@ -64,7 +56,8 @@ def main(argv):
     analysis.evaluate(
         _GM.value, _REAL.value, _WORKDIR.value, spaces=_SPACES.value, splits=_SPLITS.value,
         estimators=_ESTIMATORS.value, estimator_spaces=_ESTIMATOR_SPACES.value,
-        attributor_estimators=attributor_estimators_arg(_ATTRIBUTOR_ESTIMATORS.value),
+        attributor_estimators=fpjax_flags.attributor_estimators_arg(
+            _ATTRIBUTOR_ESTIMATORS.value),
         baselines=analysis.baselines_arg(_BASELINES.value), classifiers=_CLASSIFIERS.value,
         cross=[p.split(':', 1) for p in _CROSS.value], shots=_SHOTS.value, cfg=cfg,
         encoder_steps=steps, artifact_kwargs=_ARTIFACTS.kwargs())

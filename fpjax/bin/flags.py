@@ -97,6 +97,21 @@ def estimator_spaces_flag(default):
       + ("every space" if default is None else ",".join(default)) + ").")
 
 
+def attributor_estimators_flag(default):
+  """--attributor_estimators: the estimators the attributor runs on; `.value` of the returned
+  holder goes through `attributor_estimators_arg`."""
+  return flags.DEFINE_list(
+      "attributor_estimators", list(default),
+      "Estimators the attributor runs on: 'all' (every one of --estimators and the input "
+      "control) or names among them, 'input' and 'best' (per split, the estimator the probe "
+      "chose on the inner validation).")
+
+
+def attributor_estimators_arg(values):
+  """--attributor_estimators: ['all'] -> None (every estimator), else the names."""
+  return None if list(values) == ["all"] else list(values)
+
+
 def initialize() -> None:
   """Starts jax.distributed from the flags (or auto-detection); call first in main()."""
   if NUM_PROCESSES.value is not None and NUM_PROCESSES.value > 1:
