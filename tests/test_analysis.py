@@ -249,8 +249,8 @@ class _Store:
     return self.arrays[key]
 
 
-# Cheap selection for tests: two l2 candidates, one short epoch budget.
-SEL = {'selection': dict(l2=(1e-4, 1.0), epochs=(8,)), 'probe': dict(batch_size=32)}
+# Cheap selection for tests: two l2 candidates, a short early-stopping budget.
+SEL = {'selection': dict(l2=(1e-4, 1.0), max_epochs=8, patience=3), 'probe': dict(batch_size=32)}
 
 
 def _features(poison_rows=None, seed=0):
@@ -278,8 +278,16 @@ def test_selection_reads_only_the_inner_rows_and_ignores_poisoned_validation_row
   read = lambda key: feats.artifacts('rgb', key)
   clean = protocols.select_probe(read, feats.keys('knn_mean'), feats.labels, split, SEL)
   assert clean.key == 'knn_mean-k5'            # the informative candidate wins
-  assert clean.fits == 3 + 1 and clean.l2 in SEL['selection']['l2'] and clean.epochs == 8
+  assert clean.fits == 3 + 1 and clean.l2 in SEL['selection']['l2']
+  assert 1 <= clean.epochs <= SEL['selection']['max_epochs']
   assert 0.0 <= clean.inner_accuracy <= 1.0
+  # The probe's early stopping holds out exactly split.inner_val: its kept epoch's accuracy
+  # there is the chosen candidate's inner score.
+  probe = protocols._probe(SEL, clean.l2)
+  probe.fit(read(clean.key).take(split.train), feats.labels[split.train], seed=split.seed)
+  assert probe.history_['best_epoch'] + 1 == clean.epochs
+  assert metrics.accuracy(feats.labels[split.inner_val], probe.predict(
+      np.asarray(read(clean.key).take(split.inner_val)))) == clean.inner_accuracy
   store = feats.stores['rgb']
   inner = set(split.inner_train.tolist()) | set(split.inner_val.tolist())
   for key in ('knn_mean-k10', 'knn_mean-k5', 'knn_mean-k20'):
@@ -326,9 +334,14 @@ def test_table1_has_estimator_and_control_rows_and_diff_rows_with_intervals():
   assert t1['selection_fits'] == sum(c.fits for c in t1['choices'].values()) == 2 * (2 + 4 + 2)
 
   diffs = protocols.diff_rows(t1, num_resamples=200)
+  # No baseline: no best-vs-baseline row; the best estimator (knn_mean) vs the runner-up (nn)
+  # once (overall and in RGB probe it is the same pair), then each estimator vs its control.
   assert [(d['a'], d['b']) for d in diffs] == [
+      ('ManiFPT RGB knn_mean (probe)', 'ManiFPT RGB nn (probe)'),
       ('ManiFPT RGB nn (probe)', 'RGB input (probe)'),
-      ('ManiFPT RGB knn_mean (probe)', 'RGB input (probe)')]   # no baseline: no best-vs-best
+      ('ManiFPT RGB knn_mean (probe)', 'RGB input (probe)')]
+  assert diffs[0]['diff_mean'] == pytest.approx(rows[1]['accuracy_mean'] - rows[0]['accuracy_mean'])
+  diffs = diffs[1:]
   for d, r in zip(diffs, rows[:2]):
     assert d['table'] == 'diff' and d['method'] == f'{d["a"]} vs {d["b"]}'
     assert d['diff_mean'] == pytest.approx(r['accuracy_mean'] - rows[2]['accuracy_mean'])
@@ -345,15 +358,33 @@ def test_diff_rows_compare_the_best_manifpt_row_with_the_best_baseline():
   right = [a.copy() for a in y]
   wrong = [1 - a for a in y]
   mk = lambda **kw: report.make_row(table='1', dataset='d', **kw)
+  half = [np.array([0, 1, 1, 0])] * 2
   rows = [mk(method='ManiFPT', space='rgb', estimator='nn', classifier='probe', accuracy_mean=1.0),
           mk(method='ManiFPT', space='rgb', estimator='input', classifier='probe',
+             accuracy_mean=0.0),
+          mk(method='ManiFPT', space='sl', estimator='nn', classifier='probe', accuracy_mean=0.5),
+          mk(method='ManiFPT', space='sl', estimator='kernel', classifier='probe',
+             accuracy_mean=0.0),
+          mk(method='ManiFPT', space='sl', estimator='best', classifier='attributor',
              accuracy_mean=0.0),
           mk(method='Yu19', classifier='own', accuracy_mean=0.0),
           mk(method='Marra18', classifier='own', accuracy_mean=0.5)]
   preds = {'ManiFPT RGB nn (probe)': right, 'RGB input (probe)': wrong, 'Yu19': wrong,
-           'Marra18': [np.array([0, 1, 1, 0])] * 2}
+           'Marra18': half, 'ManiFPT SL nn (probe)': half, 'ManiFPT SL kernel (probe)': wrong,
+           'ManiFPT SL best (attributor)': wrong}
   diffs = protocols.diff_rows({'rows': rows, 'y_true': y, 'predictions': preds},
                               num_resamples=100)
-  assert [(d['a'], d['b']) for d in diffs] == [('ManiFPT RGB nn (probe)', 'Marra18'),
-                                               ('ManiFPT RGB nn (probe)', 'RGB input (probe)')]
+  # Best vs best baseline; the best row vs the best row of another estimator (SL kernel);
+  # per space and classifier the best estimator vs the runner-up (SL: nn vs kernel; RGB probe
+  # has one estimator; 'best' takes no part); each estimator vs its control.
+  assert [(d['a'], d['b']) for d in diffs] == [
+      ('ManiFPT RGB nn (probe)', 'Marra18'),
+      ('ManiFPT RGB nn (probe)', 'ManiFPT SL kernel (probe)'),
+      ('ManiFPT SL nn (probe)', 'ManiFPT SL kernel (probe)'),
+      ('ManiFPT RGB nn (probe)', 'RGB input (probe)')]
   assert diffs[1]['diff_mean'] == 1.0 and diffs[1]['ci_low'] == 1.0 and diffs[1]['significant']
+  assert diffs[2]['diff_mean'] == 0.5 and diffs[3]['diff_mean'] == 1.0
+  lines = '\n'.join(report.discussion(rows + diffs))
+  assert ('Best estimator vs the runner-up: ManiFPT RGB nn (probe) leads the best row of '
+          'another estimator, ManiFPT SL kernel (probe)') in lines and 'significantly;' in lines
+  assert 'SL probe: nn − kernel +50.0' in lines

@@ -26,7 +26,7 @@ from fpjax.analysis import report as report_lib
 # candidate): each probe fit costs about a second on 2 cores, mostly fixed overhead.
 DEMO_CONFIG = dict(
     cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4)),
-         'selection': dict(l2=(1e-4, 1e-2), epochs=(50,))},
+         'selection': dict(l2=(1e-4, 1e-2), max_epochs=50, patience=5)},
     cross_cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4))},
     encoder_steps={'sl': 150, 'ssl': 60},
     attributor_estimators=(protocols.BEST, protocols.CONTROL),
@@ -142,7 +142,7 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
     shots: enrolment samples per new model in the few-shot protocol.
     encoder_steps: {'sl': steps, 'ssl': steps} for the SL/SSL encoders (default: their preset).
     cfg / cross_cfg: {'probe': LinearProbe kwargs (not l2, epochs), 'selection': {'l2': (...),
-      'epochs': (...), 'inner_fraction': f} (candidates, default protocols.SELECTION),
+      'max_epochs': e, 'patience': p, 'inner_fraction': f} (default protocols.SELECTION),
       'attributor': Attributor overrides, 'attributor_preset': 'quick'|'paper'} for Table 1 /
       Table 2.
     baseline_cfg: {baseline name: constructor kwargs}.
@@ -255,18 +255,24 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
                   selection=dict(
                       protocol=('on each split\'s training part only: the probe is fit on the '
                                 f'inner-train rows ({1 - sel["inner_fraction"]:.0%} per model) '
-                                'and scored by accuracy on the inner-validation rows; '
-                                'coordinate-wise: estimator key (fpjax.estimators.grid), then l2, '
-                                'then epochs; ties keep the default (first) candidate; the '
-                                'reported fit uses the choice on the whole training part, no '
-                                'early stopping; the attributor uses the key the probe chose'),
-                      l2=list(sel['l2']), epochs=list(sel['epochs']),
+                                'with early stopping on the inner-validation rows (lowest '
+                                f'inner-validation loss, at most {sel["max_epochs"]} epochs, '
+                                f'patience {sel["patience"]}) and scored by its inner-validation '
+                                'accuracy at that epoch; coordinate-wise: estimator key '
+                                '(fpjax.estimators.grid), then l2; ties keep the default (first) '
+                                'candidate; the reported fit uses the chosen key, l2 and epoch '
+                                'count on the whole training part, no early stopping; the '
+                                'attributor uses the key the probe chose'),
+                      l2=list(sel['l2']), max_epochs=sel['max_epochs'],
+                      patience=sel['patience'],
                       choices=protocols.choices_config(t1['choices'])),
                   diff=('paired bootstrap 95 % percentile interval (metrics.paired_bootstrap, '
                         f'{bootstrap_resamples} resamples) on every split\'s validation rows: '
                         'the best ManiFPT row vs the best baseline (best = highest mean '
-                        'accuracy of Table 1), each estimator vs its input control (same space '
-                        'and classifier)'),
+                        'accuracy of Table 1), the best ManiFPT row vs the best row of another '
+                        'estimator, per space and classifier the best estimator vs the '
+                        'runner-up, each estimator vs its input control (same space and '
+                        'classifier)'),
                   shots=shots,
                   cross=[f'{r}' for r in dict.fromkeys(r['dataset'] for r in rows
                                                        if r['table'] == '2')],
@@ -276,8 +282,9 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
                   artifact_stores='WORKDIR/artifacts/<gm>/<space>/<estimators>, written by '
                                   'fpjax.compute_artifacts',
                   table2=('all of one zoo trains, all of the other tests; each estimator at its '
-                          'default candidate, the probe at the first l2 and epochs candidates; '
-                          'one fit per split\'s classifier seed'),
+                          'default candidate, the probe at the first l2 candidate with early '
+                          'stopping on an inner split of the training zoo; one fit per '
+                          'split\'s classifier seed'),
                   table3=dict(
                       rows=f'stratified sample of at most {table3_max_rows} rows (seed '
                            f'{split_seed})',

@@ -14,12 +14,15 @@ Splits   `make_splits`: split i (of `num_splits` >= 1) has the seed split_seed +
          every method) and a 75/25 inner split of the training part, and seeds every classifier
          fit on that split. Results are mean ± std over the splits.
 Selection `select_probe`, per space, estimator and split, reads only that split's training part:
-         the linear probe is fit on the inner-train rows and scored (accuracy) on the inner-
-         validation rows, coordinate-wise: the estimator key among `estimators.grid(name)` (at the
-         first l2 and epochs), then the l2 among `selection['l2']`, then the epochs among
-         `selection['epochs']` (ties: the earlier, default candidate). The reported fit uses the
-         choice on the whole training part, with no early stopping (the reported validation rows
-         are never read before the prediction). The attributor uses the key the probe chose.
+         the linear probe is fit on the inner-train rows with early stopping on the inner-
+         validation rows (the epoch of the lowest inner-validation loss, at most
+         `selection['max_epochs']`, stopping after `selection['patience']` epochs without
+         improvement) and scored by its inner-validation accuracy at that epoch; coordinate-wise:
+         the estimator key among `estimators.grid(name)` (at the first l2), then the l2 among
+         `selection['l2']` (ties: the earlier, default candidate). The reported fit uses the
+         chosen key, l2 and epoch count on the whole training part, with no early stopping (the
+         reported validation rows are never read before the prediction). The attributor uses
+         the key the probe chose.
 Table 1  per space × estimator (and the input control) × classifier, and every baseline; the
          probe and the attributor on the chosen key, per split; FDR is trace(S_B)/trace(S_W) of
          split 0's validation rows (its chosen key), from per-model moments streamed over the
@@ -31,7 +34,8 @@ Table 2  cross-dataset: train on all images of one zoo, test on all images of th
          trained on another real dataset; each side's artifacts are measured against its own
          real manifold, in the same embedding (SL/SSL encoders are shared by both sides). No
          selection (there is no inner split of the other dataset): each estimator's default
-         candidate, the probe's first l2 and epochs candidates; one fit per split's seed.
+         candidate, the probe's first l2 candidate, its epochs by the same early stopping on an
+         inner split of the training zoo; one fit per split's seed.
 Table 3  per space and estimator (the key split 0's selection chose), on a stratified sample of
          at most `max_rows` rows: artifacts are z-scored per coordinate, reduced by PCA to
          `pca_dim` dimensions, and, for each design knob (the zoo's tags), clustered by k-means
@@ -66,10 +70,10 @@ LABELLED_SPACES = ('sl',)          # its encoder is trained on the real labels
 CLASSIFIERS = ('probe', 'attributor')
 SLICE_ROWS = 4096                  # rows per read when streaming over a store
 BEST = 'best'                      # attributor rows on the estimator the probe chose per split
-# Candidates of the inner-validation selection of the linear probe (the first is the default);
-# `cfg['selection']` overrides them, `inner_fraction` is the inner-validation share of the
-# training part.
-SELECTION = dict(l2=(1e-4, 1e-2), epochs=(30, 100), inner_fraction=0.25)
+# The inner-validation selection of the linear probe: l2 candidates (the first is the default),
+# early stopping's epoch budget and patience, and `inner_fraction`, the inner-validation share
+# of the training part; `cfg['selection']` overrides them.
+SELECTION = dict(l2=(1e-4, 1e-2), max_epochs=100, patience=10, inner_fraction=0.25)
 
 
 # ----------------------------------------------------------------------------- lazy rows
@@ -407,6 +411,12 @@ class Features:
   stores: dict                     # space -> ArtifactStore (rows aligned)
   images: object                   # SourceImages of the same rows
   estimators: dict = dataclasses.field(default_factory=dict)   # space -> names, control last
+  # Arrays (one estimator key's artifacts, the decoded images) are read whole into RAM the
+  # first time they are asked for while their total stays within this many bytes (0: never):
+  # every probe fit, selection fit and baseline epoch then reads memory instead of the store
+  # or the PNG decoder. Larger datasets stay streamed.
+  in_memory_bytes: int = 0
+  _memory: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def num_rows(self) -> int:
@@ -416,9 +426,26 @@ class Features:
     """The estimator names of `space`'s store (the control last)."""
     return list(self.estimators.get(space, ('nn', CONTROL)))
 
+  def _held(self, what, base):
+    """`base` (an array-like) as an in-memory array when it fits the budget, else itself."""
+    if what in self._memory:
+      return self._memory[what]
+    size = len(base) * int(np.prod(base.shape[1:])) * np.dtype(base.dtype).itemsize
+    used = sum(a.nbytes for a in self._memory.values())
+    if used + size > self.in_memory_bytes:
+      return base
+    self._memory[what] = np.asarray(base[0:len(base)])
+    return self._memory[what]
+
   def artifacts(self, space: str, key: str) -> RowSubset:
-    """The artifacts of estimator `key` in `space` (all rows, lazy)."""
-    return RowSubset(self.stores[space].artifacts(key))
+    """The artifacts of estimator `key` in `space` (all rows; lazy, or held in RAM within
+    `in_memory_bytes`)."""
+    return RowSubset(self._held(('artifacts', space, key), self.stores[space].artifacts(key)))
+
+  def image_rows(self) -> RowSubset:
+    """The generated images of the rows, uint8 (decoded on demand, or held in RAM within
+    `in_memory_bytes`): the baselines' input."""
+    return RowSubset(self._held(('images',), self.images))
 
   def keys(self, name: str) -> list:
     """The candidate keys of estimator `name` (its grid; the control: ['input'])."""
@@ -426,8 +453,14 @@ class Features:
     return [e.key for e in est_lib.grid(name)]
 
 
+# Features.in_memory_bytes of `open_features`: the demo's dataset (3,000 images, 11 arrays of
+# 28x28 RGB artifacts, ~100 MB in all) is held whole; a dataset of ~100,000 images streams.
+IN_MEMORY_BYTES = 1 << 30
+
+
 def open_features(gm: GMData, encoders: dict, workdir: str, *, estimators=('nn',),
-                  artifact_kwargs: dict | None = None) -> Features:
+                  artifact_kwargs: dict | None = None,
+                  in_memory_bytes: int = IN_MEMORY_BYTES) -> Features:
   """Computes (or reuses) one store per space holding every candidate of `estimators` (names,
   or {space: names}; a space left out: nn) and the control, and checks the stores hold the same
   rows."""
@@ -438,7 +471,8 @@ def open_features(gm: GMData, encoders: dict, workdir: str, *, estimators=('nn',
                               artifact_kwargs=artifact_kwargs)
             for s, e in encoders.items()}
   if not stores:
-    return Features(gm, gm.source.labels.astype(np.int32), {}, SourceImages(gm.source), names)
+    return Features(gm, gm.source.labels.astype(np.int32), {}, SourceImages(gm.source), names,
+                    in_memory_bytes)
   first_space, first = next(iter(stores.items()))
   files = first.files
   for s, st in stores.items():
@@ -453,7 +487,7 @@ def open_features(gm: GMData, encoders: dict, workdir: str, *, estimators=('nn',
     raise UserInputError(f'artifact store of {gm.name} in {first_space} was computed on '
                          f'{first.gm_root}, not {gm.source.root}; use another --workdir')
   return Features(gm, np.asarray(first.labels, np.int32), stores,
-                  SourceImages(gm.source, files), names)
+                  SourceImages(gm.source, files), names, in_memory_bytes)
 
 
 # ----------------------------------------------------------------------------- splits
@@ -484,7 +518,13 @@ def check_num_splits(num_splits) -> int:
 
 def make_splits(labels, num_splits, *, seed: int = 0, train_fraction: float = 0.7,
                 inner_fraction: float = SELECTION['inner_fraction']) -> list:
-  """`num_splits` (>= 1) splits of `labels`: split i uses seed `seed + i` (module docstring)."""
+  """`num_splits` (>= 1) splits of `labels`: split i uses seed `seed + i` (module docstring).
+
+  The inner split is the one the linear probe's early stopping draws when it is fit on the
+  training part with that seed (`fpjax.models.training.stratified_split` on a fresh
+  default_rng(seed)), so `inner_train` / `inner_val` name the rows the selection fits and
+  stops on."""
+  from fpjax.models import training
   num_splits = check_num_splits(num_splits)
   labels = np.asarray(labels)
   out = []
@@ -492,8 +532,9 @@ def make_splits(labels, num_splits, *, seed: int = 0, train_fraction: float = 0.
     s = seed + i
     mask = metrics.split_per_class(labels, train_fraction, s)
     train, val = np.flatnonzero(mask), np.flatnonzero(~mask)
-    inner = metrics.split_per_class(labels[train], 1.0 - inner_fraction, s)
-    out.append(Split(i, s, train, val, train[inner], train[~inner]))
+    fit, stop = training.stratified_split(labels[train], inner_fraction,
+                                          np.random.default_rng(s))
+    out.append(Split(i, s, train, val, train[fit], train[stop]))
   return out
 
 
@@ -518,28 +559,42 @@ def _make_classifier(kind: str, cfg: dict, space: str | None = None):
 
 
 def _selection(cfg: dict) -> dict:
-  sel = dict(SELECTION, **(cfg or {}).get('selection', {}))
-  for name in ('l2', 'epochs'):
-    sel[name] = tuple(sel[name])
-    if not sel[name]:
-      raise UserInputError(f'selection: {name} needs at least one candidate')
+  given = dict((cfg or {}).get('selection', {}))
+  unknown = set(given) - set(SELECTION)
+  if unknown:
+    raise UserInputError(f'selection: unknown options {sorted(unknown)}; known: '
+                         f'{sorted(SELECTION)}')
+  sel = dict(SELECTION, **given)
+  sel['l2'] = tuple(sel['l2'])
+  if not sel['l2']:
+    raise UserInputError('selection: l2 needs at least one candidate')
+  for name in ('max_epochs', 'patience'):
+    if not isinstance(sel[name], (int, np.integer)) or sel[name] < 1:
+      raise UserInputError(f'selection: {name} must be an integer >= 1, got {sel[name]!r}')
   return sel
 
 
 def _probe(cfg: dict, l2: float | None = None, epochs: int | None = None):
-  """A LinearProbe of cfg['probe'] with l2 and epochs from the selection (default: the first
-  candidates); no early stopping on a slice of its training rows: the epochs are chosen on the
-  inner validation split instead."""
+  """A LinearProbe of cfg['probe'] at l2 (default: the first candidate).
+
+  epochs given: exactly that many epochs (the reported fit, with the epoch count chosen on the
+  inner split). None: early stopping on an inner split of its own training rows
+  (`selection['inner_fraction']` per model, drawn with the fit's seed: `make_splits`'s inner
+  rows when it is fit on a split's training part), at most `max_epochs`, `patience` epochs
+  without improvement; `history_['best_epoch']` is the epoch it kept.
+  """
   from fpjax.attribution import LinearProbe
   kw = dict((cfg or {}).get('probe', {}))
   fixed = {'l2', 'epochs', 'val_fraction', 'patience'} & set(kw)
   if fixed:
     raise UserInputError(f'probe options {sorted(fixed)} are chosen on the inner validation '
-                         "split: give candidates in cfg['selection'] instead")
+                         "split: set cfg['selection'] instead")
   sel = _selection(cfg)
-  return LinearProbe(l2=sel['l2'][0] if l2 is None else l2,
-                     epochs=sel['epochs'][0] if epochs is None else epochs,
-                     val_fraction=0.0, patience=None, **kw)
+  l2 = sel['l2'][0] if l2 is None else l2
+  if epochs is not None:
+    return LinearProbe(l2=l2, epochs=int(epochs), val_fraction=0.0, patience=None, **kw)
+  return LinearProbe(l2=l2, epochs=sel['max_epochs'], val_fraction=sel['inner_fraction'],
+                     patience=sel['patience'], **kw)
 
 
 def fit_predict(model, x_train, y_train, x_test, seed: int) -> np.ndarray:
@@ -565,44 +620,40 @@ def _check_baselines(baselines):
 
 @dataclasses.dataclass
 class Choice:
-  """What `select_probe` chose for one (space, estimator, split), and what it cost."""
+  """What `select_probe` chose for one (space, estimator, split)."""
   key: str
   l2: float
-  epochs: int
+  epochs: int                  # the early-stopping epoch count on the inner split
   inner_accuracy: float        # the chosen candidate's accuracy on the inner validation rows
   fits: int                    # probe fits the selection ran
-  seconds: float
 
 
 def select_probe(read, keys, labels, split: Split, cfg: dict | None = None) -> Choice:
   """Chooses the estimator key, the probe's l2 and its epochs on `split`'s inner split.
 
-  read(key) -> lazy rows of that key's artifacts (all rows); only the rows
-  `split.inner_train` (fit) and `split.inner_val` (scored) are read. Coordinate-wise (module
-  docstring): len(keys) + len(l2) - 1 + len(epochs) - 1 fits at most.
+  read(key) -> lazy rows of that key's artifacts (all rows); only `split.train` is read: the
+  probe fits `split.inner_train` and stops early on `split.inner_val` (`_probe`, module
+  docstring). Coordinate-wise: len(keys) + len(l2) - 1 fits.
   """
-  t0 = time.time()
   sel = _selection(cfg or {})
-  labels = np.asarray(labels)
-  y_fit, y_score = labels[split.inner_train], labels[split.inner_val]
+  y = np.asarray(labels)[split.train]
   scores = {}
 
   def score(c):
     if c not in scores:
-      x = read(c[0])
-      pred = fit_predict(_probe(cfg, c[1], c[2]), x.take(split.inner_train), y_fit,
-                         x.take(split.inner_val), split.seed)
-      scores[c] = metrics.accuracy(y_score, pred)
-    return scores[c]
+      probe = _probe(cfg, c[1])
+      probe.fit(read(c[0]).take(split.train), y, seed=split.seed)
+      h = probe.history_
+      scores[c] = (h['val_accuracy'][h['best_epoch']], h['best_epoch'] + 1)
+    return scores[c][0]
 
   def best(candidates):  # max keeps the first of equal scores: the earlier (default) candidate
     return max(candidates, key=score)
 
-  l2s, epochs = sel['l2'], sel['epochs']
-  key = best([(k, l2s[0], epochs[0]) for k in keys])[0]
-  l2 = best([(key, v, epochs[0]) for v in l2s])[1]
-  c = best([(key, l2, e) for e in epochs])
-  return Choice(key, float(l2), int(c[2]), scores[c], len(scores), time.time() - t0)
+  l2s = sel['l2']
+  key = best([(k, l2s[0]) for k in keys])[0]
+  c = best([(key, v) for v in l2s])
+  return Choice(key, float(c[1]), int(scores[c][1]), float(scores[c][0]), len(scores))
 
 
 # ----------------------------------------------------------------------------- Table 1
@@ -639,7 +690,8 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
   # among the space's manifold estimators).
   att = lambda sname: [n for n in (feats.names(sname) if attributor_estimators is None
                                    else attributor_estimators)
-                       if n in feats.names(sname) or (n == BEST and feats.names(sname) != [CONTROL])]
+                       if n in feats.names(sname)
+                       or (n == BEST and feats.names(sname) != [CONTROL])]
   steps = sum(len(feats.names(s)) + len(feats.names(s) if kind == 'probe' else att(s))
               for s in feats.stores for kind in classifiers)
   prog = progress.Progress(steps + len(baselines), unit='steps', desc=f'Table 1 ({gm.name})',
@@ -650,6 +702,22 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
   def spent(part, wall0, cpu0):
     w, c = cost.get(part, (0.0, 0.0))
     cost[part] = (w + time.time() - wall0, c + time.process_time() - cpu0)
+
+  def add_row(part, fit_predict_split, fdr, **fields):
+    """One Table 1 row, ManiFPT or baseline alike: fit_predict_split(split) -> predictions of
+    its validation rows, for every split; fdr() after the fits (split 0's validation rows)."""
+    t0, c0 = time.time(), time.process_time()
+    pr = [fit_predict_split(sp) for sp in splits]
+    accs = [metrics.accuracy(labels[sp.val], p) for sp, p in zip(splits, pr)]
+    mean, std = metrics.mean_std(accs)
+    row = make_row(table='1', dataset=gm.name, accuracy_mean=mean, accuracy_std=std,
+                   accuracies=accs, num_splits=len(splits), fdr=fdr(),
+                   num_train=len(splits[0].train), num_test=len(splits[0].val),
+                   seconds=time.time() - t0, **fields)
+    rows.append(row)
+    preds[row_label(row)] = pr
+    spent(part, t0, c0)
+    prog.update(1, note=f'{row_label(row)}: {100 * mean:.1f} ± {100 * std:.1f}%')
 
   for sname in feats.stores:
     names = feats.names(sname)
@@ -666,62 +734,46 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
 
     def chosen(name, sp):
       if name != BEST:
-        return name, choices[(sname, name, sp.index)]
+        return choices[(sname, name, sp.index)]
       best = max((n for n in names if n != CONTROL),
                  key=lambda n: choices[(sname, n, sp.index)].inner_accuracy)
-      return best, choices[(sname, best, sp.index)]
+      return choices[(sname, best, sp.index)]
 
     fdr_cache = {}
+
+    def fdr_of(key):
+      if key not in fdr_cache:
+        fdr_cache[key] = streamed_fdr(read(key).take(splits[0].val), y_true[0], k)
+      return fdr_cache[key]
+
     for kind in classifiers:
       for name in (names if kind == 'probe' else att(sname)):
-        t0, c0 = time.time(), time.process_time()
-        accs, keys, l2s, pr = [], [], [], []
-        for sp in splits:
-          _, c = chosen(name, sp)
+        ch = [chosen(name, sp) for sp in splits]
+
+        def fit_split(sp, kind=kind, ch=ch):
+          c = ch[sp.index]
           x = read(c.key)
           model = (_probe(cfg, c.l2, c.epochs) if kind == 'probe'
                    else _make_classifier(kind, cfg, sname))
-          pred = fit_predict(model, x.take(sp.train), labels[sp.train], x.take(sp.val), sp.seed)
-          pr.append(pred)
-          accs.append(metrics.accuracy(labels[sp.val], pred))
-          keys.append(c.key)
-          l2s.append(c.l2)
-        key0 = keys[0]
-        if key0 not in fdr_cache:
-          fdr_cache[key0] = streamed_fdr(read(key0).take(splits[0].val), y_true[0], k)
-        mean, std = metrics.mean_std(accs)
-        row = make_row(table='1', method='ManiFPT', space=sname, estimator=name, classifier=kind,
-                       dataset=gm.name, accuracy_mean=mean, accuracy_std=std, accuracies=accs,
-                       num_splits=len(splits), estimator_params=keys,
-                       probe_l2=l2s if kind == 'probe' else None, fdr=fdr_cache[key0],
-                       num_train=len(splits[0].train), num_test=len(splits[0].val),
-                       seconds=time.time() - t0)
-        rows.append(row)
-        preds[row_label(row)] = pr
-        spent(kind, t0, c0)
-        prog.update(1, note=f'{row_label(row)}: {100 * mean:.1f} ± {100 * std:.1f}%')
+          return fit_predict(model, x.take(sp.train), labels[sp.train], x.take(sp.val), sp.seed)
+        add_row(kind, fit_split, lambda ch=ch: fdr_of(ch[0].key), method='ManiFPT',
+                space=sname, estimator=name, classifier=kind,
+                estimator_params=[c.key for c in ch],
+                probe_l2=[c.l2 for c in ch] if kind == 'probe' else None)
+  images = feats.image_rows() if baselines else None
   for b in baselines:
-    t0, c0 = time.time(), time.process_time()
-    images = RowSubset(feats.images)
     bcfg = (baseline_cfg or {}).get(b, {})
-    accs, pr, fdr = [], [], None
-    for sp in splits:
+    first = []                       # split 0's fitted baseline: its features give the FDR
+
+    def fit_split(sp, b=b, bcfg=bcfg, first=first):
       model = BASELINES[b](seed=sp.seed, **bcfg)
-      im_va = images.take(sp.val)
-      pred = fit_predict(model, images.take(sp.train), labels[sp.train], im_va, sp.seed)
-      pr.append(pred)
-      accs.append(metrics.accuracy(labels[sp.val], pred))
-      if fdr is None:
-        fdr = streamed_fdr(im_va, y_true[0], k, fn=model.features)
-    mean, std = metrics.mean_std(accs)
-    row = make_row(table='1', method=b, classifier='own', dataset=gm.name, accuracy_mean=mean,
-                   accuracy_std=std, accuracies=accs, num_splits=len(splits), fdr=fdr,
-                   num_train=len(splits[0].train), num_test=len(splits[0].val),
-                   seconds=time.time() - t0)
-    rows.append(row)
-    preds[row_label(row)] = pr
-    spent('baselines', t0, c0)
-    prog.update(1, note=f'{b}: {100 * mean:.1f} ± {100 * std:.1f}%')
+      first.append(model)
+      return fit_predict(model, images.take(sp.train), labels[sp.train], images.take(sp.val),
+                         sp.seed)
+    add_row('baselines', fit_split,
+            lambda first=first: streamed_fdr(images.take(splits[0].val), y_true[0], k,
+                                             fn=first[0].features),
+            method=b, classifier='own')
   return {'rows': rows, 'splits': splits, 'y_true': y_true, 'predictions': preds,
           'choices': choices, 'cost': cost,
           'selection_fits': sum(c.fits for c in choices.values())}
@@ -730,15 +782,20 @@ def table1(feats: Features, splits, *, baselines=None, classifiers=CLASSIFIERS,
 def choices_config(choices) -> list:
   """What tables.json records of the selection: one entry per (space, estimator, split)."""
   return [dict(space=s, estimator=n, split=i, key=c.key, l2=c.l2, epochs=c.epochs,
-               inner_val_accuracy=c.inner_accuracy, fits=c.fits, seconds=round(c.seconds, 2))
+               inner_val_accuracy=c.inner_accuracy, fits=c.fits)
           for (s, n, i), c in choices.items()]
 
 
 def diff_rows(t1: dict, *, num_resamples: int = 2000, seed: int = 0) -> list:
   """Table 'diff': paired bootstrap 95 % intervals of accuracy differences on the same
-  validation rows of every split: the best ManiFPT row (not a control) minus the best baseline
-  (best = highest mean accuracy over the splits, as reported), and each estimator row minus its
-  input control (same space, same classifier)."""
+  validation rows of every split (best = highest mean accuracy over the splits, as reported):
+
+    - the best ManiFPT row (not a control) minus the best baseline;
+    - the best ManiFPT row minus the best ManiFPT row of another estimator (the runner-up
+      estimator), and per space and classifier the best estimator row minus the runner-up
+      (pairs already listed are not repeated; the attributor's 'best' row takes no part);
+    - each estimator row minus its input control (same space, same classifier).
+  """
   rows = [r for r in t1['rows'] if r['table'] == '1']
   mani = [r for r in rows if not is_baseline(r) and not is_control(r)]
   base = [r for r in rows if is_baseline(r)]
@@ -746,6 +803,17 @@ def diff_rows(t1: dict, *, num_resamples: int = 2000, seed: int = 0) -> list:
   best = lambda rr: max(rr, key=lambda r: r['accuracy_mean'])
   if mani and base:
     pairs.append((best(mani), best(base)))
+  named = [r for r in mani if r['estimator'] != BEST]
+  if named:
+    top = best(mani)
+    others = [r for r in named if r['estimator'] != top['estimator']]
+    if others:
+      pairs.append((top, best(others)))
+    for group in dict.fromkeys((r['space'], r['classifier']) for r in named):
+      rr = sorted((r for r in named if (r['space'], r['classifier']) == group),
+                  key=lambda r: -r['accuracy_mean'])
+      if len(rr) > 1 and (rr[0], rr[1]) not in pairs:
+        pairs.append((rr[0], rr[1]))
   for r in mani:
     pairs += [(r, c) for c in rows if c['estimator'] == CONTROL and c['space'] == r['space']
               and c['classifier'] == r['classifier']]
@@ -784,7 +852,7 @@ def table2(src: Features, tgt: Features, splits, *, baselines=(),
   Both sides must have stores of the same spaces (ManiFPT rows) from the same encoders; the
   estimators are those both sides' Features hold (with the control), each at its default
   candidate (no inner split of the other dataset to choose on), the probe at the selection's
-  first l2 and epochs. splits: `make_splits`'s list; no split is drawn here (all of `src`
+  first l2 with its epochs by early stopping on an inner split of `src` (`_probe`). splits: `make_splits`'s list; no split is drawn here (all of `src`
   trains, all of `tgt` tests): one fit per split's classifier seed.
   """
   seeds = [sp.seed for sp in splits]
@@ -823,7 +891,7 @@ def table2(src: Features, tgt: Features, splits, *, baselines=(),
     t0 = time.time()
     bcfg = (baseline_cfg or {}).get(b, {})
     accs, mean, std = scored(lambda s, b=b: BASELINES[b](seed=s, **bcfg),
-                             RowSubset(src.images).take(rs), RowSubset(tgt.images).take(rt))
+                             src.image_rows().take(rs), tgt.image_rows().take(rt))
     rows.append(make_row(table='2', method=b, classifier='own', dataset=dataset,
                          accuracy_mean=mean, accuracy_std=std, accuracies=accs,
                          num_splits=len(seeds), num_train=len(rs), num_test=len(rt),
@@ -937,7 +1005,7 @@ def openset(feats: Features, train_mask, *, choices: dict | None = None, baselin
   y, train = feats.labels[sample], np.asarray(train_mask)[sample]
   sets = {('ManiFPT', s, n, key): (lambda s=s, key=key: feats.artifacts(s, key)[sample])
           for (s, n), key in split0_keys(feats, choices).items()}
-  images = RowSubset(feats.images).take(sample)
+  images = feats.image_rows().take(sample)
   for b, m in fit_free_baselines(baselines, baseline_cfg).items():
     sets[(b, None, None, None)] = lambda m=m: apply_in_slices(m.features, images)
   rows = []

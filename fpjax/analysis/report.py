@@ -479,6 +479,39 @@ def _control_lines(mani, controls, diffs) -> list:
   return [head] + out
 
 
+def _runner_up_lines(mani, diffs) -> list:
+  """The best estimator against the runner-up: overall (the best ManiFPT row vs the best row
+  of another estimator) and per space and classifier, from the diff rows that compare them."""
+  named = [r for r in mani if r.get('estimator') not in (None, 'best')]
+  bm = _best(mani)
+  out = []
+  others = [r for r in named if bm and r['estimator'] != bm.get('estimator')]
+  if bm and others:
+    ru = _best(others)
+    d = _find_diff(diffs, bm, ru)
+    if d is not None:
+      word = ('leads' if d['diff_mean'] > 0 else 'trails' if d['diff_mean'] < 0 else 'ties')
+      sig = ('significantly' if d['significant'] else
+             'not significantly (the interval includes 0)')
+      out.append(f'- Best estimator vs the runner-up: {row_label(bm)} {word} the best row of '
+                 f'another estimator, {row_label(ru)} {_acc(ru)}, by '
+                 f'{_points(abs(d["diff_mean"]))[1:]} points, {sig}; 95 % interval '
+                 f'{_interval(d)}.')
+  per = []
+  for group in dict.fromkeys((r['space'], r['classifier']) for r in named):
+    rr = sorted((r for r in named if (r['space'], r['classifier']) == group),
+                key=lambda r: -r['accuracy_mean'])
+    d = _find_diff(diffs, rr[0], rr[1]) if len(rr) > 1 else None
+    if d is not None:
+      per.append(f'{group[0].upper()} {group[1]}: {rr[0]["estimator"]} − '
+                 f'{rr[1]["estimator"]} {_points(d["diff_mean"])} {_interval(d)}'
+                 + (' \\*' if d['significant'] else ''))
+  if per:
+    out.append('- Best estimator minus the runner-up per space and classifier (points, 95 % '
+               'interval, \\* significant): ' + '; '.join(per) + '.')
+  return out
+
+
 def _table1_lines(t1, diffs) -> list:
   out = []
   t1 = [r for r in t1 if r.get('accuracy_mean') is not None]
@@ -500,6 +533,7 @@ def _table1_lines(t1, diffs) -> list:
       out.append('- Best row per space: ' + '; '.join(
           f'{s.upper()}: {row_label(b)} {_acc(b)}' for s in spaces
           for b in [_best([r for r in mani if r['space'] == s])]) + '.')
+  out += _runner_up_lines(mani, diffs)
   if bm and bb:
     gap = bm['accuracy_mean'] - bb['accuracy_mean']
     if gap < 0:
