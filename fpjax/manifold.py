@@ -26,14 +26,11 @@ re-ranked exactly in the full space, and the certificate (below) holds unchanged
 rounding of the reduction added to its error bound. Answers stay float32-exact. The bound holds
 for any float32 basis V (its measured ‖VᵀV − I‖ enters it), so V only has to be good, not exact.
 
-Building the reduced search (a randomized SVD of a bank sample, then one pass of three
-bank-sized matmuls over the bank) is work the full-space search does not need. The constructor
-returns once the full-space search is ready (placing the bank) and a background thread builds
-the reduced search: queries projected meanwhile use the full-space search, and each later call
-uses the reduced search once it is complete (the choice is made at the start of a call, never
-inside one). Both searches return the same answers, so the switch changes speed only.
-(With several hosts the build stays in the constructor: every host must launch the same
-programs in the same order.)
+Building the reduced search is work the full-space search does not need, done in the
+constructor: one randomized SVD of a 4,096-row bank sample (one program on the device), the
+basis orthonormalised on the device, and one pass over the bank with a single bank-sized
+matmul, p = Vᵀ(x − μ); ρ and the other error terms come from norms (``_reduce``). If the build
+fails the full-space search is used (same answers, full speed).
 """
 from __future__ import annotations
 
@@ -41,7 +38,6 @@ import dataclasses
 import contextlib
 import functools
 import math
-import threading
 from typing import NamedTuple
 
 import jax
@@ -109,28 +105,41 @@ def _gamma(n: int) -> float:
 
 
 def _reduce(xc, norm2, basis, orth_err):
-  """Search vectors of centred rows xc [n, D] (‖xc‖² = norm2) on the basis V [D, r].
+  """Search vectors of centred rows xc [n, D] (norm2 = fl(‖xc‖²)) on the basis V [D, r].
 
-  (See the module doc.) Returns x̂ = [p, ρ] [n, r+1] with p = fl(Vᵀx), and per row ‖p‖ and η. With r_x the
-  exact residual x − V p: ρ ≥ ‖r_x‖ and η ≥ ‖Vᵀ r_x‖, so for any two rows
-      x·y ≤ p_x·p_y + ρ_x ρ_y + η_x‖p_y‖ + η_y‖p_x‖ + ‖VᵀV − I‖ ‖p_x‖‖p_y‖,
-  every term bounded with float32 rounding accounted for (Higham's γ_n).
+  (See the module doc.) Returns x̂ = [p, ρ] [n, r+1] with p = fl(Vᵀx), and per row ‖p‖ and η.
+  With r_x the exact residual x − V p: ρ ≥ ‖r_x‖ and η ≥ ‖Vᵀ r_x‖, so for any two rows
+      x·y ≤ p_x·p_y + ρ_x ρ_y + η_x‖p_y‖ + η_y‖p_x‖ + ‖VᵀV − I‖ ‖p_x‖‖p_y‖.
+  Both come from norms, so one product (p) is the only bank-sized matmul:
+
+  G = VᵀV, o ≥ ‖G − I‖, e = p − Vᵀx the rounding of p's D-term dot products (Higham:
+  |e_j| ≤ γ_D Σ_i |x_i||V_ij| ≤ γ_D ‖x‖‖V_:j‖, so ‖e‖ ≤ γ_D ‖V‖_F ‖x‖ ≤ γ_D √r (1+o) ‖x‖).
+  Vᵀr_x = Vᵀx − Gp = −e − (G − I)p gives η = ‖e‖ + o‖p‖ (bounds rounded up), and
+      ‖r_x‖² = ‖x‖² − 2pᵀVᵀx + pᵀGp = ‖x‖² − ‖p‖² + 2e·p + pᵀ(G − I)p
+             ≤ ‖x‖² − ‖p‖² + 2‖e‖‖p‖ + o‖p‖².
+  With s_x = norm2, s_p = fl(‖p‖²) (each within γ_n of the norm²), 2‖x‖‖p‖ ≤ ‖x‖² + ‖p‖²,
+  fl(s_x − s_p) within u(s_x + s_p) of s_x − s_p, and the float32 evaluation below (a few
+  roundings, each ≤ u times s_x + s_p or the o term):
+      ρ² = fl(s_x − s_p) + K (s_x + s_p) + o (1 + 2γ_r)(1 + 8u) s_p,
+      K = (2γ_D + 12u + γ_D √r (1 + o)(1 + 2γ_D))(1 + 8u).
+  The cancellation in s_x − s_p (rows almost inside span V) costs at most K(s_x + s_p): such
+  a row gets ρ ≈ √(2K)‖x‖ instead of ~0, which loosens the search bound, never breaks it.
+  Square roots are rounded up by 64u (XLA's may be a few ulp off on some backends).
   """
   dim, r = basis.shape
-  hi = lax.Precision.HIGHEST
-  p = jnp.dot(xc, basis, precision=hi)
-  res = xc - jnp.dot(p, basis.T, precision=hi)
-  w = jnp.dot(res, basis, precision=hi)
+  u = _F32_EPS
   gd, gr = _gamma(dim + 2), _gamma(r + 2)
-  xn = jnp.sqrt(norm2)
-  pn = jnp.sqrt(jnp.sum(p * p, axis=1))
-  rn = jnp.sqrt(jnp.sum(res * res, axis=1))
-  # ‖r_x − res‖: rounding of V p (r terms) and of the subtraction, normwise.
-  err = (gr * (xn + math.sqrt(r) * pn) + gd * rn) * (1.0 + gd)
-  rho = rn * (1.0 + gd) + err
-  eta = (jnp.sqrt(jnp.sum(w * w, axis=1)) * (1.0 + gd)
-         + (gd * math.sqrt(r) * rn + err) * (1.0 + orth_err))
-  return jnp.concatenate([p, rho[:, None]], axis=1), pn * (1.0 + gd), eta
+  p = jnp.dot(xc, basis, precision=lax.Precision.HIGHEST)
+  sp = jnp.sum(p * p, axis=1)
+  k = ((2.0 * gd + 12.0 * u) + gd * math.sqrt(r) * (1.0 + 2.0 * gd) * (1.0 + orth_err)) * (
+      1.0 + 8.0 * u)
+  rho2 = (norm2 - sp) + k * (norm2 + sp) + orth_err * ((1.0 + 2.0 * gr) * (1.0 + 8.0 * u)) * sp
+  up = 1.0 + 64.0 * u
+  rho = jnp.sqrt(jnp.maximum(rho2, 0.0)) * up
+  pn = jnp.sqrt(sp) * (1.0 + gd)  # ≥ ‖p‖
+  eta = (gd * math.sqrt(r) * (1.0 + gd) * (1.0 + orth_err) * jnp.sqrt(norm2)
+         + orth_err * pn) * up
+  return jnp.concatenate([p, rho[:, None]], axis=1), pn, eta
 
 
 class ReducedConsts(NamedTuple):
@@ -305,8 +314,6 @@ class BankPlacement:
   slice over `device_bank_bytes` stays in host RAM and goes to the devices one chunk at a
   time; every chunk has the same shape, so one compiled kernel serves them all.
   The reduced search's rows (x̂, ‖x − μ‖²) follow the bank: on the devices or on the host.
-  A streamed bank's chunks go to the devices under `lock`: the background build of the reduced
-  search and the search take turns, so their chunks do not pile up on the devices together.
   """
 
   def __init__(self, flat: np.ndarray, mesh, tile: int, device_bank_bytes: int | None):
@@ -326,7 +333,6 @@ class BankPlacement:
       self.chunk_rows = nb * _round_up(per_shard, self.tile)
       self.host_bank, self.bank = None, self.put(flat, 0)
     self.search_rows = self.host_search_rows = None  # set by set_search_rows
-    self.lock = threading.Lock()
 
   @property
   def streamed(self) -> bool:
@@ -388,9 +394,8 @@ class Manifold:
 
   search_dim: 'auto' chooses the reduced search (module doc) when the bank is compressible,
   an int r forces r principal directions, None searches in the full space. Results are the
-  same in every case; only the speed differs. The reduced search is built in the background
-  (module doc): `reduction_ready` says whether it is in use yet; `wait_for_reduction()`, or
-  reading `basis` or `reduce_consts`, waits for it.
+  same in every case; only the speed differs. The reduced search is built in the constructor;
+  `basis` is None without it.
   autotune: time kernel configurations the first time a shape is seen and cache the fastest
   (fpjax.autotune); None: on for GPU and TPU, off on the CPU (env FPJAX_AUTOTUNE=0: off).
   """
@@ -422,18 +427,9 @@ class Manifold:
     check_finite(flat, "real bank")
     self.mean = jnp.asarray(flat.mean(axis=0, dtype=np.float64), jnp.float32)
     self.placement = BankPlacement(flat, self.mesh, tile, device_bank_bytes)
-    # The reduced search: planned here (search_dim checked, the SVD sample copied from the
-    # bank), built in the background; `_reduced` = (V, ReducedConsts) once it is complete.
-    self._reduced = None
-    self._reduction_thread = None
+    # The reduced search (module doc), built here: (V, ReducedConsts), or None.
     sample = _reduction_sample(flat, search_dim)
-    if sample is not None and jax.process_count() > 1:
-      # Every host must launch the same programs in the same order: built here, in line.
-      self._reduced = _reduction(sample, self.mean, search_dim, self.placement)
-    elif sample is not None:
-      self._reduction_thread = threading.Thread(
-          target=self._build_reduction, args=(sample, search_dim), name="fpjax-reduced-search")
-      self._reduction_thread.start()
+    self._reduced = None if sample is None else self._build_reduction(sample, search_dim)
     self.autotune = autotune_lib.enabled(autotune)
     self._tuner = autotune_lib.Tuner() if self.autotune else None
     self._configs = {}
@@ -448,38 +444,30 @@ class Manifold:
   chunk_rows = property(lambda self: self.placement.chunk_rows)
 
   def _build_reduction(self, sample, search_dim):
+    if jax.process_count() > 1:  # every host must launch the same programs: no fallback
+      return _reduction(sample, self.mean, search_dim, self.placement)
     try:
-      reduced = _reduction(sample, self.mean, search_dim, self.placement)
-      if reduced is not None and not self.placement.streamed:
-        # Compiled here for the default query batch (the XLA scan, the CPU's and the
-        # untuned configuration), so the first call after the switch does not wait for it.
-        sharding = NamedSharding(self.mesh, P(parallel.DATA, None))
-        q = jax.ShapeDtypeStruct((self._batch(None), self.dim), jnp.float32, sharding=sharding)
-        self._search_fn(PRECISIONS[self.precision], True).lower(
-            q, self.bank, self.mean, np.int32(0), np.int32(self.size),
-            self.placement.search_rows + tuple(reduced)).compile()
+      return _reduction(sample, self.mean, search_dim, self.placement)
     except Exception as e:  # pylint: disable=broad-except
       # Speed only: the full-space search gives the same answers.
       logging.warning("fpjax: building the reduced search failed (%s: %s); the full-space "
                       "search is used", type(e).__name__, e)
-      return
-    self._reduced = reduced  # published last: the search rows are already in place
+      return None
 
   def wait_for_reduction(self) -> bool:
-    """Waits for the background build of the reduced search; True if it is used."""
-    if self._reduction_thread is not None:
-      self._reduction_thread.join()
+    """True if the reduced search is used. It is built in the constructor; this call (which
+    waited for a background build in earlier versions) returns at once."""
     return self._reduced is not None
 
   @property
   def reduction_ready(self) -> bool:
-    """Whether the reduced search is built and used (False while it builds, or without one)."""
+    """Whether the reduced search is built and used."""
     return self._reduced is not None
 
-  basis = property(lambda self: self._reduced[0] if self.wait_for_reduction() else None,
-                   doc="the reduced search's basis V [D, r] (waits for its build); None: full space")
-  reduce_consts = property(lambda self: self._reduced[1] if self.wait_for_reduction() else None,
-                           doc="the reduced search's ReducedConsts (waits for its build)")
+  basis = property(lambda self: self._reduced[0] if self._reduced else None,
+                   doc="the reduced search's basis V [D, r]; None: full-space search")
+  reduce_consts = property(lambda self: self._reduced[1] if self._reduced else None,
+                           doc="the reduced search's ReducedConsts; None: full-space search")
 
   # ---- construction ---------------------------------------------------------------------
   @classmethod
@@ -564,16 +552,15 @@ class Manifold:
     search = self._search_fn(search_dtype, reduced is not None, config)
     best = None
     placement = self.placement
-    with placement.lock if placement.streamed else contextlib.nullcontext():
-      for bank, search_rows, start, n_valid in placement.chunks(reduced is not None):
-        args = (q, bank, self.mean, np.int32(start), np.int32(n_valid))
-        if reduced is not None:
-          args += (search_rows + tuple(reduced),)
-        d, i, ok = search(*args)
-        if best is None:
-          best = (d, i, ok)
-        else:
-          best = _merge_topk(best[0], best[1], d, i, self.k) + (best[2] & ok,)
+    for bank, search_rows, start, n_valid in placement.chunks(reduced is not None):
+      args = (q, bank, self.mean, np.int32(start), np.int32(n_valid))
+      if reduced is not None:
+        args += (search_rows + tuple(reduced),)
+      d, i, ok = search(*args)
+      if best is None:
+        best = (d, i, ok)
+      else:
+        best = _merge_topk(best[0], best[1], d, i, self.k) + (best[2] & ok,)
     return best
 
   def _nearest(self, q_all, batch):
@@ -589,7 +576,6 @@ class Manifold:
       return d[:rows.shape[0]], i[:rows.shape[0]], ok[:rows.shape[0]]
 
     search_dtype = PRECISIONS[self.precision]
-    # One choice for the whole call: the reduced search if its background build is done.
     reduced = self._reduced
     parts = [search(q_all[s:s + batch], batch, search_dtype, reduced, tune=True)
              for s in range(0, n, batch)]
@@ -697,11 +683,12 @@ class Manifold:
     """Top-`dim` principal directions of the bank, [D, dim]: a basis for fingerprint covariance.
 
     A randomized SVD on the device (float32, HIGHEST precision) of at most `max_rows` bank
-    rows, orthonormalised in float64 on the host.
+    rows, orthonormalised on the device.
     """
     rows = self.placement.rows(_sample_rows(self.size, max_rows, seed))
-    vt, _, _ = _principal_components(rows, min(dim, *rows.shape), seed, n_iter=4)
-    return np.linalg.qr(vt.T.astype(np.float64))[0].astype(np.float32)
+    with _one_blas_thread():
+      basis, _, _ = _randomized_svd(rows, rank=min(dim, *rows.shape), n_iter=4, seed=seed)
+      return np.asarray(basis)
 
 
 def _sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
@@ -710,70 +697,77 @@ def _sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
 
 
-# The randomized SVD's float32 products, on the device with HIGHEST precision (GPUs and
-# TPUs would otherwise round them to TF32 / bfloat16): x·y, xᵀ·y and centring.
+# The randomized SVD's and the basis's float32 products run on the device with HIGHEST
+# precision (GPUs and TPUs would otherwise round them to TF32 / bfloat16).
 _HIGHEST = lax.Precision.HIGHEST
-_matmul = jax.jit(lambda x, y: jnp.dot(x, y, precision=_HIGHEST))
-_matmul_t = jax.jit(lambda x, y: lax.dot_general(x, y, (((0,), (0,)), ((), ())),
-                                                 precision=_HIGHEST))
-_centre = jax.jit(lambda x: x - jnp.mean(x, axis=0))
 
 
-@functools.partial(jax.jit, static_argnames="passes")
+def _gram(y):
+  """yᵀy of y [n, w], float32 with HIGHEST precision."""
+  return lax.dot_general(y, y, (((0,), (0,)), ((), ())), precision=_HIGHEST)
+
+
 def _orthonormalise(y, passes=2):
-  """Orthonormal columns spanning y [n, w]: y ← y R⁻¹ with RᵀR = yᵀy, `passes` times.
+  """Orthonormal columns spanning y [n, w]: y ← y U Λ^(-1/2) Uᵀ with U Λ Uᵀ = yᵀy, `passes`
+  times (Löwdin: the orthonormal columns nearest to y's, in the same order).
 
-  CholeskyQR2 on the device: two passes give orthonormal columns to float32 accuracy, one
-  suffices inside power iterations (which only need a well-scaled basis of the range). The
-  small shift keeps rank-deficient samples finite. (XLA:CPU's QR of a tall matrix took
-  seconds; host LAPACK calls between XLA's matmuls fought its threads for the 2 cores.)
+  Two passes give orthonormal columns to float32 accuracy, one suffices inside power
+  iterations (which only need a well-scaled basis of the range). Eigenvalues below 1e-6 of
+  the largest are raised to it, which keeps rank-deficient samples finite (their noise
+  directions come out shorter than 1, never blown up). Traced inside one jitted program: the
+  w × w eigh compiles in a tenth of a second, where XLA:CPU's Cholesky with triangular solve
+  took ~1.5 s per shape and a host LAPACK call fought XLA's threads for the 2 cores.
   """
   for _ in range(passes):
-    g = lax.dot_general(y, y, (((0,), (0,)), ((), ())), precision=_HIGHEST)
-    g = g + jnp.eye(g.shape[0], dtype=g.dtype) * (jnp.trace(g) * 1e-6 + 1e-30)
-    chol = jnp.linalg.cholesky(g)
-    y = lax.linalg.triangular_solve(chol, y, left_side=False, lower=True, transpose_a=True)
+    lam, u = jnp.linalg.eigh(_gram(y))
+    lam = jnp.maximum(lam, lam[-1] * 1e-6 + 1e-30)
+    y = jnp.dot(y, jnp.dot(u / jnp.sqrt(lam), u.T, precision=_HIGHEST), precision=_HIGHEST)
   return y
 
 
+@functools.partial(jax.jit, static_argnames=("rank", "n_iter", "seed"))
 def _randomized_svd(rows, *, rank, n_iter, seed):
-  """Top `rank` right singular vectors, singular values and total energy of the centred rows.
+  """Top `rank` right singular vectors V [D, rank] (orthonormal columns, in order), singular
+  values and total energy of the centred rows, in one program on the device (one compilation
+  per shape).
 
   Halko, Martinsson & Tropp (2011): a Gaussian range finder with `n_iter` power iterations,
   each re-orthonormalised (which keeps float32 from losing the small directions), then the
-  SVD of the small projected matrix B = Qᵀx through its w × w Gram matrix. The products run
-  on the device; the basis only steers speed (Manifold re-orthonormalises it in float64 and
-  its error bound uses the measured ‖VᵀV − I‖), never an answer.
+  SVD of the small projected matrix B = Qᵀx through its w × w Gram matrix. V only steers
+  speed (the error bounds use its measured ‖VᵀV − I‖, see `_orth_err`), never an answer.
   """
-  x = _centre(jnp.asarray(rows, jnp.float32))
+  x = jnp.asarray(rows, jnp.float32)
+  x = x - jnp.mean(x, axis=0)
   n, dim = x.shape
   width = min(rank + 10, n, dim)  # oversampling
   omega = jax.random.normal(jax.random.key(seed), (dim, width), jnp.float32)
-  y = _orthonormalise(_matmul(x, omega), 1)
+  y = _orthonormalise(jnp.dot(x, omega, precision=_HIGHEST), 1)
   for _ in range(n_iter):
-    y = _orthonormalise(_matmul(x, _orthonormalise(_matmul_t(x, y), 1)), 1)
+    z = _orthonormalise(lax.dot_general(x, y, (((0,), (0,)), ((), ())), precision=_HIGHEST), 1)
+    y = _orthonormalise(jnp.dot(x, z, precision=_HIGHEST), 1)
   y = _orthonormalise(y)
-  b = _matmul_t(y, x)  # [w, D]
-  lam, u = np.linalg.eigh(np.asarray(_matmul(b, b.T), np.float64))
-  order = np.argsort(lam)[::-1][:rank]
-  sv = np.sqrt(np.maximum(lam[order], 0.0))
-  scale = (u[:, order] / np.maximum(sv, max(sv.max(initial=0.0), 1e-30) * 1e-6)).T
-  vt = _matmul(jnp.asarray(scale, jnp.float32), b)
-  return vt, sv, jnp.sum(x * x)
+  b = lax.dot_general(y, x, (((0,), (0,)), ((), ())), precision=_HIGHEST)  # [w, D]
+  lam, u = jnp.linalg.eigh(jnp.dot(b, b.T, precision=_HIGHEST))
+  lam, u = lam[::-1][:rank], u[:, ::-1][:, :rank]  # descending
+  sv = jnp.sqrt(jnp.maximum(lam, 0.0))
+  vt = jnp.dot((u / jnp.maximum(sv, sv[0] * 1e-6 + 1e-30)).T, b, precision=_HIGHEST)
+  # Löwdin keeps the columns in order, so any leading r of them are orthonormal too.
+  return _orthonormalise(vt.T), sv, jnp.sum(x * x)
 
 
-def _principal_components(rows: np.ndarray, dim: int, seed: int, n_iter: int):
-  """(Vᵀ [dim, D], singular values, total energy) of the centred rows, on the host."""
-  vt, sv, total = _randomized_svd(jnp.asarray(rows, jnp.float32), rank=dim, n_iter=n_iter,
-                                  seed=seed)
-  return np.asarray(vt), np.asarray(sv), float(total)
+def _orth_err(basis) -> float:
+  """An upper bound on ‖VᵀV − I‖ (Frobenius, which bounds the spectral norm) of the float32
+  basis, measured in float64 on the host: a float32 Gram matrix would carry rounding errors
+  up to γ_D·r, far above the ~1e-5 that two orthonormalisation passes leave."""
+  b64 = np.asarray(basis, np.float64)
+  return float(np.linalg.norm(b64.T @ b64 - np.eye(b64.shape[1]))) * 1.01 + 1e-12
 
 
 def _reduce_slice(bank, mu, offset, n_valid, basis, orth_err, *, batch):
   """Search rows (x̂, ‖x − μ‖²) of one device's bank slice and the slice's bound maxima.
 
-  In batches of `batch` rows (lax.map): the residual x − V Vᵀx is a batch × D temporary,
-  never a bank-sized one. Padding rows get ‖x − μ‖² = inf and stay out of the maxima.
+  In batches of `batch` rows (lax.map): the centred rows are a batch × D temporary, never a
+  bank-sized one. Padding rows get ‖x − μ‖² = inf and stay out of the maxima.
   """
   rows, dim = bank.shape
 
@@ -821,6 +815,39 @@ def _reduction_sample(flat: np.ndarray, search_dim):
   return flat[_sample_rows(n, 4096, 0)]
 
 
+def _reduction_basis(sample: np.ndarray, search_dim):
+  """(V [D, r], ‖VᵀV − I‖ bound) of the bank sample, or (None, None) when 'auto' finds the
+  bank's energy not concentrated enough for REDUCE_RESIDUAL within the caps."""
+  dim = sample.shape[1]
+  if search_dim == "auto":
+    cap = _auto_cap(dim)
+    # One power iteration: the choice of r reads the energy spectrum, which a second
+    # iteration changed in the fourth digit on digits (and any V keeps answers exact).
+    basis, sv, total = _randomized_svd(sample, rank=cap - 1, n_iter=1, seed=0)
+    sv = np.asarray(sv, np.float64)
+    residual = 1.0 - np.cumsum(sv ** 2) / max(float(total), 1e-30)
+    fits = [s - 1 for s in range(64, cap + 1, 64) if residual[s - 2] <= REDUCE_RESIDUAL]
+    if not fits:
+      return None, None
+    basis = basis[:, :fits[0]]
+  else:
+    basis, _, _ = _randomized_svd(sample, rank=min(int(search_dim), *sample.shape), n_iter=4,
+                                  seed=0)
+  return basis, _orth_err(basis)
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+  """One BLAS thread for the LAPACK calls of the basis (XLA:CPU's eigh goes through SciPy's
+  OpenBLAS, the host's float64 check through NumPy's): on a loaded 2-core CPU their spinning
+  threads fought XLA's for the cores, and the randomized SVD took 2-6x longer (once 11 s
+  instead of 1.3 s). SciPy's LAPACK is loaded first: threadpoolctl limits loaded libraries only."""
+  import scipy.linalg.cython_lapack  # pylint: disable=g-import-not-at-top,unused-import
+  import threadpoolctl  # pylint: disable=g-import-not-at-top
+  with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    yield
+
+
 def _reduction(sample: np.ndarray, mean, search_dim, placement: BankPlacement):
   """The reduced search for a bank (module doc): (V [D, r], ReducedConsts), or None.
 
@@ -829,26 +856,10 @@ def _reduction(sample: np.ndarray, mean, search_dim, placement: BankPlacement):
   (`placement.set_search_rows`). None when 'auto' finds the bank's energy not concentrated
   enough for REDUCE_RESIDUAL within the caps.
   """
-  dim = sample.shape[1]
-  if search_dim == "auto":
-    cap = _auto_cap(dim)
-    # One power iteration: the choice of r reads the energy spectrum, which a second
-    # iteration changed in the fourth digit on digits (and any V keeps answers exact).
-    vt, sv, total = _principal_components(sample, cap - 1, seed=0, n_iter=1)
-    residual = 1.0 - np.cumsum(sv.astype(np.float64) ** 2) / max(total, 1e-30)
-    fits = [s - 1 for s in range(64, cap + 1, 64) if residual[s - 2] <= REDUCE_RESIDUAL]
-    if not fits:
-      return None
-    r = fits[0]
-  else:
-    vt, _, _ = _principal_components(sample, min(int(search_dim), *sample.shape), seed=0,
-                                     n_iter=4)
-    r = vt.shape[0]
-  # Orthonormalise in float64; ‖VᵀV − I‖ of the float32 basis enters the error bound.
-  basis = np.linalg.qr(vt[:r].T.astype(np.float64))[0].astype(np.float32)
-  gram = basis.T.astype(np.float64) @ basis.astype(np.float64)
-  orth_err = float(np.linalg.norm(gram - np.eye(r))) * 1.01 + 1e-12
-  basis = jnp.asarray(basis)
+  with _one_blas_thread():
+    basis, orth_err = _reduction_basis(sample, search_dim)
+  if basis is None:
+    return None
   slice_rows = placement.slice_rows
   tiles = slice_rows // placement.tile
   batch = placement.tile * max(d for d in range(1, tiles + 1)
@@ -861,13 +872,12 @@ def _reduction(sample: np.ndarray, mean, search_dim, placement: BankPlacement):
     chunks.append(jax.block_until_ready((hat, norm2)))  # built means ready to search
     maxima = np.asarray(m)
   for start in range(0, placement.size if placement.streamed else 0, placement.chunk_rows):
-    with placement.lock:  # one chunk on the devices at a time, taking turns with the search
-      n_valid = min(placement.chunk_rows, placement.size - start)
-      hat, norm2, m = reduce_fn(placement.put(placement.host_bank, start), mean, np.int32(start),
-                                np.int32(n_valid), basis, np.float32(orth_err))
-      # To the host at once: a streamed bank's rows never pile up on the devices.
-      chunks.append((np.asarray(hat)[:n_valid], np.asarray(norm2)[:n_valid]))
-      maxima = np.maximum(maxima, np.asarray(m))
+    n_valid = min(placement.chunk_rows, placement.size - start)
+    hat, norm2, m = reduce_fn(placement.put(placement.host_bank, start), mean, np.int32(start),
+                              np.int32(n_valid), basis, np.float32(orth_err))
+    # To the host at once: a streamed bank's rows never pile up on the devices.
+    chunks.append((np.asarray(hat)[:n_valid], np.asarray(norm2)[:n_valid]))
+    maxima = np.maximum(maxima, np.asarray(m))
   placement.set_search_rows(chunks)
   consts = ReducedConsts(*(jnp.asarray(v, jnp.float32) for v in (*maxima, orth_err)))
   return basis, consts

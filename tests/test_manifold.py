@@ -1,6 +1,4 @@
 """The projection kernel against a float64 brute force and FAISS IndexFlatL2."""
-import threading
-
 import faiss
 import numpy as np
 import pytest
@@ -163,6 +161,73 @@ def test_reduced_search_ranks_by_a_true_lower_bound(rng):
   assert np.all(rho >= np.linalg.norm(xd - p @ basis.T.astype(np.float64), axis=1))
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e6])
+def test_reduction_bounds_from_norms_hold_on_adversarial_rows(rng, scale):
+  # ρ and η come from ‖x‖² − ‖p‖² (one matmul), whose float32 cancellation the bound must
+  # absorb: rows exactly and almost inside span(V), almost orthogonal to it, zero, typical
+  # (2 % residual energy), at unit and at large norm; a basis ~1e-4 away from orthonormal.
+  import jax.numpy as jnp
+  from fpjax import manifold as manifold_lib
+  dim, r = 784, 255
+  q64 = np.linalg.qr(rng.normal(size=(dim, r)))[0]
+  basis = (q64 + 3e-7 * rng.normal(size=(dim, r))).astype(np.float32)
+  v = basis.astype(np.float64)
+  orth = float(np.linalg.norm(v.T @ v - np.eye(r))) * 1.01
+  assert 3e-5 < orth < 1e-3
+  inside = rng.normal(size=(64, r)) @ basis.T
+  outside = rng.normal(size=(64, dim))
+  outside -= outside @ q64 @ q64.T
+  typical = inside / 0.99 + 0.14 * outside * np.linalg.norm(inside, axis=1, keepdims=True) / (
+      np.linalg.norm(outside, axis=1, keepdims=True) * 0.99)
+  x = np.concatenate([inside, inside + 1e-4 * outside, inside + 1e-7 * outside, outside,
+                      outside + 1e-4 * inside, typical, np.zeros((2, dim))]) * scale
+  x = x.astype(np.float32)
+  xj = jnp.asarray(x)
+  hat, pn, eta = (np.asarray(a, np.float64) for a in manifold_lib._reduce(
+      xj, jnp.sum(xj * xj, axis=1), jnp.asarray(basis), orth))
+  p, rho = hat[:, :r], hat[:, r]
+  xd = x.astype(np.float64)
+  res = xd - p @ v.T  # the exact residual of the float32 p, in float64
+  true_rho = np.linalg.norm(res, axis=1)
+  assert np.all(rho >= true_rho)
+  assert np.all(eta >= np.linalg.norm(res @ v, axis=1))
+  assert np.all(pn >= np.linalg.norm(p, axis=1))
+  bound = (p @ p.T + np.outer(rho, rho) + np.outer(eta, pn) + np.outer(pn, eta)
+           + orth * np.outer(pn, pn))
+  assert np.all(xd @ xd.T <= bound)
+  # Not vacuous: the slack is a few γ_D·√r·‖x‖², about 0.03‖x‖ for ρ here.
+  xn = np.linalg.norm(xd, axis=1)
+  assert np.all(rho <= true_rho + 0.05 * xn)
+  assert np.all(eta <= 2e-3 * xn)
+  rows = slice(5 * 64, 6 * 64)  # typical rows: ρ within 5 % of the true residual
+  assert np.all(rho[rows] <= 1.05 * true_rho[rows])
+
+
+@pytest.mark.parametrize("eps", [1e-3, 1e-5])
+def test_reduction_bound_holds_where_it_is_tight(rng, eps):
+  # V = Q(I + ε wwᵀ): VᵀV − I = (2ε + ε²) wwᵀ has rank one, so for rows along Qw the bound
+  # without its rounding terms is an equality (‖x‖² − ‖p‖² + o‖p‖² = ‖r_x‖² exactly) and
+  # only the float32 terms of ρ keep it above the true residual (without them, about half
+  # of these rows fail).
+  import jax.numpy as jnp
+  from fpjax import manifold as manifold_lib
+  dim, r = 3072, 8
+  q = np.linalg.qr(rng.normal(size=(dim, r)))[0]
+  w = rng.normal(size=r)
+  w /= np.linalg.norm(w)
+  basis = (q + eps * np.outer(q @ w, w)).astype(np.float32)
+  v = basis.astype(np.float64)
+  orth = float(np.linalg.norm(v.T @ v - np.eye(r))) + 1e-15
+  x = ((q @ w)[None, :] * rng.uniform(1, 100, size=(256, 1))).astype(np.float32)
+  xj = jnp.asarray(x)
+  hat, pn, eta = (np.asarray(a, np.float64) for a in manifold_lib._reduce(
+      xj, jnp.sum(xj * xj, axis=1), jnp.asarray(basis), orth))
+  p, rho = hat[:, :r], hat[:, r]
+  res = x.astype(np.float64) - p @ v.T
+  assert np.all(rho >= np.linalg.norm(res, axis=1))
+  assert np.all(eta >= np.linalg.norm(res @ v, axis=1))
+
+
 def test_reduced_search_is_exact_on_real_digits(mnist):
   bank_images, query_images = mnist[0][:3000], mnist[0][3000:3500]
   full = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None)
@@ -186,49 +251,26 @@ def test_reduced_search_is_exact_on_real_digits(mnist):
 
 
 @pytest.mark.parametrize("device_bank_bytes", [None, 700 * 784 * 4])
-def test_background_reduction_switch_keeps_answers(device_bank_bytes, mnist, monkeypatch):
-  # The constructor returns before the reduced search is built: calls made meanwhile use the
-  # full-space search, later calls the reduced one, with the same answers (resident and
-  # streamed banks). The build is held back here until the first call is done.
-  from fpjax import manifold as manifold_lib
+def test_reduced_search_is_used_from_the_first_call(device_bank_bytes, mnist):
+  # Built in the constructor (resident and streamed banks): every kernel call of the first
+  # projection is a reduced search, with the full-space answers.
   bank_images, query_images = mnist[0][:2500], mnist[0][3000:3300]
   ref = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None).project(query_images)
-  release, build = threading.Event(), manifold_lib._reduction
-  monkeypatch.setattr(manifold_lib, "_reduction",
-                      lambda *a: (release.wait(60), build(*a))[1])
   m = fpjax.Manifold.from_images(bank_images, k=2, device_bank_bytes=device_bank_bytes)
-  used = []  # per kernel call: was it the reduced search?
+  assert m.placement.streamed == (device_bank_bytes is not None)
+  assert m.reduction_ready and m.wait_for_reduction() and m.basis.shape[1] < 784 // 2
+  used = []  # per first-stage kernel call: was it the reduced search?
   search_all = m._search_all
-  m._search_all = lambda q, dt, reduced=None, **kw: (used.append(reduced is not None)
-                                                      or search_all(q, dt, reduced, **kw))
-  assert not m.reduction_ready
-  before = m.project(query_images)
-  assert used and not any(used) and m.stats["bfloat16"] == 0
-  release.set()
-  assert m.wait_for_reduction() and m.reduction_ready and m.basis.shape[1] < 784 // 2
-  if device_bank_bytes is None:  # the reduced kernel was compiled in the background too
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec as P
-    q = jax.device_put(np.zeros((1024, 784), np.float32), NamedSharding(m.mesh, P("data", None)))
-    compiles = []
-    listener = lambda event, duration, **kw: compiles.append(event)
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-      jax.block_until_ready(search_all(q, jnp.bfloat16, m._reduced))
-    finally:
-      jax.monitoring.unregister_event_duration_listener(listener)
-    assert "/jax/core/compile/backend_compile_duration" not in compiles, compiles
-  used.clear()
-  after = m.project(query_images)
-  assert used[0]
-  for got in (before, after):
-    np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
-    np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
-    np.testing.assert_array_equal(np.asarray(got.artifact), np.asarray(ref.artifact))
+  m._search_all = lambda q, dt, reduced=None, **kw: (
+      kw.get("tune") and used.append(reduced is not None) or search_all(q, dt, reduced, **kw))
+  got = m.project(query_images)
+  assert used and all(used)
+  np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
+  np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
+  np.testing.assert_array_equal(np.asarray(got.artifact), np.asarray(ref.artifact))
 
 
-def test_failed_background_reduction_keeps_full_space_search(mnist, monkeypatch, caplog):
+def test_failed_reduction_keeps_full_space_search(mnist, monkeypatch, caplog):
   from fpjax import manifold as manifold_lib
   def fail(*args):
     raise MemoryError("no room for the search rows")
@@ -289,14 +331,15 @@ def test_principal_basis_is_orthonormal(mnist):
 def test_randomized_svd_matches_float64_svd(mnist):
   from fpjax import manifold as manifold_lib
   rows = mnist[0][:2000].reshape(2000, -1).astype(np.float32) / 255.0
-  vt, sv, total = manifold_lib._randomized_svd(rows, rank=16, n_iter=4, seed=0)
+  basis, sv, total = manifold_lib._randomized_svd(rows, rank=16, n_iter=4, seed=0)
   x = rows.astype(np.float64) - rows.mean(0, dtype=np.float64)
   _, ref_sv, ref_vt = np.linalg.svd(x, full_matrices=False)
   np.testing.assert_allclose(sv, ref_sv[:16], rtol=1e-2)
   np.testing.assert_allclose(float(total), np.sum(x * x), rtol=1e-4)
   # The top 8 directions span the same subspace: all principal angles small.
-  cosines = np.linalg.svd(np.asarray(vt, np.float64)[:8] @ ref_vt[:8].T, compute_uv=False)
+  cosines = np.linalg.svd(np.asarray(basis, np.float64)[:, :8].T @ ref_vt[:8].T, compute_uv=False)
   assert cosines.min() > 0.99
+  assert manifold_lib._orth_err(basis) < 1e-4
 
 
 # ---- bad input -------------------------------------------------------------------------------
@@ -386,9 +429,9 @@ def test_float32_products_name_highest_precision(mnist):
       "float32 stage (Pallas)": (m._search_fn(jnp.float32, config=pallas), full),
       "reduced bfloat16 stage (query reduction, re-rank)": (m._search_fn(jnp.bfloat16, True), reduced),
       "direct stage": (m._search_fn(None), full),
-      # The randomized SVD (reduction basis, principal_basis) multiplies only through these.
-      "randomized SVD x·y": (manifold_lib._matmul, (jnp.asarray(bank), jnp.ones((784, 8)))),
-      "randomized SVD xᵀ·y": (manifold_lib._matmul_t, (jnp.asarray(bank), jnp.ones((1024, 8)))),
+      # The bases of the reduced search and of principal_basis come from this program.
+      "randomized SVD": (functools.partial(manifold_lib._randomized_svd, rank=8, n_iter=1, seed=0),
+                         (jnp.asarray(bank),)),
       "bank reduction": (jax.shard_map(
           functools.partial(manifold_lib._reduce_slice, batch=256), mesh=m.mesh,
           in_specs=(P(parallel.BANK, None),) + (P(),) * 5,

@@ -1,0 +1,146 @@
+"""How long does building the reduced search take, against the full-space build?
+
+Issue 9's target: the reduced-search build at most 1.5x the full-space build. In one process,
+alternating the two (full first on even repeats, reduced first on odd ones), on the digits-like
+banks of benchmarks/knn.py, it times:
+
+  build   the constructor (`Manifold.from_embeddings`): the full-space build places the bank;
+          the reduced one also runs the randomized SVD and reduces the bank (fpjax.manifold).
+  ready   build + compiling the search kernel of the first call (default query batch), which
+          both searches need before their first answer: the like-for-like comparison.
+  cold    every compilation cache emptied before each build (`jax.clear_caches()`); warm: not.
+          (A persistent compilation cache would hide the cold cost: it is not used.)
+
+Wall and CPU seconds (this process), medians over --repeats, the ratio of the medians, and the
+load average before and after: on a shared machine other processes slow both kinds alike, so
+the ratio is the figure to read. --first_call times build + one projection of --queries rows.
+
+  python benchmarks/reduced_build.py
+  python benchmarks/reduced_build.py --sizes=784:50000 --repeats=5 --queries=0
+"""
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+import fpjax
+from fpjax import manifold as manifold_lib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from knn import digits_like  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_SIZES = flags.DEFINE_list("sizes", ["784:50000", "3072:50000"], "dim:bank pairs")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed builds per kind and mode (medians)")
+_QUERIES = flags.DEFINE_integer("queries", 5000, "queries of the first-call check (0: skip it)")
+
+
+def _cpu():
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def _clock():
+  return time.perf_counter(), _cpu()
+
+
+def _since(start):
+  return time.perf_counter() - start[0], _cpu() - start[1]
+
+
+def build_once(bank, reduced, cold):
+  """(build, ready) as (wall, cpu) pairs, and the manifold."""
+  if cold:
+    jax.clear_caches()
+    manifold_lib._reduce_fn.cache_clear()  # pylint: disable=protected-access
+  start = _clock()
+  m = fpjax.Manifold.from_embeddings(bank, search_dim="auto" if reduced else None)
+  jax.block_until_ready(m.mean)
+  build = _since(start)
+  assert (m.basis is not None) == reduced, "digits should choose the reduced search"
+  # pylint: disable=protected-access
+  sharding = NamedSharding(m.mesh, P(fpjax.parallel.DATA, None))
+  q = jax.ShapeDtypeStruct((m._batch(None), m.dim), jnp.float32, sharding=sharding)
+  args = (q, m.bank, m.mean, np.int32(0), np.int32(m.size))
+  if reduced:
+    args += (m.placement.search_rows + m._reduced,)
+  m._search_fn(manifold_lib.PRECISIONS[m.precision], reduced).lower(*args).compile()
+  return build, _since(start), m
+
+
+def bench_size(dim, n_bank, repeats, n_queries):
+  bank = digits_like(n_bank, dim, seed=0)
+  out = dict(dim=dim, bank=n_bank, load_before=os.getloadavg())
+  build_once(bank, True, cold=False)  # imports and first-use costs outside the timings
+  for mode in ("cold", "warm"):
+    times = {kind: {"build": [], "ready": []} for kind in ("full", "reduced")}
+    for i in range(repeats):
+      for kind in (("full", "reduced") if i % 2 == 0 else ("reduced", "full")):
+        build, ready, m = build_once(bank, kind == "reduced", cold=mode == "cold")
+        times[kind]["build"].append(build)
+        times[kind]["ready"].append(ready)
+        if kind == "reduced":
+          out["search_dim"] = int(m.basis.shape[1])
+          out["orth_err"] = float(m.reduce_consts.orth_err)
+    row = {}
+    for what in ("build", "ready"):
+      for kind in ("full", "reduced"):
+        wall, cpu = np.median(np.asarray(times[kind][what]), axis=0)
+        row[f"{kind}_{what}_s"], row[f"{kind}_{what}_cpu_s"] = float(wall), float(cpu)
+      row[f"{what}_ratio"] = row[f"reduced_{what}_s"] / row[f"full_{what}_s"]
+    out[mode] = row
+  if n_queries:
+    queries = digits_like(n_queries, dim, seed=1)
+    first = {"full": [], "reduced": []}
+    for i in range(max(1, repeats // 2)):
+      for kind in (("full", "reduced") if i % 2 == 0 else ("reduced", "full")):
+        start = _clock()
+        m = fpjax.Manifold.from_embeddings(bank, search_dim="auto" if kind == "reduced" else None)
+        m.project_embedded(queries).artifact.block_until_ready()
+        first[kind].append(_since(start))
+    out["first_call"] = {f"{kind}_s": float(np.median([w for w, _ in v]))
+                         for kind, v in first.items()}
+    out["first_call"]["queries"] = n_queries
+  out["load_after"] = os.getloadavg()
+  return out
+
+
+def main(argv):
+  del argv
+  machine = dict(device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
+                 devices=jax.device_count(), cpus=os.cpu_count(),
+                 cpu=platform.processor() or platform.machine(), jax=jax.__version__)
+  print(f"machine: {machine}")
+  results = []
+  for spec in _SIZES.value:
+    dim, n_bank = (int(v) for v in spec.split(":"))
+    s = bench_size(dim, n_bank, _REPEATS.value, _QUERIES.value)
+    results.append(s)
+    print(f"\nbank {n_bank} x {dim} (digits-like), reduced search r = {s['search_dim']}, "
+          f"‖VᵀV − I‖ ≤ {s['orth_err']:.1e}; load {s['load_before'][0]:.1f} -> "
+          f"{s['load_after'][0]:.1f}; medians of {_REPEATS.value}, wall s (CPU s)")
+    print(f"{'':<6}{'full build':>16}{'reduced build':>16}{'ratio':>7}"
+          f"{'full ready':>16}{'reduced ready':>16}{'ratio':>7}")
+    for mode in ("cold", "warm"):
+      r = s[mode]
+      cell = lambda k: f"{r[k + '_s']:.2f} ({r[k + '_cpu_s']:.2f})"
+      print(f"{mode:<6}{cell('full_build'):>16}{cell('reduced_build'):>16}"
+            f"{r['build_ratio']:>6.2f}x{cell('full_ready'):>16}{cell('reduced_ready'):>16}"
+            f"{r['ready_ratio']:>6.2f}x")
+    if "first_call" in s:
+      f = s["first_call"]
+      print(f"build + first projection of {f['queries']} queries (warm): full-space "
+            f"{f['full_s']:.2f} s, reduced {f['reduced_s']:.2f} s")
+  print(json.dumps(dict(benchmark="reduced_build", machine=machine, results=results)))
+
+
+if __name__ == "__main__":
+  app.run(main)
