@@ -27,7 +27,7 @@ def tiny_zoo(tmp_path_factory):
 
 
 FAST = dict(cfg={'attributor': dict(widths=(8, 16, 32), epochs=2, milestones=(1, 2)),
-                 'selection': dict(l2=(1e-4,), epochs=(30,))},
+                 'selection': dict(l2=(1e-4,), max_epochs=30, patience=5)},
             encoder_steps={'sl': 10, 'ssl': 5})
 
 
@@ -72,7 +72,8 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
   assert all(r['fdr'] is not None and r['fdr'] >= 0 for r in t1)
   # Every selection recorded (space x estimator x split), on the training part only.
   choices = obj['config']['selection']['choices']
-  assert len(choices) == (3 + 2 + 3) * 2 and {c['epochs'] for c in choices} == {30}
+  assert len(choices) == (3 + 2 + 3) * 2
+  assert all(1 <= c['epochs'] <= 30 and 'seconds' not in c for c in choices)
   # One complete store per space holding every candidate and the control, written by
   # compute_artifacts; Table 1's FDR is that of split 0's validation rows of the chosen key
   # (float64 numpy on all of them at once as the reference).
@@ -90,7 +91,14 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
   assert rgb_knn['fdr'] == pytest.approx(ref, rel=1e-9)
   # Intervals: each estimator row vs its control, the best ManiFPT row vs the best baseline.
   diffs = [r for r in rows if r['table'] == 'diff']
-  assert len(diffs) == (2 + 1) + (1 + 1) + (2 + 1) + 1
+  # (controls: RGB, FREQ, SL; the best vs the best baseline; the best estimator vs the
+  # runner-up in RGB and in SL probe rows, the overall pair being one of them)
+  assert len(diffs) == (2 + 1) + (1 + 1) + (2 + 1) + 1 + 2
+  assert {(d['a'], d['b']) for d in diffs[1:3]} == {
+      (f'ManiFPT {s} {a} (probe)', f'ManiFPT {s} {b} (probe)') for s in ('RGB', 'SL')
+      for a, b in [sorted(('nn', 'knn_mean'), key=lambda e: -next(
+          r['accuracy_mean'] for r in t1 if r['space'] == s.lower() and r['estimator'] == e
+          and r['classifier'] == 'probe'))]}
   assert all(r['ci_low'] <= r['diff_mean'] <= r['ci_high'] for r in diffs)
   best_base = max((r for r in t1 if not r['space']), key=lambda r: r['accuracy_mean'])
   assert diffs[0]['b'] == best_base['method']
@@ -107,7 +115,11 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
              if c['estimator'] == 'knn_mean' and c['split'] == 0}
   assert all(r['estimator_params'] == [knn_key[r['space']]] for r in t3 + op
              if r['estimator'] == 'knn_mean')
-  assert 'attributor on' in obj['config']['demo']['pairs']
+  demo = obj['config']['demo']     # what ran and what was left out, in words (also in the report)
+  assert any(x.startswith('Table 1, the attributor: ') for x in demo['ran'])
+  assert 'Baselines: Durall20, Marra19, Marra18.' in demo['ran']
+  assert any('knn_mean in FREQ' in x for x in demo['left_out'])
+  assert any(x.startswith('Baselines McClo18, ') for x in demo['left_out'])
   report = open(os.path.join(out, 'report.md')).read()
   for fig in ('confusion.png', 'embedding_pca.png', 'mean_artifact_rgb.png', 'spectra_rgb.png'):
     path = os.path.join(out, 'figures', fig)

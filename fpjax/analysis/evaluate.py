@@ -17,20 +17,27 @@ from fpjax.analysis import protocols
 from fpjax.artifact_io import UserInputError
 from fpjax.analysis import report as report_lib
 
-# The demo's sizing: the whole run, zoo build included, is meant to fit 15 minutes on 2 CPU
-# cores (timings in the README). Every estimator runs with the probe in RGB (the paper's space)
-# and SL (a learned embedding), nn and the input control in FREQ, DCT and SSL: the k-neighbour
-# and learned estimators cost most of the artifact job and a dozen probe fits per space and
-# split. The attributor runs on the estimator the probe chose per split ('best') and on the
-# input control. The probe's l2 is chosen among two candidates, its epochs are fixed at 50 (one
-# candidate): each probe fit costs about a second on 2 cores, mostly fixed overhead.
+# The demo's sizing (issue 10): everything after the zoos is meant to take at most 4.5 minutes
+# on 2 quiet CPU cores (timings in the README). Every estimator runs with the probe in RGB (the
+# paper's space) and SL (a learned embedding), nn and the input control in FREQ, DCT and SSL:
+# the k-neighbour and learned estimators cost most of the artifact job and a selection fit per
+# candidate, space and split. The attributor runs on the estimator the probe chose per split
+# ('best') and on the input control. The probe's l2 is chosen among two candidates and its
+# epochs by early stopping (at most 50, patience 5) on the inner split. Table 2 runs the probe
+# only, with the two cheapest baselines. run_demo's config['demo'] says what ran and what was
+# left out.
+_DEMO_SELECTION = dict(l2=(1e-4, 1e-2), max_epochs=50, patience=5)
 DEMO_CONFIG = dict(
     cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4)),
-         'selection': dict(l2=(1e-4, 1e-2), max_epochs=50, patience=5)},
-    cross_cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4))},
+         'selection': _DEMO_SELECTION},
+    cross_cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4)),
+               'selection': _DEMO_SELECTION},
     encoder_steps={'sl': 150, 'ssl': 60},
     attributor_estimators=(protocols.BEST, protocols.CONTROL),
     estimator_spaces=('rgb', 'sl'),
+    baselines=None,
+    cross_baselines=('Durall20', 'Frank20'),
+    cross_classifiers=('probe',),
 )
 
 
@@ -102,7 +109,7 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
              splits: int = 3, estimators=('nn',), estimator_spaces=None,
              attributor_estimators=None, baselines=None,
              classifiers=protocols.CLASSIFIERS, cross=(), cross_estimators=('nn',),
-             cross_baselines=None, shots: int = 10, encoder_steps: dict | None = None,
+             cross_baselines=None, cross_classifiers=None, shots: int = 10, encoder_steps: dict | None = None,
              cfg: dict | None = None, cross_cfg: dict | None = None,
              baseline_cfg: dict | None = None, split_seed: int = 0, table3_pca_dim: int = 32,
              table3_max_rows: int = 20000, openset_max_per_model: int = 500,
@@ -139,6 +146,7 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
     cross: pairs (train_gm, test_gm) for Table 2 (paths or GMData; zoos bring their real).
     cross_estimators: Table 2's estimators (each at its default candidate) and the control.
     cross_baselines: baselines for Table 2 (None: the same as Table 1).
+    cross_classifiers: Table 2's classifiers on the artifacts (None: `classifiers`).
     shots: enrolment samples per new model in the few-shot protocol.
     encoder_steps: {'sl': steps, 'ssl': steps} for the SL/SSL encoders (default: their preset).
     cfg / cross_cfg: {'probe': LinearProbe kwargs (not l2, epochs), 'selection': {'l2': (...),
@@ -227,7 +235,8 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
                                            artifact_kwargs=artifact_kwargs))
     rows += protocols.table2(*sides, split_list,
                              baselines=list(cross_b) if cross_b is not None else None,
-                             classifiers=classifiers, cfg=cross_cfg if cross_cfg else cfg,
+                             classifiers=classifiers if cross_classifiers is None
+                             else cross_classifiers, cfg=cross_cfg if cross_cfg else cfg,
                              baseline_cfg=baseline_cfg)
   _stop(timings, 'table2', t, c)
 
@@ -367,8 +376,9 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
              splits: int = 3, estimators=('all',),
              estimator_spaces=DEMO_CONFIG['estimator_spaces'],
              attributor_estimators=DEMO_CONFIG['attributor_estimators'],
-             cross_estimators=('nn',), baselines=None,
-             cross_baselines=('Durall20', 'Frank20', 'Wang20'),
+             cross_estimators=('nn',), baselines=DEMO_CONFIG['baselines'],
+             cross_baselines=DEMO_CONFIG['cross_baselines'],
+             cross_classifiers=DEMO_CONFIG['cross_classifiers'],
              classifiers=protocols.CLASSIFIERS, cfg: dict | None = None,
              cross_cfg: dict | None = None, encoder_steps: dict | None = None,
              zoo: str | None = None, artifact_kwargs: dict | None = None) -> Evaluation:
@@ -404,21 +414,67 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
   if len(cross_dirs) == 2:
     a, b = (protocols.load_gm(d) for d in cross_dirs)
     cross = [(a, b), (b, a)]
-  att = attributor_estimators
   cfg = DEMO_CONFIG['cfg'] if cfg is None else cfg
   return evaluate(zoo_dir, None if zoo else real, workdir, spaces=spaces, splits=splits,
                   estimators=estimators, estimator_spaces=estimator_spaces,
-                  attributor_estimators=att, baselines=baselines,
+                  attributor_estimators=attributor_estimators, baselines=baselines,
                   classifiers=classifiers, cross=cross, cross_estimators=cross_estimators,
-                  cross_baselines=cross_baselines, cfg=cfg,
+                  cross_baselines=cross_baselines, cross_classifiers=cross_classifiers, cfg=cfg,
                   cross_cfg=DEMO_CONFIG['cross_cfg'] if cross_cfg is None else cross_cfg,
                   encoder_steps=DEMO_CONFIG['encoder_steps'] if encoder_steps is None
                   else encoder_steps, artifact_kwargs=artifact_kwargs, timings=timings,
                   extra_config=dict(demo=dict(
                       preset=preset, zoo=zoo, cross_preset=cross_preset,
                       cross_num_samples=cross_num_samples,
-                      pairs=(f'the probe on the estimators {list(estimators)} and the input '
-                             'control in the spaces '
-                             f'{list(spaces) if estimator_spaces is None else list(estimator_spaces)}'
-                             ', on nn and the input control in the others; the attributor on '
-                             f'{"every one" if att is None else list(att)} in every space'))))
+                      **demo_coverage(spaces, estimators, estimator_spaces, classifiers,
+                                      attributor_estimators, baselines, cross_estimators,
+                                      cross_baselines, cross_classifiers, bool(cross)))))
+
+
+def demo_coverage(spaces, estimators, estimator_spaces, classifiers, attributor_estimators,
+                  baselines, cross_estimators, cross_baselines, cross_classifiers,
+                  cross: bool) -> dict:
+  """{'ran': [...], 'left_out': [...]}: what the demo's settings run of the full evaluation
+  (every estimator with both classifiers in every space, every baseline, Table 2 with both
+  classifiers), in words, for config['demo'] and the report."""
+  from fpjax import estimators as est_lib
+  from fpjax.baselines import BASELINES
+  names = [n for n in est_lib.parse_estimators(list(estimators)) if n != protocols.CONTROL]
+  est_spaces = list(spaces) if estimator_spaces is None else [s for s in spaces
+                                                               if s in estimator_spaces]
+  rest = [s for s in spaces if s not in est_spaces]
+  up = lambda ss: ', '.join(s.upper() for s in ss)
+  ran, left = [], []
+  if 'probe' in classifiers:
+    ran.append(f'Table 1, the linear probe: the estimators {", ".join(names)} and the input '
+               f'control in {up(est_spaces)}' + (f'; nn and the input control in {up(rest)}'
+                                                  if rest else '') + '.')
+    other = [n for n in names if n != 'nn']
+    if rest and other:
+      left.append(f'Table 1: the estimators {", ".join(other)} in {up(rest)} (run them with '
+                  f'--estimator_spaces={",".join(spaces)}).')
+  if 'attributor' in classifiers:
+    att = ('every estimator and the input control' if attributor_estimators is None else
+           ', '.join("the probe's choice per split ('best')" if n == protocols.BEST else
+                     'the input control' if n == protocols.CONTROL else n
+                     for n in attributor_estimators))
+    ran.append(f'Table 1, the attributor: {att}, in every space.')
+    if attributor_estimators is not None:
+      left.append('Table 1: the attributor on the other estimators one by one (run them with '
+                  '--attributor_estimators=all).')
+  all_b = list(BASELINES)
+  run_b = all_b if baselines is None else list(baselines)
+  ran.append('Baselines: ' + (', '.join(run_b) or 'none') + '.')
+  if len(run_b) < len(all_b):
+    left.append('Baselines ' + ', '.join(b for b in all_b if b not in run_b)
+                + ' (run them with --baselines=all).')
+  if cross:
+    cc = list(classifiers if cross_classifiers is None else cross_classifiers)
+    ran.append(f'Table 2: the {" and the ".join(cc)} on {", ".join(cross_estimators)} and the '
+               'input control in every space; baselines '
+               + (', '.join(all_b if cross_baselines is None else cross_baselines) or 'none')
+               + '.')
+    if cross_classifiers is not None and set(classifiers) - set(cc):
+      left.append('Table 2: the ' + ', '.join(sorted(set(classifiers) - set(cc)))
+                  + ' (python -m fpjax.bin.evaluate --cross=TRAIN:TEST runs every classifier).')
+  return dict(ran=ran, left_out=left)

@@ -110,7 +110,13 @@ class CNNBaseline(_Baseline):
   def fit(self, images, labels):
     labels = check_labels(images, labels, type(self).__name__)
     self.attributor = Attributor('quick', augment=self._augment(), **self.cfg)
-    self.attributor.fit(self._lazy_inputs(images), labels, seed=self.seed)
+    inputs = self._lazy_inputs(images)
+    if len(inputs) <= training.BLOCK_ROWS:
+      # One training block: pre-processed once (a few MB) instead of in every pass over it
+      # (the finiteness check, the z-score statistics, every epoch; e.g. Nataraj19's
+      # co-occurrences). The same values: each pass read this one block whole.
+      inputs = inputs[0:len(inputs)]
+    self.attributor.fit(inputs, labels, seed=self.seed)
     return self
 
   def _trained(self) -> Attributor:
