@@ -11,12 +11,12 @@ banks of benchmarks/knn.py, it times:
   cold    every compilation cache emptied before each build (`jax.clear_caches()`); warm: not.
           (A persistent compilation cache would hide the cold cost: it is not used.)
 
-Wall and CPU seconds (this process), medians over --repeats, the ratio of the medians, and the
+Wall and CPU seconds (this process), medians over --builds, the ratio of the medians, and the
 load average before and after: on a shared machine other processes slow both kinds alike, so
-the ratio is the figure to read. --first_call times build + one projection of --queries rows.
+the ratio is the figure to read. It also times build + a first projection of --first_call_queries rows.
 
   python benchmarks/reduced_build.py
-  python benchmarks/reduced_build.py --sizes=784:50000 --repeats=5 --queries=0
+  python benchmarks/reduced_build.py --banks=784:50000 --builds=5 --first_call_queries=0
 """
 import json
 import os
@@ -38,9 +38,11 @@ from fpjax import manifold as manifold_lib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from knn import digits_like  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_SIZES = flags.DEFINE_list("sizes", ["784:50000", "3072:50000"], "dim:bank pairs")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "timed builds per kind and mode (medians)")
-_QUERIES = flags.DEFINE_integer("queries", 5000, "queries of the first-call check (0: skip it)")
+# (knn.py, imported for its data, defines --sizes and --repeats: these names differ.)
+_BANKS = flags.DEFINE_list("banks", ["784:50000", "3072:50000"], "dim:bank pairs")
+_BUILDS = flags.DEFINE_integer("builds", 5, "timed builds per kind and mode (medians)")
+_QUERIES = flags.DEFINE_integer("first_call_queries", 5000,
+                                "queries of the first-call check (0: skip it)")
 
 
 def _cpu():
@@ -120,13 +122,13 @@ def main(argv):
                  cpu=platform.processor() or platform.machine(), jax=jax.__version__)
   print(f"machine: {machine}")
   results = []
-  for spec in _SIZES.value:
+  for spec in _BANKS.value:
     dim, n_bank = (int(v) for v in spec.split(":"))
-    s = bench_size(dim, n_bank, _REPEATS.value, _QUERIES.value)
+    s = bench_size(dim, n_bank, _BUILDS.value, _QUERIES.value)
     results.append(s)
     print(f"\nbank {n_bank} x {dim} (digits-like), reduced search r = {s['search_dim']}, "
           f"‖VᵀV − I‖ ≤ {s['orth_err']:.1e}; load {s['load_before'][0]:.1f} -> "
-          f"{s['load_after'][0]:.1f}; medians of {_REPEATS.value}, wall s (CPU s)")
+          f"{s['load_after'][0]:.1f}; medians of {_BUILDS.value}, wall s (CPU s)")
     print(f"{'':<6}{'full build':>16}{'reduced build':>16}{'ratio':>7}"
           f"{'full ready':>16}{'reduced ready':>16}{'ratio':>7}")
     for mode in ("cold", "warm"):

@@ -253,7 +253,8 @@ def test_reduced_search_is_exact_on_real_digits(mnist):
 @pytest.mark.parametrize("device_bank_bytes", [None, 700 * 784 * 4])
 def test_reduced_search_is_used_from_the_first_call(device_bank_bytes, mnist):
   # Built in the constructor (resident and streamed banks): every kernel call of the first
-  # projection is a reduced search, with the full-space answers.
+  # projection is a reduced search, with the full-space answers; with a resident bank its
+  # kernel was compiled in the constructor too.
   bank_images, query_images = mnist[0][:2500], mnist[0][3000:3300]
   ref = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None).project(query_images)
   m = fpjax.Manifold.from_images(bank_images, k=2, device_bank_bytes=device_bank_bytes)
@@ -263,6 +264,19 @@ def test_reduced_search_is_used_from_the_first_call(device_bank_bytes, mnist):
   search_all = m._search_all
   m._search_all = lambda q, dt, reduced=None, **kw: (
       kw.get("tune") and used.append(reduced is not None) or search_all(q, dt, reduced, **kw))
+  if device_bank_bytes is None:  # the first call's kernel compiled during the reduction
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    q = jax.device_put(np.zeros((1024, 784), np.float32), NamedSharding(m.mesh, P("data", None)))
+    compiles = []
+    listener = lambda event, duration, **kw: compiles.append(event)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+      jax.block_until_ready(search_all(q, jnp.bfloat16, m._reduced))
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listener)
+    assert "/jax/core/compile/backend_compile_duration" not in compiles, compiles
   got = m.project(query_images)
   assert used and all(used)
   np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
