@@ -1,4 +1,5 @@
 """fpjax.analysis metrics, Table 3 clustering/NMI and the writers, against hand-computed values."""
+import dataclasses
 import json
 import math
 
@@ -388,3 +389,26 @@ def test_diff_rows_compare_the_best_manifpt_row_with_the_best_baseline():
   assert ('Best estimator vs the runner-up: ManiFPT RGB nn (probe) leads the best row of '
           'another estimator, ManiFPT SL kernel (probe)') in lines and 'significantly;' in lines
   assert 'SL probe: nn − kernel +50.0' in lines
+
+
+def test_features_hold_small_arrays_in_memory_within_the_budget_and_stream_the_rest():
+  feats = _features()
+  x = feats.stores['rgb'].arrays['nn']
+  lazy = feats.artifacts('rgb', 'nn')            # in_memory_bytes = 0: streamed
+  assert lazy.base is x
+  held = dataclasses.replace(feats, in_memory_bytes=x.x.nbytes, _memory={})
+  a = held.artifacts('rgb', 'nn')
+  assert isinstance(a.base, np.ndarray) and x.rows == set(range(len(x)))   # read once, whole
+  np.testing.assert_array_equal(np.asarray(a.take([5, 1])), x.x[[5, 1]])
+  assert held.artifacts('rgb', 'nn').base is a.base
+  # Over the budget: the next array stays lazy.
+  assert held.artifacts('rgb', 'input').base is feats.stores['rgb'].arrays['input']
+
+
+def test_selection_options_are_checked():
+  for bad, match in [(dict(epochs=(30,)), "unknown options \\['epochs'\\]"),
+                     (dict(l2=()), 'at least one candidate'),
+                     (dict(max_epochs=0), 'max_epochs must be an integer >= 1'),
+                     (dict(patience=1.5), 'patience must be an integer >= 1')]:
+    with pytest.raises(analysis.protocols.UserInputError, match=match):
+      protocols._selection({'selection': bad})

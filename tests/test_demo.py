@@ -35,6 +35,7 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
   out = str(tiny_zoo)
   ev = analysis.run_demo(out, preset='tiny', real='digits', cross_reals=(),
                          spaces=('rgb', 'freq', 'sl'), splits=2, estimators=('nn', 'knn_mean'),
+                         estimator_spaces=('rgb', 'sl'),
                          baselines=('Durall20', 'Marra19', 'Marra18'), **FAST)
   printed = capsys.readouterr().out
   assert 'Table 1' in printed and 'Table 3' in printed and 'Open set' in printed
@@ -44,8 +45,8 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
     obj = json.load(f)
   rows = obj['rows']
   t1 = [r for r in rows if r['table'] == '1']
-  # Per space the probe on its estimators and the control (knn_mean only in the demo's
-  # estimator spaces RGB and SL), the attributor on best and input; 3 baselines.
+  # Per space the probe on its estimators and the control (knn_mean only in the estimator
+  # spaces RGB and SL), the attributor on best and input; 3 baselines.
   names = {'rgb': ('nn', 'knn_mean', 'input'), 'freq': ('nn', 'input'),
            'sl': ('nn', 'knn_mean', 'input')}
   mani = [(r['space'], r['estimator'], r['classifier']) for r in t1 if r['space']]

@@ -6,9 +6,10 @@ it is) and the two Table 2 zoos, computes or reuses their artifact stores
 OUT/artifacts/<zoo>/<space>/<estimators> (fpjax.compute_artifacts), prints the tables and writes
 OUT/report.md, OUT/tables.md, OUT/tables.json and OUT/figures/. By default (sized for the
 demo's budget; the report says what ran and what was left out) every estimator runs with the
-probe in RGB and SL (--estimator_spaces; nn and the input control in the other spaces), the
+probe in RGB (--estimator_spaces; nn and the input control in the other spaces), the
 attributor on the probe's choice ('best') and the input control (--attributor_estimators),
-Table 2 with the probe only (--cross_classifiers) and two baselines (--cross_baselines).
+seven of the nine baselines (--baselines), Table 2 with the probe only (--cross_classifiers)
+and two baselines (--cross_baselines).
 """
 import os
 import sys
