@@ -195,7 +195,7 @@ def test_reduction_bounds_from_norms_hold_on_adversarial_rows(rng, scale):
   bound = (p @ p.T + np.outer(rho, rho) + np.outer(eta, pn) + np.outer(pn, eta)
            + orth * np.outer(pn, pn))
   assert np.all(xd @ xd.T <= bound)
-  # Not vacuous: the slack is a few γ_D·√r·‖x‖², about 0.03‖x‖ for ρ here.
+  # Not vacuous: the slack is a few γ·‖x‖², about 0.02‖x‖ for ρ here.
   xn = np.linalg.norm(xd, axis=1)
   assert np.all(rho <= true_rho + 0.05 * xn)
   assert np.all(eta <= 2e-3 * xn)
