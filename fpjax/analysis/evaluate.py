@@ -18,11 +18,13 @@ from fpjax.artifact_io import UserInputError
 from fpjax.analysis import report as report_lib
 
 # The demo's sizing (issue 10): everything after the zoos is meant to take at most 4.5 minutes
-# on 2 quiet CPU cores (timings in the README). Measured in process CPU seconds with every
-# estimator in RGB and SL, all nine baselines and Table 2 with both classifiers: encoders 60,
-# artifact stores 94, selection 65 (138 probe fits), reported probe fits 24, attributor 73,
-# baselines 100 (Nataraj19 and Wang20 a third of it), Tables 3 and open set 25, Table 2 131.
-# So the demo runs: every estimator with the probe in RGB (the paper's space), nn and the input
+# on 2 quiet CPU cores (timings in the README). Measured in process CPU seconds (2 cores shared
+# with other jobs, so wall seconds were meaningless) with every estimator in RGB and SL, all
+# nine baselines and Table 2 with both classifiers: 577 in all; encoders 60, artifact stores
+# 94, selection 65 (138 probe fits), reported probe fits 24, attributor 73, baselines 100
+# (Nataraj19 and Wang20 a third of it), Table 3 and open set 24, Table 2 131. With the
+# defaults below: 390 (encoders 66, stores 78, selection 40 (99 fits), probe 14, attributor
+# 67, baselines 44, Table 3 and open set 26, Table 2 48). So the demo runs: every estimator with the probe in RGB (the paper's space), nn and the input
 # control in FREQ, DCT, SL and SSL (each k-neighbour estimator costs a selection fit per
 # candidate, split and space, and its artifact arrays); the attributor on the estimator the
 # probe chose per split ('best') and on the input control, in every space; seven baselines
