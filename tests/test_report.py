@@ -206,6 +206,12 @@ def test_report_has_zoo_realism_and_what_the_demo_ran(tmp_path):
   assert '## What the demo ran' in md
   assert '- estimators: `nn`, `knn_mean`' in md
   assert '  - why: `"best probe row"`' in md and '- num_splits: `3`' in md
+  ran = dict(config, demo={'ran': ['Table 1: the probe on nn.'], 'left_out': ['Wang20 (--x).'],
+                           'preset': 'quick'})
+  md2 = report.report_markdown(_rows(), gm, ran, {'t': 1.0}, {}, str(tmp_path))
+  assert ("## What the demo ran\n\n- Table 1: the probe on nn.\n\nLeft out to fit the demo's "
+          "time budget (the flags that run them):\n\n- Wang20 (--x).\n\n- preset: `\"quick\"`"
+          in md2)
   assert '## Zoo realism' in md
   assert '| *real digits* | | 0.33 | 90.0 % | — | 1 | — |' in md
   assert '| gan_a | gan | 0.30 | 45.0 % | 50.0 % | 12.5 | 0.80 |' in md

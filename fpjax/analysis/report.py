@@ -718,7 +718,16 @@ def report_markdown(rows, gm, config: dict, timings: dict, files: dict, workdir:
   demo = config.get('demo')
   if demo:
     lines += ['## What the demo ran', '']
-    lines += _bullets(demo) if isinstance(demo, dict) else [f'{demo}']
+    if isinstance(demo, dict):
+      # run_demo's 'ran' / 'left_out' sentences as lists; the other settings as bullets.
+      lines += [f'- {x}' for x in demo.get('ran', ())]
+      if demo.get('left_out'):
+        lines += ['', 'Left out to fit the demo\'s time budget (the flags that run them):', '']
+        lines += [f'- {x}' for x in demo['left_out']]
+      rest = {k: v for k, v in demo.items() if k not in ('ran', 'left_out')}
+      lines += ([''] if rest and demo.get('ran') else []) + _bullets(rest)
+    else:
+      lines.append(f'{demo}')
     lines.append('')
   captions = {
       'confusion': 'Confusion matrices (validation images of the first split): ManiFPT linear '
