@@ -412,3 +412,25 @@ def test_selection_options_are_checked():
                      (dict(patience=1.5), 'patience must be an integer >= 1')]:
     with pytest.raises(analysis.protocols.UserInputError, match=match):
       protocols._selection({'selection': bad})
+
+
+def test_demo_coverage_says_what_ran_and_what_was_left_out():
+  import importlib
+  ev = importlib.import_module('fpjax.analysis.evaluate')
+  cfg = ev.DEMO_CONFIG
+  got = ev.demo_coverage(protocols.MANIFPT_SPACES, ['all'], cfg['estimator_spaces'],
+                         protocols.CLASSIFIERS, cfg['attributor_estimators'], cfg['baselines'],
+                         ('nn',), cfg['cross_baselines'], cfg['cross_classifiers'], True)
+  assert got['ran'][0] == ('Table 1, the linear probe: the estimators nn, knn_mean, local_pca, '
+                           'kernel, learned and the input control in RGB; nn and the input '
+                           'control in FREQ, DCT, SL, SSL.')
+  assert got['left_out'] == [
+      'Table 1: the estimators knn_mean, local_pca, kernel, learned in FREQ, DCT, SL, SSL (run '
+      'them with --estimator_spaces=rgb,freq,dct,sl,ssl).',
+      'Table 1: the attributor on the other estimators one by one (run them with '
+      '--attributor_estimators=all).',
+      'Baselines Nataraj19, Wang20 (run them with --baselines=all).',
+      'Table 2: the attributor (run it with --cross_classifiers=probe,attributor).']
+  full = ev.demo_coverage(protocols.MANIFPT_SPACES, ['all'], None, protocols.CLASSIFIERS, None,
+                          None, ('nn',), None, None, True)
+  assert full['left_out'] == []

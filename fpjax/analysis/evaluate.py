@@ -482,5 +482,6 @@ def demo_coverage(spaces, estimators, estimator_spaces, classifiers, attributor_
                + '.')
     if cross_classifiers is not None and set(classifiers) - set(cc):
       left.append('Table 2: the ' + ', '.join(sorted(set(classifiers) - set(cc)))
-                  + ' (python -m fpjax.bin.evaluate --cross=TRAIN:TEST runs every classifier).')
+                  + ' (run it with --cross_classifiers='
+                  + ','.join(dict.fromkeys(list(cc) + list(classifiers))) + ').')
   return dict(ran=ran, left_out=left)
