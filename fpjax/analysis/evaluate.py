@@ -24,14 +24,15 @@ from fpjax.analysis import report as report_lib
 # 94, selection 65 (138 probe fits), reported probe fits 24, attributor 73, baselines 100
 # (Nataraj19 and Wang20 a third of it), Table 3 and open set 24, Table 2 131. With the
 # defaults below: 390 (encoders 66, stores 78, selection 40 (99 fits), probe 14, attributor
-# 67, baselines 44, Table 3 and open set 26, Table 2 48). So the demo runs: every estimator with the probe in RGB (the paper's space), nn and the input
-# control in FREQ, DCT, SL and SSL (each k-neighbour estimator costs a selection fit per
-# candidate, split and space, and its artifact arrays); the attributor on the estimator the
-# probe chose per split ('best') and on the input control, in every space; seven baselines
-# (not Nataraj19 and Wang20: the two slowest, neither the best on this zoo); Table 2 with the
-# probe only and Durall20 and Frank20. The probe's l2 is chosen among two candidates and its
-# epochs by early stopping (at most 50, patience 5) on the inner split. run_demo's
-# config['demo'] (and the report) say what ran and what was left out.
+# 67, baselines 44, Table 3 and open set 26, Table 2 48). So the demo runs: every estimator
+# with the probe in RGB (the paper's space), nn and the input control in FREQ, DCT, SL and SSL
+# (each k-neighbour estimator costs a selection fit per candidate, split and space, and its
+# artifact arrays); the attributor on the estimator the probe chose per split ('best') and on
+# the input control, in every space; seven baselines (not Nataraj19 and Wang20: the two
+# slowest, neither the best on this zoo); Table 2 with the probe only and Durall20 and Frank20.
+# The probe's l2 is chosen among two candidates and its epochs by early stopping (at most 50,
+# patience 5) on the inner split. run_demo's config['demo'] (and the report) say what ran and
+# what was left out.
 _DEMO_SELECTION = dict(l2=(1e-4, 1e-2), max_epochs=50, patience=5)
 DEMO_CONFIG = dict(
     cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4)),
@@ -115,7 +116,8 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
              splits: int = 3, estimators=('nn',), estimator_spaces=None,
              attributor_estimators=None, baselines=None,
              classifiers=protocols.CLASSIFIERS, cross=(), cross_estimators=('nn',),
-             cross_baselines=None, cross_classifiers=None, shots: int = 10, encoder_steps: dict | None = None,
+             cross_baselines=None, cross_classifiers=None, shots: int = 10,
+             encoder_steps: dict | None = None,
              cfg: dict | None = None, cross_cfg: dict | None = None,
              baseline_cfg: dict | None = None, split_seed: int = 0, table3_pca_dim: int = 32,
              table3_max_rows: int = 20000, openset_max_per_model: int = 500,

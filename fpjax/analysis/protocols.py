@@ -852,8 +852,9 @@ def table2(src: Features, tgt: Features, splits, *, baselines=(),
   Both sides must have stores of the same spaces (ManiFPT rows) from the same encoders; the
   estimators are those both sides' Features hold (with the control), each at its default
   candidate (no inner split of the other dataset to choose on), the probe at the selection's
-  first l2 with its epochs by early stopping on an inner split of `src` (`_probe`). splits: `make_splits`'s list; no split is drawn here (all of `src`
-  trains, all of `tgt` tests): one fit per split's classifier seed.
+  first l2 with its epochs by early stopping on an inner split of `src` (`_probe`).
+  splits: `make_splits`'s list; no split is drawn here (all of `src` trains, all of `tgt`
+  tests): one fit per split's classifier seed.
   """
   seeds = [sp.seed for sp in splits]
   from fpjax.baselines import BASELINES
