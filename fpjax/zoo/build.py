@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 
 from absl import logging
@@ -250,25 +251,29 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
   else:
     ctx = multiprocessing.get_context('spawn')
     steps_done = ctx.Queue()
-    with concurrent.futures.ProcessPoolExecutor(
-        min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-        initargs=(steps_done,)) as pool:
-      futures = {pool.submit(_worker_job, g, *args): g for g in jobs}
-      reference = make_reference()  # trained while the workers train
-      pending = set(futures)
-      while pending:
-        done, pending = concurrent.futures.wait(
-            pending, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
-        while not steps_done.empty():
-          bar.update(steps_done.get())
-        for f in sorted(done, key=lambda f: jobs.index(futures[f])):
+
+    def show_progress():  # a thread: the bar moves while this process trains the reference
+      for k in iter(steps_done.get, None):
+        bar.update(k)
+    pump = threading.Thread(target=show_progress, daemon=True)
+    pump.start()
+    try:
+      with concurrent.futures.ProcessPoolExecutor(
+          min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
+          initargs=(steps_done,)) as pool:
+        futures = {pool.submit(_worker_job, g, *args): g for g in jobs}
+        reference = make_reference()  # trained while the workers train
+        for f in futures:  # in job order: the longest first
           try:
             results = f.result()
           except Exception as e:
-            for x in pending:
+            for x in futures:
               x.cancel()
             raise failed(futures[f], e) from e
           finish(results)
+    finally:
+      steps_done.put(None)
+      pump.join()
   bar.close()
   models = []
   for r in recipes:
