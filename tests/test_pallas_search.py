@@ -74,8 +74,6 @@ def _pallas(manifold, block_q=64):
 def _project_both(make, queries, batch_size=None, block_q=64):
   xla = make()
   pal = make()
-  for m in (xla, pal):  # both search the same way (reduced or not): their stats compare
-    m.wait_for_reduction()
   _force(pal, _pallas(pal, block_q))
   a = xla.project_embedded(queries, batch_size=batch_size)
   b = pal.project_embedded(queries, batch_size=batch_size)
