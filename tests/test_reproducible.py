@@ -63,7 +63,7 @@ def _evaluate(gm, workdir):
 
 def _without_timings(obj):
   """tables.json without 'timings' and without every report.TIMING_FIELDS key, wherever it
-  sits (rows, and config entries such as the selection's per-choice seconds)."""
+  sits (rows and config entries)."""
   if isinstance(obj, dict):
     return {k: _without_timings(v) for k, v in obj.items()
             if k not in report.TIMING_FIELDS and k != 'timings'}
