@@ -29,6 +29,7 @@ Table 1  per space × estimator (and the input control) × classifier, and every
          rows (artifacts for ManiFPT, `.features()` of split 0's fit for baselines).
 Diff     `diff_rows`: paired bootstrap 95 % intervals (`metrics.paired_bootstrap`) of the best
          ManiFPT row minus the best baseline (best = highest reported mean accuracy of Table 1),
+         of the best estimator minus the runner-up (overall, and per space and classifier),
          and of each estimator row minus its input control (same space, same classifier).
 Table 2  cross-dataset: train on all images of one zoo, test on all images of the same recipes
          trained on another real dataset; each side's artifacts are measured against its own
