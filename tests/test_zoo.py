@@ -232,6 +232,20 @@ def test_unknown_preset():
     zoo.build_zoo('/nonexistent', preset='huge')
 
 
+@pytest.mark.parametrize('flag, message', [('--workers=0', 'workers must be >= 1, got 0'),
+                                           ('--preset=huge', "flag --preset=huge")])
+def test_build_zoo_binary_refuses_bad_flags_in_one_line(tmp_path, flag, message):
+  import subprocess
+  import sys
+  res = subprocess.run([sys.executable, '-m', 'fpjax.bin.build_zoo', f'--workdir={tmp_path}',
+                        '--preset=tiny', flag], capture_output=True, text=True, timeout=300)
+  assert res.returncode == 2, res.stderr[-2000:]
+  errors = [l for l in res.stderr.splitlines() if 'error:' in l]
+  assert len(errors) == 1 and message in errors[0], res.stderr[-2000:]
+  assert 'Traceback' not in res.stderr
+  assert os.listdir(tmp_path) == []  # nothing written
+
+
 
 
 def test_worker_processes_train_as_this_process_and_a_failed_model_is_named(tmp_path, monkeypatch):

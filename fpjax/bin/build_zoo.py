@@ -12,6 +12,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (images/, grids/,
                                required=True)
 _SEED = flags.DEFINE_integer('seed', 0, 'Build seed: same seed, same zoo.')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Samples per model (default: preset).')
+_WORKERS = flags.DEFINE_integer('workers', None, 'Models trained at once, each in a worker '
+                                'process (default: min(2, cores) on the CPU, 1 on GPU/TPU); '
+                                'results do not depend on it.')
 
 
 def main(argv):
@@ -20,7 +23,7 @@ def main(argv):
   if not parallel.is_chief():
     return  # the zoo is small: process 0 trains it on its devices; the others have nothing to do
   zoo.build_zoo(_WORKDIR.value, preset=_PRESET.value, real=_REAL.value, seed=_SEED.value,
-                num_samples=_NUM_SAMPLES.value)
+                num_samples=_NUM_SAMPLES.value, workers=_WORKERS.value)
 
 
 if __name__ == '__main__':

@@ -87,7 +87,7 @@ def _check_config(path: str, config: dict) -> dict | None:
   with open(path, encoding='utf-8') as f:
     held = json.load(f)
   if {k: held.get(k) for k in config} != config:
-    raise ValueError(f'{path} holds a zoo built with {({k: held.get(k) for k in config})}, '
+    raise artifact_io.UserInputError(f'{path} holds a zoo built with {({k: held.get(k) for k in config})}, '
                      f'not {config}; use another workdir.')
   return held
 
@@ -157,17 +157,17 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
   checkpoints let the next build resume).
   """
   if preset not in recipes_lib.PRESETS:
-    raise ValueError(f'unknown preset {preset!r}; expected one of {sorted(recipes_lib.PRESETS)}.')
+    raise artifact_io.UserInputError(f'unknown preset {preset!r}; expected one of {sorted(recipes_lib.PRESETS)}.')
   p = recipes_lib.PRESETS[preset]
   data = load_real(real)
   n = p.num_samples if num_samples is None else int(num_samples)
   if n < 1:
-    raise ValueError(f'num_samples must be >= 1, got {n}.')
+    raise artifact_io.UserInputError(f'num_samples must be >= 1, got {n}.')
   workers = default_workers() if workers is None else int(workers)
   if workers < 1:
-    raise ValueError(f'workers must be >= 1, got {workers}.')
+    raise artifact_io.UserInputError(f'workers must be >= 1, got {workers}.')
   if workers > 1 and jax.default_backend() != 'cpu':
-    raise ValueError(f'workers={workers}: training in several processes is for the CPU; on '
+    raise artifact_io.UserInputError(f'workers={workers}: training in several processes is for the CPU; on '
                      f'{jax.default_backend()} one process owns the accelerator (workers=1).')
   config = _config(p, real, seed, n, data.image_shape)
   zoo_path = os.path.join(workdir, ZOO_JSON)
