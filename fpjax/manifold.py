@@ -478,11 +478,11 @@ class Manifold:
   chunk_rows = property(lambda self: self.placement.chunk_rows)
 
   def _build_reduction(self, sample, search_dim):
-    if jax.process_count() > 1:  # every host must launch the same programs: no fallback
-      return self._reduce_bank(sample, search_dim)
     try:
       return self._reduce_bank(sample, search_dim)
     except Exception as e:  # pylint: disable=broad-except
+      if jax.process_count() > 1:  # every host must launch the same programs: no fallback
+        raise
       # Speed only: the full-space search gives the same answers.
       logging.warning("fpjax: building the reduced search failed (%s: %s); the full-space "
                       "search is used", type(e).__name__, e)
@@ -900,8 +900,9 @@ def _reduction(sample: np.ndarray, mean, search_dim, placement: BankPlacement):
     return None
   slice_rows = placement.slice_rows
   tiles = slice_rows // placement.tile
+  limit = max(65536, placement.tile)  # rows per lax.map step: the largest divisor that fits
   batch = placement.tile * max(d for d in range(1, tiles + 1)
-                               if tiles % d == 0 and placement.tile * d <= max(65536, placement.tile))
+                               if tiles % d == 0 and placement.tile * d <= limit)
   reduce_fn = _reduce_fn(placement.mesh, batch)
   chunks, maxima = [], np.zeros(3, np.float32)
   if not placement.streamed:  # dispatched, not awaited: the caller may compile meanwhile

@@ -87,8 +87,9 @@ def _check_config(path: str, config: dict) -> dict | None:
   with open(path, encoding='utf-8') as f:
     held = json.load(f)
   if {k: held.get(k) for k in config} != config:
-    raise artifact_io.UserInputError(f'{path} holds a zoo built with {({k: held.get(k) for k in config})}, '
-                     f'not {config}; use another workdir.')
+    raise artifact_io.UserInputError(
+        f'{path} holds a zoo built with {({k: held.get(k) for k in config})}, not {config}; '
+        'use another workdir.')
   return held
 
 
@@ -157,7 +158,8 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
   checkpoints let the next build resume).
   """
   if preset not in recipes_lib.PRESETS:
-    raise artifact_io.UserInputError(f'unknown preset {preset!r}; expected one of {sorted(recipes_lib.PRESETS)}.')
+    raise artifact_io.UserInputError(
+        f'unknown preset {preset!r}; expected one of {sorted(recipes_lib.PRESETS)}.')
   p = recipes_lib.PRESETS[preset]
   data = load_real(real)
   n = p.num_samples if num_samples is None else int(num_samples)
@@ -167,8 +169,9 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
   if workers < 1:
     raise artifact_io.UserInputError(f'workers must be >= 1, got {workers}.')
   if workers > 1 and jax.default_backend() != 'cpu':
-    raise artifact_io.UserInputError(f'workers={workers}: training in several processes is for the CPU; on '
-                     f'{jax.default_backend()} one process owns the accelerator (workers=1).')
+    raise artifact_io.UserInputError(
+        f'workers={workers}: training in several processes is for the CPU; on '
+        f'{jax.default_backend()} one process owns the accelerator (workers=1).')
   config = _config(p, real, seed, n, data.image_shape)
   zoo_path = os.path.join(workdir, ZOO_JSON)
   zoo = _check_config(zoo_path, config)
@@ -194,9 +197,7 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
   # (steps, then family: DDPMs also sample longest), so two workers end close together.
   groups = {}
   for r in recipes:
-    groups.setdefault(r.training_name, [])
-  for r in recipes:
-    groups[r.training_name].append(r)
+    groups.setdefault(r.training_name, []).append(r)
   jobs = [sorted(g, key=lambda r: r.shares_training_with is not None) for g in groups.values()
           if any(r.name not in entries for r in g)]
   jobs.sort(key=lambda g: (-p.steps[g[0].family], -len(g), g[0].name))
@@ -214,9 +215,11 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
         data, os.path.join(workdir, 'reference'), seed=seed,
         classifier_steps=p.classifier_steps, encoder_steps=p.encoder_steps, num_samples=n)
 
+  by_name = {r.name: r for r in recipes}
+
   def finish(results):
     for res in results:
-      r = next(x for x in recipes if x.name == res['name'])
+      r = by_name[res['name']]
       samples = res.pop('samples')
       _write_images(os.path.join(workdir, 'images', r.name), samples)
       save_grid(os.path.join(workdir, 'grids', f'{r.name}.png'), samples)
