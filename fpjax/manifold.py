@@ -27,16 +27,18 @@ rounding of the reduction added to its error bound. Answers stay float32-exact. 
 for any float32 basis V (its measured ‖VᵀV − I‖ enters it), so V only has to be good, not exact.
 
 Building the reduced search is work the full-space search does not need, done in the
-constructor: one randomized SVD of a 4,096-row bank sample (one program on the device), the
-basis orthonormalised on the device, and one pass over the bank with a single bank-sized
-matmul, p = Vᵀ(x − μ); ρ and the other error terms come from norms (``_reduce``). Meanwhile
-the host compiles the first call's kernel. If the build fails the full-space search is used
-(same answers, full-space speed).
+constructor and overlapped with the work both need: a randomized SVD of a 4,096-row bank sample
+on the host (float32 BLAS/LAPACK, one core: nothing to compile) while the bank is placed on the
+devices; then one pass over the bank with a single bank-sized matmul, p = Vᵀ(x − μ), on the
+devices (ρ and the other error terms come from norms, ``_reduce``), compiled in a worker thread
+while the first call's kernel compiles. If the build fails the full-space search is used (same
+answers, full-space speed).
 """
 from __future__ import annotations
 
-import dataclasses
+import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import math
 from typing import NamedTuple
@@ -70,6 +72,8 @@ _UNIT_ROUNDOFF = {jnp.dtype(jnp.bfloat16): 2.0 ** -8, jnp.dtype(jnp.float32): 0.
 # The reduction's product Vᵀx sums partial products of at most this many columns (its rounding
 # bound shrinks from γ_D to γ_(k+B); see _blocked_product).
 _PRODUCT_BLOCK = 256
+# Bank rows per step of the bank's reduction, by backend (other backends: 65,536).
+_REDUCE_BATCH = {"cpu": 4096}
 
 
 @jax.tree_util.register_dataclass
@@ -459,15 +463,19 @@ class Manifold:
     # The bank is assembled on the host and sent to each device as its slice only.
     flat = parallel.to_host(bank).astype(np.float32, copy=False).reshape(n, self.dim)
     check_finite(flat, "real bank")
-    self.mean = jnp.asarray(flat.mean(axis=0, dtype=np.float64), jnp.float32)
-    self.placement = BankPlacement(flat, self.mesh, tile, device_bank_bytes)
+    sample = _reduction_sample(flat, search_dim)
     self.autotune = autotune_lib.enabled(autotune)
     self._tuner = autotune_lib.Tuner() if self.autotune else None
     self._configs = {}
     self._fns = {}
-    # The reduced search (module doc), built here: (V, ReducedConsts), or None.
-    sample = _reduction_sample(flat, search_dim)
-    self._reduced = None if sample is None else self._build_reduction(sample, search_dim)
+    with concurrent.futures.ThreadPoolExecutor(1) as worker:
+      # The reduced search's basis (a host SVD of the bank sample, one core) is computed by the
+      # worker while this thread takes the mean and places the bank (memory-bound, one core).
+      basis_job = None if sample is None else worker.submit(_reduction_basis, sample, search_dim)
+      self.mean = jnp.asarray(flat.mean(axis=0, dtype=np.float64), jnp.float32)
+      self.placement = BankPlacement(flat, self.mesh, tile, device_bank_bytes)
+      # The reduced search (module doc), built here: (V, ReducedConsts), or None.
+      self._reduced = None if basis_job is None else self._build_reduction(basis_job, worker)
     # 'exact': queries projected, queries searched again (not certified by the first
     # search), and how many reached each fallback stage (the benchmark reports them).
     self.stats = {"queries": 0, "researched": 0, "bfloat16": 0, "float32": 0, "direct": 0}
@@ -477,9 +485,9 @@ class Manifold:
   tile = property(lambda self: self.placement.tile)
   chunk_rows = property(lambda self: self.placement.chunk_rows)
 
-  def _build_reduction(self, sample, search_dim):
+  def _build_reduction(self, basis_job, worker):
     try:
-      return self._reduce_bank(sample, search_dim)
+      return self._reduce_bank(basis_job, worker)
     except Exception as e:  # pylint: disable=broad-except
       if jax.process_count() > 1:  # every host must launch the same programs: no fallback
         raise
@@ -488,17 +496,20 @@ class Manifold:
                       "search is used", type(e).__name__, e)
       return None
 
-  def _reduce_bank(self, sample, search_dim):
-    reduced = _reduction(sample, self.mean, search_dim, self.placement)
-    if reduced is not None and not (self.placement.streamed or self.autotune):
-      # The first call's kernel (default batch, the untuned XLA scan) compiles on the host
-      # while the devices reduce the bank. (With autotuning the first call times and
-      # compiles several configurations; a streamed bank was reduced chunk by chunk.)
-      sharding = NamedSharding(self.mesh, P(parallel.DATA, None))
-      q = jax.ShapeDtypeStruct((self._batch(None), self.dim), jnp.float32, sharding=sharding)
-      self._search_fn(PRECISIONS[self.precision], True).lower(
-          q, self.bank, self.mean, np.int32(0), np.int32(self.size),
-          self.placement.search_rows + tuple(reduced)).compile()
+  def _reduce_bank(self, basis_job, worker):
+    meanwhile = None
+    if not (self.placement.streamed or self.autotune):
+      # The first call's kernel (default batch, the untuned XLA scan) compiles in this thread
+      # while the worker compiles the bank's reduction and the devices run it. (With
+      # autotuning the first call times and compiles several configurations; a streamed bank
+      # is reduced chunk by chunk.)
+      def meanwhile(search_rows, reduced):
+        sharding = NamedSharding(self.mesh, P(parallel.DATA, None))
+        q = jax.ShapeDtypeStruct((self._batch(None), self.dim), jnp.float32, sharding=sharding)
+        self._search_fn(PRECISIONS[self.precision], True).lower(
+            q, self.bank, self.mean, np.int32(0), np.int32(self.size),
+            search_rows + tuple(reduced)).compile()
+    reduced = _reduction(basis_job, self.mean, self.placement, worker, meanwhile)
     # Built means ready to search (and a failure of the reduction shows here).
     return jax.block_until_ready((reduced, self.placement.search_rows))[0]
 
@@ -720,8 +731,7 @@ class Manifold:
   def principal_basis(self, dim: int, max_rows: int = 10000, seed: int = 0) -> np.ndarray:
     """Top-`dim` principal directions of the bank, [D, dim]: a basis for fingerprint covariance.
 
-    A randomized SVD on the device (float32, HIGHEST precision) of at most `max_rows` bank
-    rows, orthonormalised on the device.
+    A randomized SVD (host, float32) of at most `max_rows` bank rows, orthonormalised.
     """
     rows = self.placement.rows(_sample_rows(self.size, max_rows, seed))
     with _one_blas_thread():
@@ -735,16 +745,6 @@ def _sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
 
 
-# The randomized SVD's and the basis's float32 products run on the device with HIGHEST
-# precision (GPUs and TPUs would otherwise round them to TF32 / bfloat16).
-_HIGHEST = lax.Precision.HIGHEST
-
-
-def _gram(y):
-  """yᵀy of y [n, w], float32 with HIGHEST precision."""
-  return lax.dot_general(y, y, (((0,), (0,)), ((), ())), precision=_HIGHEST)
-
-
 def _orthonormalise(y, passes=2):
   """Orthonormal columns spanning y [n, w]: y ← y U Λ^(-1/2) Uᵀ with U Λ Uᵀ = yᵀy, `passes`
   times (Löwdin: the orthonormal columns nearest to y's, in the same order).
@@ -752,45 +752,44 @@ def _orthonormalise(y, passes=2):
   Two passes give orthonormal columns to float32 accuracy, one suffices inside power
   iterations (which only need a well-scaled basis of the range). Eigenvalues below 1e-6 of
   the largest are raised to it, which keeps rank-deficient samples finite (their noise
-  directions come out shorter than 1, never blown up). Traced inside one jitted program: the
-  w × w eigh compiles in a tenth of a second, where XLA:CPU's Cholesky with triangular solve
-  took ~1.5 s per shape and a host LAPACK call fought XLA's threads for the 2 cores.
+  directions come out shorter than 1, never blown up).
   """
   for _ in range(passes):
-    lam, u = jnp.linalg.eigh(_gram(y))
-    lam = jnp.maximum(lam, lam[-1] * 1e-6 + 1e-30)
-    y = jnp.dot(y, jnp.dot(u / jnp.sqrt(lam), u.T, precision=_HIGHEST), precision=_HIGHEST)
+    lam, u = np.linalg.eigh(y.T @ y)
+    lam = np.maximum(lam, lam[-1] * 1e-6 + 1e-30)
+    y = y @ ((u / np.sqrt(lam)) @ u.T)
   return y
 
 
-@functools.partial(jax.jit, static_argnames=("rank", "n_iter", "seed"))
 def _randomized_svd(rows, *, rank, n_iter, seed):
   """Top `rank` right singular vectors V [D, rank] (orthonormal columns, in order), singular
-  values and total energy of the centred rows, in one program on the device (one compilation
-  per shape).
+  values and total energy of the centred rows: float32 numpy on the host.
 
   Halko, Martinsson & Tropp (2011): a Gaussian range finder with `n_iter` power iterations,
   each re-orthonormalised (which keeps float32 from losing the small directions), then the
   SVD of the small projected matrix B = Qᵀx through its w × w Gram matrix. V only steers
   speed (the error bounds use its measured ‖VᵀV − I‖, see `_orth_err`), never an answer.
+  The rows are a sample of a few thousand: on the host (BLAS, LAPACK) there is nothing to
+  compile, where the same program on the device compiled for 0.6–1.1 s (six w × w eigh calls)
+  and ran no faster; host float32 products are full float32 on every backend.
   """
-  x = jnp.asarray(rows, jnp.float32)
-  x = x - jnp.mean(x, axis=0)
+  x = np.asarray(rows, np.float32)
+  x = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
   n, dim = x.shape
   width = min(rank + 10, n, dim)  # oversampling
-  omega = jax.random.normal(jax.random.key(seed), (dim, width), jnp.float32)
-  y = _orthonormalise(jnp.dot(x, omega, precision=_HIGHEST), 1)
+  omega = np.random.default_rng(seed).standard_normal((dim, width), dtype=np.float32)
+  y = _orthonormalise(x @ omega, 1)
   for _ in range(n_iter):
-    z = _orthonormalise(lax.dot_general(x, y, (((0,), (0,)), ((), ())), precision=_HIGHEST), 1)
-    y = _orthonormalise(jnp.dot(x, z, precision=_HIGHEST), 1)
+    z = _orthonormalise(x.T @ y, 1)
+    y = _orthonormalise(x @ z, 1)
   y = _orthonormalise(y, 1)  # its second pass
-  b = lax.dot_general(y, x, (((0,), (0,)), ((), ())), precision=_HIGHEST)  # [w, D]
-  lam, u = jnp.linalg.eigh(jnp.dot(b, b.T, precision=_HIGHEST))
+  b = y.T @ x  # [w, D]
+  lam, u = np.linalg.eigh(b @ b.T)
   lam, u = lam[::-1][:rank], u[:, ::-1][:, :rank]  # descending
-  sv = jnp.sqrt(jnp.maximum(lam, 0.0))
-  vt = jnp.dot((u / jnp.maximum(sv, sv[0] * 1e-6 + 1e-30)).T, b, precision=_HIGHEST)
+  sv = np.sqrt(np.maximum(lam, 0.0))
+  vt = (u / np.maximum(sv, sv[0] * 1e-6 + 1e-30)).T @ b
   # Löwdin keeps the columns in order, so any leading r of them are orthonormal too.
-  return _orthonormalise(vt.T), sv, jnp.sum(x * x)
+  return _orthonormalise(np.ascontiguousarray(vt.T)), sv, float(np.sum(x * x, dtype=np.float64))
 
 
 def _orth_err(basis) -> float:
@@ -855,70 +854,88 @@ def _reduction_sample(flat: np.ndarray, search_dim):
 
 def _reduction_basis(sample: np.ndarray, search_dim):
   """(V [D, r], ‖VᵀV − I‖ bound) of the bank sample, or (None, None) when 'auto' finds the
-  bank's energy not concentrated enough for REDUCE_RESIDUAL within the caps."""
+  bank's energy not concentrated enough for REDUCE_RESIDUAL within the caps (host, one core)."""
   dim = sample.shape[1]
-  if search_dim == "auto":
-    cap = _auto_cap(dim)
-    # One power iteration: the choice of r reads the energy spectrum, which a second
-    # iteration changed in the fourth digit on digits (and any V keeps answers exact).
-    basis, sv, total = _randomized_svd(sample, rank=cap - 1, n_iter=1, seed=0)
-    sv = np.asarray(sv, np.float64)
-    residual = 1.0 - np.cumsum(sv ** 2) / max(float(total), 1e-30)
-    fits = [s - 1 for s in range(64, cap + 1, 64) if residual[s - 2] <= REDUCE_RESIDUAL]
-    if not fits:
-      return None, None
-    basis = basis[:, :fits[0]]
-  else:
-    basis, _, _ = _randomized_svd(sample, rank=min(int(search_dim), *sample.shape), n_iter=4,
-                                  seed=0)
-  return basis, _orth_err(basis)
+  with _one_blas_thread():
+    if search_dim == "auto":
+      cap = _auto_cap(dim)
+      # One power iteration: the choice of r reads the energy spectrum, which a second
+      # iteration changed in the fourth digit on digits (and any V keeps answers exact).
+      basis, sv, total = _randomized_svd(sample, rank=cap - 1, n_iter=1, seed=0)
+      residual = 1.0 - np.cumsum(np.asarray(sv, np.float64) ** 2) / max(total, 1e-30)
+      fits = [s - 1 for s in range(64, cap + 1, 64) if residual[s - 2] <= REDUCE_RESIDUAL]
+      if not fits:
+        return None, None
+      basis = np.ascontiguousarray(basis[:, :fits[0]])
+    else:
+      basis, _, _ = _randomized_svd(sample, rank=min(int(search_dim), *sample.shape), n_iter=4,
+                                    seed=0)
+    return basis, _orth_err(basis)
 
 
 @contextlib.contextmanager
 def _one_blas_thread():
-  """One BLAS thread for the LAPACK calls of the basis (XLA:CPU's eigh goes through SciPy's
-  OpenBLAS, the host's float64 check through NumPy's): on a loaded 2-core CPU their spinning
-  threads fought XLA's for the cores, and the randomized SVD took 2-6x longer (once 11 s
-  instead of 1.3 s). SciPy's LAPACK is loaded first: threadpoolctl limits loaded libraries only."""
+  """One BLAS thread for the host SVD and the float64 check of the basis: on a loaded 2-core
+  CPU, OpenBLAS's spinning threads fought XLA's and other processes' for the cores (a 0.3 s
+  SVD took 7-14 s with two threads at load 7). NumPy's and SciPy's BLAS are loaded first:
+  threadpoolctl limits loaded libraries only."""
   import scipy.linalg.cython_lapack  # pylint: disable=g-import-not-at-top,unused-import
   import threadpoolctl  # pylint: disable=g-import-not-at-top
   with threadpoolctl.threadpool_limits(1, user_api="blas"):
     yield
 
 
-def _reduction(sample: np.ndarray, mean, search_dim, placement: BankPlacement):
+def _reduction(basis_job, mean, placement: BankPlacement, worker, meanwhile=None):
   """The reduced search for a bank (module doc): (V [D, r], ReducedConsts), or None.
 
-  The basis comes from a randomized SVD of the bank sample on the device; the bank is
-  reduced on the devices, slice by slice, and its search rows stay with the bank
-  (`placement.set_search_rows`). None when 'auto' finds the bank's energy not concentrated
-  enough for REDUCE_RESIDUAL within the caps.
+  basis_job: a future of ``_reduction_basis`` (None when 'auto' finds the bank's energy not
+  concentrated enough). The bank is reduced on the devices, slice by slice, and its search
+  rows stay with the bank (`placement.set_search_rows`). A resident bank's reduction compiles
+  and is dispatched in the `worker` thread while this one calls meanwhile(search_rows,
+  (V, ReducedConsts)) with shape-only search rows and constants (to compile the first
+  call's kernel): two compilations on two cores, then the reduction overlaps the rest.
   """
-  with _one_blas_thread():
-    basis, orth_err = _reduction_basis(sample, search_dim)
+  basis, orth_err = basis_job.result()
   if basis is None:
     return None
+  mesh = placement.mesh
+  replicated = NamedSharding(mesh, P())
+  basis = jax.device_put(basis, replicated)
+  orth = np.float32(orth_err)
   slice_rows = placement.slice_rows
   tiles = slice_rows // placement.tile
-  limit = max(65536, placement.tile)  # rows per lax.map step: the largest divisor that fits
+  # Rows per lax.map step (the largest multiple of the tile that divides the slice and fits):
+  # on the CPU a few thousand rows, whose centred copy stays in cache (the reduction ran 1.4x
+  # faster than in 51,200-row steps, in CPU seconds at 784 and 3,072 dims); large batches on
+  # accelerators.
+  limit = max(_REDUCE_BATCH.get(jax.default_backend(), 65536), placement.tile)
   batch = placement.tile * max(d for d in range(1, tiles + 1)
                                if tiles % d == 0 and placement.tile * d <= limit)
-  reduce_fn = _reduce_fn(placement.mesh, batch)
+  reduce_fn = _reduce_fn(mesh, batch)
   chunks, maxima = [], np.zeros(3, np.float32)
-  if not placement.streamed:  # dispatched, not awaited: the caller may compile meanwhile
-    hat, norm2, maxima = reduce_fn(placement.bank, mean, np.int32(0), np.int32(placement.size),
-                                   basis, np.float32(orth_err))
+  if not placement.streamed:
+    args = (placement.bank, mean, np.int32(0), np.int32(placement.size), basis, orth)
+    job = worker.submit(lambda: reduce_fn.lower(*args).compile()(*args))  # dispatched, not awaited
+    if meanwhile is not None:
+      f32 = lambda shape, spec: jax.ShapeDtypeStruct(shape, jnp.float32,
+                                                     sharding=NamedSharding(mesh, spec))
+      rows = placement.chunk_rows
+      meanwhile((f32((rows, basis.shape[1] + 1), P(parallel.BANK, None)),
+                 f32((rows,), P(parallel.BANK))),
+                (basis, ReducedConsts(*[f32((), P())] * 4)))
+    hat, norm2, maxima = job.result()
     chunks.append((hat, norm2))
   for start in range(0, placement.size if placement.streamed else 0, placement.chunk_rows):
     n_valid = min(placement.chunk_rows, placement.size - start)
     hat, norm2, m = reduce_fn(placement.put(placement.host_bank, start), mean, np.int32(start),
-                              np.int32(n_valid), basis, np.float32(orth_err))
+                              np.int32(n_valid), basis, orth)
     # To the host at once: a streamed bank's rows never pile up on the devices.
     chunks.append((np.asarray(hat)[:n_valid], np.asarray(norm2)[:n_valid]))
     maxima = np.maximum(maxima, np.asarray(m))
   placement.set_search_rows(chunks)
   maxima = jnp.asarray(maxima, jnp.float32)
-  consts = ReducedConsts(maxima[0], maxima[1], maxima[2], jnp.asarray(orth_err, jnp.float32))
+  # Replicated like the shapes the first call's kernel was compiled for: no recompilation.
+  consts = ReducedConsts(*jax.device_put([maxima[0], maxima[1], maxima[2], orth], replicated))
   return basis, consts
 
 

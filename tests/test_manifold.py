@@ -356,6 +356,25 @@ def test_randomized_svd_matches_float64_svd(mnist):
   assert manifold_lib._orth_err(basis) < 1e-4
 
 
+
+def test_reduction_basis_is_deterministic_and_built_in_the_constructor(mnist):
+  # The basis comes from a seeded host SVD of a fixed bank sample (run in a worker thread while
+  # the bank is placed): every build of the same bank gets the same V, bit for bit.
+  from fpjax import manifold as manifold_lib
+  bank = np.asarray(fpjax.embed(mnist[0][:3000], "rgb")).reshape(3000, -1)
+  m = fpjax.Manifold.from_embeddings(bank, k=2)
+  sample = manifold_lib._reduction_sample(bank, "auto")
+  np.testing.assert_array_equal(sample, bank[manifold_lib._sample_rows(3000, 4096, 0)])
+  basis, orth_err = manifold_lib._reduction_basis(sample, "auto")
+  np.testing.assert_array_equal(np.asarray(m.basis), basis)
+  assert float(m.reduce_consts.orth_err) == np.float32(orth_err)
+  np.testing.assert_array_equal(manifold_lib._reduction_basis(sample, "auto")[0], basis)
+  # Its leading directions are the sample's principal ones (float64 SVD).
+  x = sample.astype(np.float64) - sample.mean(0, dtype=np.float64)
+  ref_vt = np.linalg.svd(x, full_matrices=False)[2]
+  cosines = np.linalg.svd(basis[:, :8].astype(np.float64).T @ ref_vt[:8].T, compute_uv=False)
+  assert cosines.min() > 0.99
+
 # ---- bad input -------------------------------------------------------------------------------
 def test_k_larger_than_bank(rng):
   with pytest.raises(ValueError, match="larger than the bank"):
@@ -443,9 +462,6 @@ def test_float32_products_name_highest_precision(mnist):
       "float32 stage (Pallas)": (m._search_fn(jnp.float32, config=pallas), full),
       "reduced bfloat16 stage (query reduction, re-rank)": (m._search_fn(jnp.bfloat16, True), reduced),
       "direct stage": (m._search_fn(None), full),
-      # The bases of the reduced search and of principal_basis come from this program.
-      "randomized SVD": (functools.partial(manifold_lib._randomized_svd, rank=8, n_iter=1, seed=0),
-                         (jnp.asarray(bank),)),
       "bank reduction": (jax.shard_map(
           functools.partial(manifold_lib._reduce_slice, batch=256), mesh=m.mesh,
           in_specs=(P(parallel.BANK, None),) + (P(),) * 5,
