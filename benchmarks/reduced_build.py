@@ -13,10 +13,14 @@ banks of benchmarks/knn.py, it times:
 
 Wall and CPU seconds (this process), medians over --builds, the ratio of the medians, and the
 load average before and after: on a shared machine other processes slow both kinds alike, so
-the ratio is the figure to read. It also times build + a first projection of --first_call_queries rows.
+the ratio is the figure to read. It also times build + a first projection of --first_call_queries rows,
+and, with --search_queries, the search itself once built (medians of 3 after a first call): the
+reduced search's share of queries searched again in the full space (those its bound could not
+certify), against the full-space search.
 
   python benchmarks/reduced_build.py
   python benchmarks/reduced_build.py --banks=784:50000 --builds=5 --first_call_queries=0
+  python benchmarks/reduced_build.py --first_call_queries=0 --search_queries=5000
 """
 import json
 import os
@@ -43,6 +47,8 @@ _BANKS = flags.DEFINE_list("banks", ["784:50000", "3072:50000"], "dim:bank pairs
 _BUILDS = flags.DEFINE_integer("builds", 5, "timed builds per kind and mode (medians)")
 _QUERIES = flags.DEFINE_integer("first_call_queries", 5000,
                                 "queries of the first-call check (0: skip it)")
+_SEARCH = flags.DEFINE_integer("search_queries", 0,
+                               "queries of the search-speed check once built (0: skip it)")
 
 
 def _cpu():
@@ -78,7 +84,32 @@ def build_once(bank, reduced, cold):
   return build, _since(start), m
 
 
-def bench_size(dim, n_bank, repeats, n_queries):
+def search_speed(bank, queries):
+  """Median search wall / CPU s (3 runs after a first call) of the full-space and the reduced
+  search, alternating, and the share of queries the reduced search searched again."""
+  ms = {kind: fpjax.Manifold.from_embeddings(bank, search_dim="auto" if kind == "reduced" else None)
+        for kind in ("full", "reduced")}
+  times = {kind: [] for kind in ms}
+  answers = {}
+  for i in range(4):
+    for kind in (("full", "reduced") if i % 2 == 0 else ("reduced", "full")):
+      m = ms[kind]
+      m.stats = dict.fromkeys(m.stats, 0)
+      start = _clock()
+      index, _ = m.search(queries)
+      answers[kind] = np.asarray(index)
+      if i:  # the first call compiles the fallback stages
+        times[kind].append(_since(start))
+  out = {}
+  for kind, v in times.items():
+    out[f"{kind}_s"], out[f"{kind}_cpu_s"] = (float(a) for a in np.median(np.asarray(v), axis=0))
+  st = ms["reduced"].stats
+  out.update(queries=len(queries), researched_pct=100.0 * st["researched"] / st["queries"],
+             same_answers=bool(np.array_equal(answers["full"], answers["reduced"])))
+  return out
+
+
+def bench_size(dim, n_bank, repeats, n_queries, n_search):
   bank = digits_like(n_bank, dim, seed=0)
   out = dict(dim=dim, bank=n_bank, load_before=os.getloadavg())
   build_once(bank, True, cold=False)  # imports and first-use costs outside the timings
@@ -111,6 +142,8 @@ def bench_size(dim, n_bank, repeats, n_queries):
     out["first_call"] = {f"{kind}_s": float(np.median([w for w, _ in v]))
                          for kind, v in first.items()}
     out["first_call"]["queries"] = n_queries
+  if n_search:
+    out["search"] = search_speed(bank, digits_like(n_search, dim, seed=2))
   out["load_after"] = os.getloadavg()
   return out
 
@@ -124,7 +157,7 @@ def main(argv):
   results = []
   for spec in _BANKS.value:
     dim, n_bank = (int(v) for v in spec.split(":"))
-    s = bench_size(dim, n_bank, _BUILDS.value, _QUERIES.value)
+    s = bench_size(dim, n_bank, _BUILDS.value, _QUERIES.value, _SEARCH.value)
     results.append(s)
     print(f"\nbank {n_bank} x {dim} (digits-like), reduced search r = {s['search_dim']}, "
           f"‖VᵀV − I‖ ≤ {s['orth_err']:.1e}; load {s['load_before'][0]:.1f} -> "
@@ -141,6 +174,11 @@ def main(argv):
       f = s["first_call"]
       print(f"build + first projection of {f['queries']} queries (warm): full-space "
             f"{f['full_s']:.2f} s, reduced {f['reduced_s']:.2f} s")
+    if "search" in s:
+      f = s["search"]
+      print(f"search of {f['queries']} queries once built: full-space {f['full_s']:.2f} s "
+            f"({f['full_cpu_s']:.2f}), reduced {f['reduced_s']:.2f} s ({f['reduced_cpu_s']:.2f}); "
+            f"{f['researched_pct']:.2f} % searched again; same answers: {f['same_answers']}")
   print(json.dumps(dict(benchmark="reduced_build", machine=machine, results=results)))
 
 
