@@ -408,35 +408,47 @@ def run_demo(workdir: str = '/tmp/fpjax_demo', *, preset: str = 'quick', real: s
   timings = {}
   t, c = time.time(), time.process_time()
   zoo_dir = zoo or os.path.join(workdir, 'zoo')
+  cross_dirs = [os.path.join(workdir, f'zoo_{cross_preset}_{r}') for r in cross_reals]
+  # One pool of workers trains every zoo: while Table 1 runs on the first, the workers go on
+  # training Table 2's (2 cores stay busy; each zoo alone would leave them idle in turns).
+  zoos = zoo_lib.build_zoos(
+      ([] if zoo else [zoo_lib.ZooSpec(zoo_dir, preset, real)])
+      + [zoo_lib.ZooSpec(d, cross_preset, r, num_samples=cross_num_samples)
+         for d, r in zip(cross_dirs, cross_reals)])
   if zoo is None:
-    zoo_lib.build_zoo(zoo_dir, preset=preset, real=real)
+    next(zoos)
   _stop(timings, 'zoo', t, c)
-  cross_dirs = []
-  for r in cross_reals:
-    t, c = time.time(), time.process_time()
-    d = os.path.join(workdir, f'zoo_{cross_preset}_{r}')
-    zoo_lib.build_zoo(d, preset=cross_preset, real=r, num_samples=cross_num_samples)
-    _stop(timings, f'zoo_{cross_preset}_{r}', t, c)
-    cross_dirs.append(d)
-  cross = []
-  if len(cross_dirs) == 2:
+
+  def cross_pairs():  # Table 2's pairs, once their zoos are complete
+    t = time.time()
+    for _ in cross_dirs:
+      next(zoos)
+    logging.info('run_demo: the Table 2 zoos were ready %.0f s after Table 2 asked for them',
+                 time.time() - t)
     a, b = (protocols.load_gm(d) for d in cross_dirs)
-    cross = [(a, b), (b, a)]
+    yield a, b
+    yield b, a
+
+  has_cross = len(cross_dirs) == 2
   cfg = DEMO_CONFIG['cfg'] if cfg is None else cfg
-  return evaluate(zoo_dir, None if zoo else real, workdir, spaces=spaces, splits=splits,
-                  estimators=estimators, estimator_spaces=estimator_spaces,
-                  attributor_estimators=attributor_estimators, baselines=baselines,
-                  classifiers=classifiers, cross=cross, cross_estimators=cross_estimators,
-                  cross_baselines=cross_baselines, cross_classifiers=cross_classifiers, cfg=cfg,
-                  cross_cfg=DEMO_CONFIG['cross_cfg'] if cross_cfg is None else cross_cfg,
-                  encoder_steps=DEMO_CONFIG['encoder_steps'] if encoder_steps is None
-                  else encoder_steps, artifact_kwargs=artifact_kwargs, timings=timings,
-                  extra_config=dict(demo=dict(
-                      preset=preset, zoo=zoo, cross_preset=cross_preset,
-                      cross_num_samples=cross_num_samples,
-                      **demo_coverage(spaces, estimators, estimator_spaces, classifiers,
-                                      attributor_estimators, baselines, cross_estimators,
-                                      cross_baselines, cross_classifiers, bool(cross)))))
+  try:
+    return evaluate(zoo_dir, None if zoo else real, workdir, spaces=spaces, splits=splits,
+                    estimators=estimators, estimator_spaces=estimator_spaces,
+                    attributor_estimators=attributor_estimators, baselines=baselines,
+                    classifiers=classifiers, cross=cross_pairs() if has_cross else [],
+                    cross_estimators=cross_estimators,
+                    cross_baselines=cross_baselines, cross_classifiers=cross_classifiers, cfg=cfg,
+                    cross_cfg=DEMO_CONFIG['cross_cfg'] if cross_cfg is None else cross_cfg,
+                    encoder_steps=DEMO_CONFIG['encoder_steps'] if encoder_steps is None
+                    else encoder_steps, artifact_kwargs=artifact_kwargs, timings=timings,
+                    extra_config=dict(demo=dict(
+                        preset=preset, zoo=zoo, cross_preset=cross_preset,
+                        cross_num_samples=cross_num_samples,
+                        **demo_coverage(spaces, estimators, estimator_spaces, classifiers,
+                                        attributor_estimators, baselines, cross_estimators,
+                                        cross_baselines, cross_classifiers, has_cross))))
+  finally:
+    zoos.close()  # the pool ends (jobs not started are cancelled)
 
 
 def demo_coverage(spaces, estimators, estimator_spaces, classifiers, attributor_estimators,

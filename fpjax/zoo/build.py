@@ -105,9 +105,12 @@ def default_workers() -> int:
 _worker_progress = None  # in a worker process: the queue of finished training steps (the bar)
 
 
-def _init_worker(progress_queue) -> None:
+def _init_worker(progress_queue, cache_dir, cache_min_seconds) -> None:
   global _worker_progress
   _worker_progress = progress_queue
+  if cache_dir:  # the parent's persistent compilation cache: a program compiles once per build
+    jax.config.update('jax_compilation_cache_dir', cache_dir)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', cache_min_seconds)
 
 
 def _worker_job(recipes: list, *args) -> list[dict]:
@@ -142,6 +145,235 @@ def _train_and_sample(recipes: list, preset, real: str, seed: int, num_samples: 
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class ZooSpec:
+  """One zoo of a build: build_zoo's arguments."""
+  workdir: str
+  preset: str = 'quick'
+  real: str = 'mnist5k'
+  seed: int = 0
+  num_samples: int | None = None  # None: the preset's
+
+
+class _ZooBuild:
+  """The state of one zoo while build_zoos trains it: what is done, what is left, its files."""
+
+  def __init__(self, spec: ZooSpec):
+    if spec.preset not in recipes_lib.PRESETS:
+      raise artifact_io.UserInputError(
+          f'unknown preset {spec.preset!r}; expected one of {sorted(recipes_lib.PRESETS)}.')
+    self.spec = spec
+    self.preset = p = recipes_lib.PRESETS[spec.preset]
+    self.data = load_real(spec.real)
+    self.n = n = p.num_samples if spec.num_samples is None else int(spec.num_samples)
+    if n < 1:
+      raise artifact_io.UserInputError(f'num_samples must be >= 1, got {n}.')
+    self.config = _config(p, spec.real, spec.seed, n, self.data.image_shape)
+    self.zoo_path = os.path.join(spec.workdir, ZOO_JSON)
+    self.zoo = _check_config(self.zoo_path, self.config)
+    self.recipes = recipes_lib.recipes_for(p)
+    self.by_name = {r.name: r for r in self.recipes}
+    self.entries = {}
+    self.jobs = []
+    self.reference = None
+    self.args = (p, spec.real, spec.seed, n, os.path.join(spec.workdir, 'checkpoints'))
+    self._build_path = os.path.join(spec.workdir, 'build.json')
+    _check_config(self._build_path, self.config)
+
+  def prepare(self) -> None:
+    """Writes build.json and the folders, reads the models already complete, lists the jobs."""
+    if self.zoo is not None:
+      return
+    spec, p = self.spec, self.preset
+    if not os.path.exists(self._build_path):
+      os.makedirs(spec.workdir, exist_ok=True)
+      artifact_io.save_json(self._build_path, self.config, sort_keys=False)
+    for sub in ('models', 'grids', 'images'):
+      os.makedirs(os.path.join(spec.workdir, sub), exist_ok=True)
+    for r in self.recipes:
+      entry_path = os.path.join(spec.workdir, 'models', f'{r.name}.json')
+      if os.path.exists(entry_path):
+        entry = artifact_io.load_json(entry_path)
+        if entry.get('config') == self.config:
+          self.entries[r.name] = entry
+    # One job per trained network: its donor first, then the recipes sampling it. Longest first
+    # (steps, then family: DDPMs also sample longest), so two workers end close together.
+    groups = {}
+    for r in self.recipes:
+      groups.setdefault(r.training_name, []).append(r)
+    self.jobs = [sorted(g, key=lambda r: r.shares_training_with is not None)
+                 for g in groups.values() if any(r.name not in self.entries for r in g)]
+    self.jobs.sort(key=lambda g: (-p.steps[g[0].family], -len(g), g[0].name))
+
+  @property
+  def total_steps(self) -> int:
+    return sum(self.preset.steps[r.family] for r in self.recipes
+               if r.shares_training_with is None) if self.zoo is None else 0
+
+  @property
+  def steps_left(self) -> int:
+    return sum(self.preset.steps[g[0].family] for g in self.jobs)
+
+  def make_reference(self) -> None:
+    # Every path needs it (zoo.json's 'reference'); trained once, cached in WORKDIR/reference.
+    p, spec = self.preset, self.spec
+    self.reference = quality_lib.QualityReference(
+        self.data, os.path.join(spec.workdir, 'reference'), seed=spec.seed,
+        classifier_steps=p.classifier_steps, encoder_steps=p.encoder_steps, num_samples=self.n)
+
+  def failed(self, group, e) -> RuntimeError:
+    names = ', '.join(r.name for r in group)
+    return RuntimeError(f'build_zoo: model {names} failed: {type(e).__name__}: {e}')
+
+  def finish(self, results: list[dict]) -> None:
+    """Writes the samples, grid and zoo.json entry of each result of one job."""
+    workdir, seed = self.spec.workdir, self.spec.seed
+    for res in results:
+      r = self.by_name[res['name']]
+      samples = res.pop('samples')
+      _write_images(os.path.join(workdir, 'images', r.name), samples)
+      save_grid(os.path.join(workdir, 'grids', f'{r.name}.png'), samples)
+      entry = {'name': r.name, 'family': r.family, 'tags': r.tags,
+               'seed': seed * 1000 + r.seed, 'steps': res['steps'],
+               'final_loss': res['final_loss'], 'num_samples': self.n,
+               'quality': self.reference(samples), 'config': self.config,
+               'train_seconds': res['train_seconds'], 'sample_seconds': res['sample_seconds']}
+      artifact_io.save_json(os.path.join(workdir, 'models', f'{r.name}.json'), entry,
+                            sort_keys=False)
+      self.entries[r.name] = entry
+      q = entry['quality']
+      logging.info('zoo: %s loss %.4f, distance ratio %.3f (real %.3f), recognisable %.3f '
+                   '(%.2f of real), FD %.2f, diversity %.2f, train %.1fs sample %.1fs', r.name,
+                   entry['final_loss'], q['distance_ratio'],
+                   q['real_test_to_manifold'] / q['noise_to_manifold'], q['recognisable'],
+                   q['recognisable_vs_real'], q['frechet_distance'], q['diversity'],
+                   entry['train_seconds'], entry['sample_seconds'])
+
+  def complete(self, t_start: float, workers: int) -> dict:
+    """Writes zoo.json (last, atomically: its presence means a complete zoo) and returns it."""
+    if self.zoo is not None:
+      logging.info('build_zoo: %s is complete; nothing to do.', self.zoo_path)
+      return self.zoo
+    models = []
+    for r in self.recipes:
+      e = dict(self.entries[r.name])
+      e.pop('config')
+      models.append(e)
+    self.zoo = {**self.config, 'reference': self.reference.summary, 'models': models}
+    artifact_io.save_json(self.zoo_path, self.zoo, sort_keys=False)
+    logging.info('build_zoo: %d models in %.1fs (%d workers) -> %s', len(models),
+                 time.time() - t_start, workers, self.zoo_path)
+    return self.zoo
+
+
+class ZooBuilds:
+  """Several zoos built by one pool of workers: build_zoos' result.
+
+  Iterating yields each zoo.json, in the order of the specs, once that zoo is complete. The
+  workers train the jobs of all zoos in order (each zoo's longest first) from the start, without
+  waiting for the caller: while the caller uses a complete zoo, they go on training the next
+  ones. At the first next() this process trains the realism references of every zoo (while the
+  workers train). close() (or leaving a `with` block) cancels the jobs that have not started;
+  the running ones end and keep their checkpoints, so a later build resumes them.
+  """
+
+  def __init__(self, specs, progress: bool, workers: int | None):
+    self._builds = [_ZooBuild(s) for s in specs]  # every spec checked before anything is written
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+      raise artifact_io.UserInputError(f'workers must be >= 1, got {workers}.')
+    if workers > 1 and jax.default_backend() != 'cpu':
+      raise artifact_io.UserInputError(
+          f'workers={workers}: training in several processes is for the CPU; on '
+          f'{jax.default_backend()} one process owns the accelerator (workers=1).')
+    for b in self._builds:
+      b.prepare()
+    self.workers = workers
+    todo = [b for b in self._builds if b.zoo is None]
+    total = sum(b.total_steps for b in todo)
+    self._bar = tqdm.tqdm(total=total, unit='step', smoothing=0.1,
+                          desc='zoo ' + ', '.join(f'{b.spec.preset}/{b.spec.real}' for b in todo),
+                          disable=not progress or not todo)
+    self._bar.update(total - sum(b.steps_left for b in todo))
+    self._t_start = time.time()
+    self._pool = None
+    num_jobs = sum(len(b.jobs) for b in self._builds)
+    if workers > 1 and num_jobs > 1:
+      ctx = multiprocessing.get_context('spawn')
+      self._steps_done = ctx.Queue()
+      self._pump = threading.Thread(target=self._show_progress, daemon=True)
+      self._pump.start()
+      self._pool = concurrent.futures.ProcessPoolExecutor(
+          min(workers, num_jobs), mp_context=ctx, initializer=_init_worker,
+          initargs=(self._steps_done, jax.config.jax_compilation_cache_dir,
+                    jax.config.jax_persistent_cache_min_compile_time_secs))
+      self._futures = [{self._pool.submit(_worker_job, g, *b.args): g for g in b.jobs}
+                       for b in self._builds]
+    self._gen = self._run()
+
+  def _show_progress(self):  # a thread: the bar moves while this process does other work
+    for k in iter(self._steps_done.get, None):
+      self._bar.update(k)
+
+  def _run(self):
+    try:
+      if self._pool is None:  # everything in this process, one zoo after the other
+        for b in self._builds:
+          if b.zoo is None:
+            b.make_reference()
+            for g in b.jobs:
+              try:
+                results = _train_and_sample(g, *b.args, progress=self._bar.update)
+              except Exception as e:
+                raise b.failed(g, e) from e
+              b.finish(results)
+          yield b.complete(self._t_start, self.workers)
+        return
+      for b in self._builds:
+        if b.zoo is None:
+          b.make_reference()  # trained while the workers train
+      for b, futures in zip(self._builds, self._futures):
+        for f, g in futures.items():  # in job order: the longest first
+          try:
+            results = f.result()
+          except Exception as e:
+            raise b.failed(g, e) from e
+          b.finish(results)
+        yield b.complete(self._t_start, self.workers)
+    finally:
+      self._shutdown()
+
+  def _shutdown(self):
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
+      self._steps_done.put(None)
+      self._pump.join()
+      self._pool = None
+    self._bar.close()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    return next(self._gen)
+
+  def close(self) -> None:
+    self._gen.close()
+    self._shutdown()  # also when iteration never started
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def build_zoos(specs, progress: bool = True, workers: int | None = None) -> ZooBuilds:
+  """Starts building several zoos with one pool of workers (specs: ZooSpec each; workers as in
+  build_zoo) and returns the ZooBuilds that yields them. Same zoos as one build_zoo per spec."""
+  return ZooBuilds(specs, progress, workers)
+
+
 def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: int = 0,
               num_samples: int | None = None, progress: bool = True,
               workers: int | None = None) -> dict:
@@ -155,138 +387,11 @@ def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: 
   default_workers(). With 1, everything runs in this process. The realism reference
   (fpjax.zoo.quality) is trained here while the workers train the first models. A model whose
   training or sampling fails fails the build, with its name, once the running ones end (their
-  checkpoints let the next build resume).
+  checkpoints let the next build resume). Several zoos at once: build_zoos.
   """
-  if preset not in recipes_lib.PRESETS:
-    raise artifact_io.UserInputError(
-        f'unknown preset {preset!r}; expected one of {sorted(recipes_lib.PRESETS)}.')
-  p = recipes_lib.PRESETS[preset]
-  data = load_real(real)
-  n = p.num_samples if num_samples is None else int(num_samples)
-  if n < 1:
-    raise artifact_io.UserInputError(f'num_samples must be >= 1, got {n}.')
-  workers = default_workers() if workers is None else int(workers)
-  if workers < 1:
-    raise artifact_io.UserInputError(f'workers must be >= 1, got {workers}.')
-  if workers > 1 and jax.default_backend() != 'cpu':
-    raise artifact_io.UserInputError(
-        f'workers={workers}: training in several processes is for the CPU; on '
-        f'{jax.default_backend()} one process owns the accelerator (workers=1).')
-  config = _config(p, real, seed, n, data.image_shape)
-  zoo_path = os.path.join(workdir, ZOO_JSON)
-  zoo = _check_config(zoo_path, config)
-  if zoo is not None:
-    logging.info('build_zoo: %s is complete; nothing to do.', zoo_path)
-    return zoo
-  build_path = os.path.join(workdir, 'build.json')
-  if _check_config(build_path, config) is None:
-    os.makedirs(workdir, exist_ok=True)
-    artifact_io.save_json(build_path, config, sort_keys=False)
-  for sub in ('models', 'grids', 'images'):
-    os.makedirs(os.path.join(workdir, sub), exist_ok=True)
-
-  recipes = recipes_lib.recipes_for(p)
-  entries = {}
-  for r in recipes:
-    entry_path = os.path.join(workdir, 'models', f'{r.name}.json')
-    if os.path.exists(entry_path):
-      entry = artifact_io.load_json(entry_path)
-      if entry.get('config') == config:
-        entries[r.name] = entry
-  # One job per trained network: its donor first, then the recipes sampling it. Longest first
-  # (steps, then family: DDPMs also sample longest), so two workers end close together.
-  groups = {}
-  for r in recipes:
-    groups.setdefault(r.training_name, []).append(r)
-  jobs = [sorted(g, key=lambda r: r.shares_training_with is not None) for g in groups.values()
-          if any(r.name not in entries for r in g)]
-  jobs.sort(key=lambda g: (-p.steps[g[0].family], -len(g), g[0].name))
-  total_steps = sum(p.steps[r.family] for r in recipes if r.shares_training_with is None)
-  bar = tqdm.tqdm(total=total_steps, desc=f'zoo {preset}/{real}', unit='step',
-                  disable=not progress, smoothing=0.1)
-  bar.update(total_steps - sum(p.steps[g[0].family] for g in jobs))
-  t_start = time.time()
-  ckpt_root = os.path.join(workdir, 'checkpoints')
-  args = (p, real, seed, n, ckpt_root)
-
-  def make_reference():
-    # Every path needs it (zoo.json's 'reference'); trained once, cached in WORKDIR/reference.
-    return quality_lib.QualityReference(
-        data, os.path.join(workdir, 'reference'), seed=seed,
-        classifier_steps=p.classifier_steps, encoder_steps=p.encoder_steps, num_samples=n)
-
-  by_name = {r.name: r for r in recipes}
-
-  def finish(results):
-    for res in results:
-      r = by_name[res['name']]
-      samples = res.pop('samples')
-      _write_images(os.path.join(workdir, 'images', r.name), samples)
-      save_grid(os.path.join(workdir, 'grids', f'{r.name}.png'), samples)
-      entry = {'name': r.name, 'family': r.family, 'tags': r.tags,
-               'seed': seed * 1000 + r.seed, 'steps': res['steps'],
-               'final_loss': res['final_loss'], 'num_samples': n,
-               'quality': reference(samples), 'config': config,
-               'train_seconds': res['train_seconds'], 'sample_seconds': res['sample_seconds']}
-      artifact_io.save_json(os.path.join(workdir, 'models', f'{r.name}.json'), entry,
-                            sort_keys=False)
-      entries[r.name] = entry
-      q = entry['quality']
-      logging.info('zoo: %s loss %.4f, distance ratio %.3f (real %.3f), recognisable %.3f '
-                   '(%.2f of real), FD %.2f, diversity %.2f, train %.1fs sample %.1fs', r.name,
-                   entry['final_loss'], q['distance_ratio'],
-                   q['real_test_to_manifold'] / q['noise_to_manifold'], q['recognisable'],
-                   q['recognisable_vs_real'], q['frechet_distance'], q['diversity'],
-                   entry['train_seconds'], entry['sample_seconds'])
-
-  def failed(group, e):
-    names = ', '.join(r.name for r in group)
-    return RuntimeError(f'build_zoo: model {names} failed: {type(e).__name__}: {e}')
-
-  if workers == 1 or len(jobs) <= 1:
-    reference = make_reference()
-    for g in jobs:
-      try:
-        results = _train_and_sample(g, *args, progress=bar.update)
-      except Exception as e:
-        raise failed(g, e) from e
-      finish(results)
-  else:
-    ctx = multiprocessing.get_context('spawn')
-    steps_done = ctx.Queue()
-
-    def show_progress():  # a thread: the bar moves while this process trains the reference
-      for k in iter(steps_done.get, None):
-        bar.update(k)
-    pump = threading.Thread(target=show_progress, daemon=True)
-    pump.start()
-    try:
-      with concurrent.futures.ProcessPoolExecutor(
-          min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-          initargs=(steps_done,)) as pool:
-        futures = {pool.submit(_worker_job, g, *args): g for g in jobs}
-        reference = make_reference()  # trained while the workers train
-        for f in futures:  # in job order: the longest first
-          try:
-            results = f.result()
-          except Exception as e:
-            for x in futures:
-              x.cancel()
-            raise failed(futures[f], e) from e
-          finish(results)
-    finally:
-      steps_done.put(None)
-      pump.join()
-  bar.close()
-  models = []
-  for r in recipes:
-    e = dict(entries[r.name])
-    e.pop('config')
-    models.append(e)
-  zoo = {**config, 'reference': reference.summary, 'models': models}
-  artifact_io.save_json(zoo_path, zoo, sort_keys=False)
-  logging.info('build_zoo: %d models in %.1fs (%d workers) -> %s', len(models),
-               time.time() - t_start, workers, zoo_path)
+  with build_zoos([ZooSpec(workdir, preset, real, seed, num_samples)], progress=progress,
+                  workers=workers) as builds:
+    [zoo] = builds
   return zoo
 
 

@@ -1,0 +1,74 @@
+"""build_zoos: several zoos from one pool of worker processes, yielded as each completes."""
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from fpjax import zoo
+from fpjax.artifact_io import UserInputError
+from fpjax.data import load_real
+from fpjax.zoo import build as zoo_build
+from fpjax.zoo import quality, recipes
+
+# One GAN of a few steps on the 8x8 digits: compiling dominates.
+MINI = dataclasses.replace(
+    recipes.PRESETS['tiny'], name='mini1', recipes=('gan_tconv_bn_relu_ns',),
+    steps={'gan': 20}, chunk=20, num_samples=8, classifier_steps=20, encoder_steps=20)
+
+
+def test_zoos_of_one_pool_equal_zoos_built_one_by_one(tmp_path, monkeypatch):
+  # Two zoos that differ in training length; the realism reference (the same for both: same
+  # real data, seed and sizes) is trained once here and found in each workdir, as on resume.
+  longer = dataclasses.replace(MINI, name='mini2', steps={'gan': 40})
+  monkeypatch.setitem(recipes.PRESETS, 'mini1', MINI)
+  monkeypatch.setitem(recipes.PRESETS, 'mini2', longer)
+  specs = [zoo.ZooSpec(str(tmp_path / 'pool' / name), name, 'digits') for name in ('mini1', 'mini2')]
+  quality.QualityReference(load_real('digits'), str(tmp_path / 'reference'), seed=0,
+                           classifier_steps=20, encoder_steps=20, num_samples=8)
+  for spec in specs:
+    shutil.copytree(tmp_path / 'reference', os.path.join(spec.workdir, 'reference'))
+  with zoo.build_zoos(specs, progress=False, workers=2) as builds:
+    first = next(builds)
+    # The first zoo is complete (and on disk) while the second may still train.
+    assert os.path.exists(os.path.join(specs[0].workdir, 'zoo.json'))
+    second = next(builds)
+    with pytest.raises(StopIteration):
+      next(builds)
+  for spec, meta in ((specs[0], first), (specs[1], second)):
+    with open(os.path.join(spec.workdir, 'zoo.json')) as f:
+      assert json.load(f) == meta
+  # The second zoo (trained while the first was in use) is what this process trains alone.
+  [mine] = zoo_build._train_and_sample(recipes.recipes_for(longer), longer, 'digits', 0, 8,
+                                       str(tmp_path / 'alone'))
+  [entry] = second['models']
+  assert mine['final_loss'] == entry['final_loss'] and mine['steps'] == entry['steps'] == 40
+  for i, want in enumerate(mine['samples']):
+    got = np.asarray(Image.open(os.path.join(specs[1].workdir, 'images', entry['name'],
+                                             f'{i:06d}.png')))
+    np.testing.assert_array_equal(got, want[..., 0])
+  # Different training, different models.
+  assert first['models'][0]['final_loss'] != second['models'][0]['final_loss']
+  # Complete zoos: building them again trains nothing and returns the same zoo.json.
+  with zoo.build_zoos(specs, progress=False, workers=2) as builds:
+    assert list(builds) == [first, second]
+
+
+def test_every_spec_is_checked_before_anything_is_written(tmp_path, monkeypatch):
+  monkeypatch.setitem(recipes.PRESETS, 'mini1', MINI)
+  good = zoo.ZooSpec(str(tmp_path / 'good'), 'mini1', 'digits')
+  with pytest.raises(UserInputError, match="unknown preset 'huge'"):
+    zoo.build_zoos([good, zoo.ZooSpec(str(tmp_path / 'bad'), 'huge', 'digits')])
+  with pytest.raises(UserInputError, match='num_samples must be >= 1'):
+    zoo.build_zoos([good, zoo.ZooSpec(str(tmp_path / 'bad'), 'mini1', 'digits',
+                                      num_samples=0)])
+  with pytest.raises(UserInputError, match='workers must be >= 1'):
+    zoo.build_zoos([good], workers=0)
+  assert not os.path.exists(good.workdir)
+  # Closing before iterating trains nothing and leaves no zoo behind.
+  zoo.build_zoos([good], progress=False, workers=1).close()
+  assert not os.path.exists(os.path.join(good.workdir, 'zoo.json'))
+  assert os.listdir(os.path.join(good.workdir, 'models')) == []
