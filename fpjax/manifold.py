@@ -875,10 +875,14 @@ def _reduction_basis(sample: np.ndarray, search_dim):
 
 @contextlib.contextmanager
 def _one_blas_thread():
-  """One BLAS thread for the host SVD and the float64 check of the basis: on a loaded 2-core
-  CPU, OpenBLAS's spinning threads fought XLA's and other processes' for the cores (a 0.3 s
-  SVD took 7-14 s with two threads at load 7). NumPy's and SciPy's BLAS are loaded first:
-  threadpoolctl limits loaded libraries only."""
+  """One BLAS thread for the host SVD and the float64 check of the basis when XLA computes on
+  the CPU too: OpenBLAS's spinning threads fought XLA's and other processes' for the cores (on
+  the loaded 2-core CPU a 0.3 s SVD took 7-14 s with two threads at load 7). With an
+  accelerator the host's cores are free: BLAS keeps its threads. NumPy's and SciPy's BLAS are
+  loaded first: threadpoolctl limits loaded libraries only."""
+  if jax.default_backend() != "cpu":
+    yield
+    return
   import scipy.linalg.cython_lapack  # pylint: disable=g-import-not-at-top,unused-import
   import threadpoolctl  # pylint: disable=g-import-not-at-top
   with threadpoolctl.threadpool_limits(1, user_api="blas"):
