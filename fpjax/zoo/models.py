@@ -144,13 +144,27 @@ class Generator(nnx.Module):
     return jnp.tanh(self.decoder(z, train))  # images in [-1, 1]
 
 
+class ExPostPrior(nnx.Variable):
+  """The VAE's sampling prior: fitted to the encoder after training, never by the optimizer."""
+
+
 class VAE(nnx.Module):
-  """Convolutional VAE with a Bernoulli decoder over pixels in [0, 1]."""
+  """Convolutional VAE with a Bernoulli decoder over pixels in [0, 1].
+
+  Samples decode latents drawn from a Gaussian mixture of `prior_components` components
+  (log weights, means, Cholesky factors of the covariances), the ex-post density estimate of
+  Ghosh et al. (2020) once fitted to the encoder means of the training images
+  (fpjax.zoo.train.fit_ex_post_prior); until then every component is N(0, I), the ELBO's prior.
+  """
 
   def __init__(self, latent_dim, image_shape, width, upsampling, normalization, nonlinearity, *,
-               rngs):
+               rngs, prior_components: int = 1):
     h, w, c = image_shape
     self.latent_dim = latent_dim
+    k = prior_components
+    self.prior_log_weights = ExPostPrior(jnp.full((k,), -math.log(k)))
+    self.prior_means = ExPostPrior(jnp.zeros((k, latent_dim)))
+    self.prior_chols = ExPostPrior(jnp.tile(jnp.eye(latent_dim), (k, 1, 1)))
     self.act = activation(nonlinearity)
     self.e1 = nnx.Conv(c, width, (3, 3), strides=(2, 2), rngs=rngs)
     self.e2 = nnx.Conv(width, 2 * width, (3, 3), strides=(2, 2), rngs=rngs)
@@ -165,6 +179,14 @@ class VAE(nnx.Module):
 
   def decode_logits(self, z, train: bool):
     return self.decoder(z, train)
+
+  def sample_latent(self, key, n):
+    """n latents from the sampling prior (a component, then its Gaussian)."""
+    kc, kz = jax.random.split(key)
+    comp = jax.random.categorical(kc, self.prior_log_weights[...], shape=(n,))
+    eps = jax.random.normal(kz, (n, self.latent_dim))
+    chols = self.prior_chols[...][comp]
+    return self.prior_means[...][comp] + jnp.einsum('nij,nj->ni', chols, eps)
 
 
 # ----------------------------------------------------------------------------- flow
