@@ -5,6 +5,7 @@ Sized to run in a few minutes on 2 shared CPU cores: the 'tiny' zoo (4 models x 
 one probe l2 and epochs candidate, a narrow attributor for 2 epochs. The artifacts come from the
 stores compute_artifacts writes under WORKDIR/artifacts/<gm>/<space>/<estimators>.
 """
+import dataclasses
 import json
 import os
 import shutil
@@ -127,6 +128,34 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
     assert os.path.getsize(path) > 1000 and f'figures/{fig}' in report
   assert ev.files['tables.json'] == os.path.join(out, 'tables.json')
   assert not hasattr(analysis, 'compute_artifacts')   # one artifact path
+
+
+def test_run_demo_builds_table2_zoos_while_table1_runs(tiny_zoo, tmp_path, monkeypatch):
+  # Table 1 on the tiny zoo (given, reused); the two Table 2 zoos (two networks each, a few
+  # steps, on the digits 0-4 and 5-9) are trained by one pool of workers started before Table 1.
+  from fpjax.zoo import recipes
+  mini = dataclasses.replace(
+      recipes.PRESETS['tiny'], name='mini', recipes=('gan_tconv_bn_relu_ns', 'vae_tconv_bn_relu'),
+      steps={'gan': 20, 'vae': 20}, chunk=20, num_samples=12, classifier_steps=20,
+      encoder_steps=20)
+  monkeypatch.setitem(recipes.PRESETS, 'mini', mini)
+  out = str(tmp_path)
+  analysis.run_demo(out, zoo=str(tiny_zoo / 'zoo'), cross_preset='mini', spaces=('rgb',),
+                    splits=1, estimators=('nn',), estimator_spaces=None, baselines=(),
+                    classifiers=('probe',), cross_baselines=('Durall20',), **FAST)
+  with open(os.path.join(out, 'tables.json')) as f:
+    obj = json.load(f)
+  t2 = [r for r in obj['rows'] if r['table'] == '2']
+  sets = [f'zoo-mini-mnist5k_{a} -> zoo-mini-mnist5k_{b}' for a, b in (('0to4', '5to9'),
+                                                                       ('5to9', '0to4'))]
+  assert [(r['dataset'], r['method'], r['estimator']) for r in t2] == [
+      (d, m, e) for d in sets for m, e in (('ManiFPT', 'nn'), ('ManiFPT', 'input'),
+                                           ('Durall20', None))]
+  assert all(0.0 <= r['accuracy_mean'] <= 1.0 and r['num_test'] == 2 * 12 for r in t2)
+  for r in ('mnist5k_0to4', 'mnist5k_5to9'):
+    meta = zoo.load_zoo(os.path.join(out, f'zoo_mini_{r}'))[1]
+    assert meta['real'] == r and [m['name'] for m in meta['models']] == list(mini.recipes)
+  assert any(x.startswith('Table 2') for x in obj['config']['demo']['ran'])
 
 
 def test_table2_and_the_binary_on_a_folder_with_a_bad_file_and_an_npy_real(tiny_zoo, tmp_path,
