@@ -285,7 +285,8 @@ def test_selection_reads_only_the_inner_rows_and_ignores_poisoned_validation_row
   # The probe's early stopping holds out exactly split.inner_val: its kept epoch's accuracy
   # there is the chosen candidate's inner score.
   probe = protocols._probe(SEL, clean.l2)
-  probe.fit(read(clean.key).take(split.train), feats.labels[split.train], seed=split.seed)
+  probe.fit(read(clean.key).take(split.train), feats.labels[split.train], seed=split.seed,
+            val_rows=np.searchsorted(split.train, split.inner_val))
   assert probe.history_['best_epoch'] + 1 == clean.epochs
   assert metrics.accuracy(feats.labels[split.inner_val], probe.predict(
       np.asarray(read(clean.key).take(split.inner_val)))) == clean.inner_accuracy

@@ -50,3 +50,27 @@ def test_probe_labels_save_load_and_errors(tmp_path):
     assert 'row 7' in str(e)
   else:
     raise AssertionError('NaN input accepted')
+
+
+def test_early_stopping_on_given_validation_rows_never_trains_on_them():
+  x, y = _blobs(n=400, k=3, d=6)
+  val = np.arange(0, 400, 5)
+  relabelled = y.copy()
+  relabelled[val] = (y[val] + 1) % 3   # wrong labels on the validation rows only
+  fits = [LinearProbe(epochs=8, val_fraction=0.0, patience=None).fit(x, labels, seed=0,
+                                                                      val_rows=val)
+          for labels in (y, relabelled)]
+  a, b = (f.history_ for f in fits)
+  # The same training (the validation rows' labels never reach a gradient), different
+  # validation scores, each the kept model's accuracy on exactly those rows.
+  assert a['train_loss'] == b['train_loss'] and a['val_loss'] != b['val_loss']
+  for f, labels in zip(fits, (y, relabelled)):
+    h = f.history_
+    assert f.score(x[val], labels[val]) == h['val_accuracy'][h['best_epoch']]
+  for rows, message in (([400], 'outside'), (np.arange(400), 'no training rows')):
+    try:
+      LinearProbe(epochs=1).fit(x, y, val_rows=rows)
+    except ValueError as e:
+      assert message in str(e)
+    else:
+      raise AssertionError(f'val_rows {rows} accepted')

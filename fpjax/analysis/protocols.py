@@ -521,10 +521,9 @@ def make_splits(labels, num_splits, *, seed: int = 0, train_fraction: float = 0.
                 inner_fraction: float = SELECTION['inner_fraction']) -> list:
   """`num_splits` (>= 1) splits of `labels`: split i uses seed `seed + i` (module docstring).
 
-  The inner split is the one the linear probe's early stopping draws when it is fit on the
-  training part with that seed (`fpjax.models.training.stratified_split` on a fresh
-  default_rng(seed)), so `inner_train` / `inner_val` name the rows the selection fits and
-  stops on."""
+  The inner split (`fpjax.models.training.stratified_split` of the training part, seeded) names
+  the rows the selection fits (`inner_train`) and stops early on (`inner_val`; select_probe
+  hands them to the probe)."""
   from fpjax.models import training
   num_splits = check_num_splits(num_splits)
   labels = np.asarray(labels)
@@ -579,10 +578,10 @@ def _probe(cfg: dict, l2: float | None = None, epochs: int | None = None):
   """A LinearProbe of cfg['probe'] at l2 (default: the first candidate).
 
   epochs given: exactly that many epochs (the reported fit, with the epoch count chosen on the
-  inner split). None: early stopping on an inner split of its own training rows
-  (`selection['inner_fraction']` per model, drawn with the fit's seed: `make_splits`'s inner
-  rows when it is fit on a split's training part), at most `max_epochs`, `patience` epochs
-  without improvement; `history_['best_epoch']` is the epoch it kept.
+  inner split). None: early stopping on held-out rows of its own training rows (fit's
+  `val_rows`, e.g. a split's `inner_val`; else `selection['inner_fraction']` per model drawn
+  with the fit's seed), at most `max_epochs`, `patience` epochs without improvement;
+  `history_['best_epoch']` is the epoch it kept.
   """
   from fpjax.attribution import LinearProbe
   kw = dict((cfg or {}).get('probe', {}))
@@ -640,10 +639,12 @@ def select_probe(read, keys, labels, split: Split, cfg: dict | None = None) -> C
   y = np.asarray(labels)[split.train]
   scores = {}
 
+  stop = np.searchsorted(split.train, split.inner_val)  # positions in the training part
+
   def score(c):
     if c not in scores:
       probe = _probe(cfg, c[1])
-      probe.fit(read(c[0]).take(split.train), y, seed=split.seed)
+      probe.fit(read(c[0]).take(split.train), y, seed=split.seed, val_rows=stop)
       h = probe.history_
       scores[c] = (h['val_accuracy'][h['best_epoch']], h['best_epoch'] + 1)
     return scores[c][0]

@@ -64,7 +64,10 @@ class LinearProbe:
       return a
     return training.MappedRows(x, standardize, x.shape)
 
-  def fit(self, x_train, y_train, seed: int = 0) -> 'LinearProbe':
+  def fit(self, x_train, y_train, seed: int = 0, val_rows=None) -> 'LinearProbe':
+    """Fits on x_train; val_rows (positions in x_train): the rows early stopping reads, which
+    the fit does not train on (None: a stratified val_fraction of the rows, drawn with seed).
+    The standardisation statistics come from every row of x_train either way."""
     x = self._prepare(x_train)
     self.classes_, yi = training.check_labels(y_train, x.shape[0], 'LinearProbe')
     # Statistics in float64 over a streamed pass: float32 sums lose digits on large N.
@@ -76,7 +79,7 @@ class LinearProbe:
     self.history_ = training.fit_classifier(
         self.model, self._standardize(x), yi.astype(np.int32), epochs=self.epochs,
         batch_size=self.batch_size, mesh=self.mesh, seed=seed, l2=self.l2,
-        val_fraction=self.val_fraction, patience=self.patience,
+        val_fraction=self.val_fraction, val_rows=val_rows, patience=self.patience,
         make_tx=lambda total, per_epoch: optax.adam(self.lr), name='LinearProbe',
         block_rows=self.block_rows, buffer_blocks=self.buffer_blocks,
         per_dispatch=self.per_dispatch)

@@ -377,7 +377,7 @@ def fit_classifier(model: nnx.Module, x, y: np.ndarray, *,
                    make_tx: Callable[[int, int], optax.GradientTransformation],
                    epochs: int | None = None, steps: int | None = None, batch_size: int = 64,
                    mesh=None, seed: int = 0, l2: float = 0.0, val_fraction: float = 0.0,
-                   patience: int | None = None,
+                   val_rows=None, patience: int | None = None,
                    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
                    name: str = 'classifier', block_rows: int = BLOCK_ROWS,
                    buffer_blocks: int = BUFFER_BLOCKS,
@@ -390,6 +390,7 @@ def fit_classifier(model: nnx.Module, x, y: np.ndarray, *,
   make_tx(total_steps, steps_per_epoch) builds the optax optimizer, so schedules can be
   written in epochs. With ``val_fraction`` > 0 a stratified validation split is taken from
   x (seeded) and the parameters of the epoch with the lowest validation loss are kept;
+  ``val_rows`` (positions in x) names the validation rows instead of drawing them;
   ``patience`` epochs without improvement stop training early. ``augment`` runs on the
   host on each numpy batch (e.g. Pillow JPEG round trips). ``per_dispatch``: steps per
   device dispatch (:func:`steps_per_dispatch`); within an epoch and at most one buffer's
@@ -402,7 +403,15 @@ def fit_classifier(model: nnx.Module, x, y: np.ndarray, *,
     raise ValueError(f'{name}: {x.shape[0]} inputs but {y.shape[0]} labels')
   check_finite(x, f'{name}.fit inputs', block_rows)
   rng = np.random.default_rng(seed)
-  train_idx, val_idx = stratified_split(y, val_fraction, rng)
+  if val_rows is None:
+    train_idx, val_idx = stratified_split(y, val_fraction, rng)
+  else:
+    val_idx = np.unique(np.asarray(val_rows, np.int64))
+    if len(val_idx) and (val_idx[0] < 0 or val_idx[-1] >= len(y)):
+      raise ValueError(f'{name}: val_rows outside the {len(y)} training rows')
+    train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
+    if not len(train_idx):
+      raise ValueError(f'{name}: val_rows leave no training rows')
   b = round_batch(batch_size, len(train_idx), mesh)
   steps_per_epoch = max(1, len(train_idx) // b)
   if steps is None:
