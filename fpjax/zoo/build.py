@@ -261,8 +261,8 @@ class _ZooBuild:
       models.append(e)
     self.zoo = {**self.config, 'reference': self.reference.summary, 'models': models}
     artifact_io.save_json(self.zoo_path, self.zoo, sort_keys=False)
-    logging.info('build_zoo: %d models in %.1fs (%d workers) -> %s', len(models),
-                 time.time() - t_start, workers, self.zoo_path)
+    logging.info('build_zoo: %d models, complete %.1fs after the build started (%d workers) '
+                 '-> %s', len(models), time.time() - t_start, workers, self.zoo_path)
     return self.zoo
 
 
