@@ -153,7 +153,7 @@ class VAE(nnx.Module):
 
   Samples decode latents drawn from a Gaussian mixture of `prior_components` components
   (log weights, means, Cholesky factors of the covariances), the ex-post density estimate of
-  Ghosh et al. (2020) once fitted to the encoder means of the training images
+  Ghosh et al. (2020) once fitted to posterior draws z ~ q(z | x) of the training images
   (fpjax.zoo.train.fit_ex_post_prior); until then every component is N(0, I), the ELBO's prior.
   """
 

@@ -52,7 +52,7 @@ def build_modules(recipe: Recipe, preset: Preset, image_shape, seed: int) -> dic
   raise ValueError(f'recipe {recipe.name}: unknown family {recipe.family!r}.')
 
 
-# Components of the Gaussian mixture a VAE samples from, fitted to its encoder means after
+# Components of the Gaussian mixture a VAE samples from, fitted to its aggregate posterior after
 # training (fit_ex_post_prior). With N(0, I) a quick VAE decodes many latents from the prior's
 # holes (the aggregate posterior does not fill it) into blends of digits.
 VAE_PRIOR_COMPONENTS = 10
