@@ -1,8 +1,10 @@
 """build_zoos: several zoos from one pool of worker processes, yielded as each completes."""
 import dataclasses
 import json
+import multiprocessing
 import os
 import shutil
+import time
 
 import numpy as np
 from PIL import Image
@@ -72,3 +74,23 @@ def test_every_spec_is_checked_before_anything_is_written(tmp_path, monkeypatch)
   zoo.build_zoos([good], progress=False, workers=1).close()
   assert not os.path.exists(os.path.join(good.workdir, 'zoo.json'))
   assert os.listdir(os.path.join(good.workdir, 'models')) == []
+
+
+def test_closing_early_stops_the_running_trainings_and_keeps_their_checkpoints(tmp_path,
+                                                                              monkeypatch):
+  # A training far longer than the test: closing (an error, Ctrl-C) must not wait for it.
+  long = dataclasses.replace(MINI, name='long', recipes=('gan_tconv_bn_relu_ns', 'vae_tconv_bn_relu'),
+                             steps={'gan': 100000, 'vae': 100000}, chunk=100)
+  monkeypatch.setitem(recipes.PRESETS, 'long', long)
+  spec = zoo.ZooSpec(str(tmp_path), 'long', 'digits')
+  ckpt = os.path.join(spec.workdir, 'checkpoints', 'gan_tconv_bn_relu_ns')
+  builds = zoo.build_zoos([spec], progress=False, workers=2)
+  for _ in range(600):   # until the GAN's worker has checkpointed its first chunk
+    if os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt)):
+      break
+    time.sleep(0.5)
+  builds.close()
+  assert multiprocessing.active_children() == []
+  steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()]
+  assert steps and max(steps) < 100000          # stopped mid-training, its last chunk kept
+  assert not os.path.exists(os.path.join(spec.workdir, 'zoo.json'))

@@ -345,6 +345,11 @@ class ZooBuilds:
 
   def _shutdown(self):
     if self._pool is not None:
+      if not all(f.done() for fs in self._futures for f in fs):
+        # Closed early (an error, Ctrl-C): stop the running trainings now rather than wait
+        # minutes for them; each has checkpointed its last finished chunk (orbax writes are
+        # atomic), which a later build resumes from.
+        _terminate_workers(self._pool)
       self._pool.shutdown(wait=True, cancel_futures=True)
       self._steps_done.put(None)
       self._pump.join()
@@ -366,6 +371,17 @@ class ZooBuilds:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def _terminate_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+  terminate = getattr(pool, 'terminate_workers', None)  # Python >= 3.14
+  if terminate is not None:
+    terminate()
+    return
+  for proc in list((getattr(pool, '_processes', None) or {}).values()):
+    proc.terminate()
+  for proc in list((getattr(pool, '_processes', None) or {}).values()):
+    proc.join()
 
 
 def build_zoos(specs, progress: bool = True, workers: int | None = None) -> ZooBuilds:
