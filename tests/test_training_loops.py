@@ -90,7 +90,11 @@ def test_zoo_training_and_sampling_scanned_equal_loop_and_resume(tmp_path):
   assert a.keys() == b.keys()
   # Adam divides by sqrt(v): a near-zero gradient's rounding can move a weight by up to
   # ~lr (2e-3) per step, so a few weights differ by ~1e-5..1e-4; the bulk agrees to ~1e-7.
-  diffs = np.concatenate([np.abs(b[k] - a[k]).ravel() for k in a])
+  # (The VAE's ex-post prior, fitted by EM to the trained encoder after training, amplifies the
+  # encoder's rounding differences: it is held to the per-key tolerance only.)
+  trained = [k for k in a if not k[1].startswith('prior_')]
+  assert len(trained) < len(a)
+  diffs = np.concatenate([np.abs(b[k] - a[k]).ravel() for k in trained])
   for k in a:
     np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=2e-4, err_msg=str(k))
   assert np.quantile(diffs, 0.99) < 2e-6, np.quantile(diffs, 0.99)
