@@ -69,6 +69,8 @@ def test_every_spec_is_checked_before_anything_is_written(tmp_path, monkeypatch)
                                       num_samples=0)])
   with pytest.raises(UserInputError, match='workers must be >= 1'):
     zoo.build_zoos([good], workers=0)
+  with pytest.raises(UserInputError, match='two zoos in one workdir'):
+    zoo.build_zoos([good, dataclasses.replace(good, seed=1)])
   assert not os.path.exists(good.workdir)
   # Closing before iterating trains nothing and leaves no zoo behind.
   zoo.build_zoos([good], progress=False, workers=1).close()

@@ -279,6 +279,11 @@ class ZooBuilds:
 
   def __init__(self, specs, progress: bool, workers: int | None):
     self._builds = [_ZooBuild(s) for s in specs]  # every spec checked before anything is written
+    dirs = [os.path.abspath(s.workdir) for s in specs]
+    twice = sorted({d for d in dirs if dirs.count(d) > 1})
+    if twice:
+      raise artifact_io.UserInputError(
+          f'build_zoos: two zoos in one workdir {twice[0]}; a workdir holds one zoo.')
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
       raise artifact_io.UserInputError(f'workers must be >= 1, got {workers}.')
