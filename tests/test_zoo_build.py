@@ -28,7 +28,8 @@ def test_zoos_of_one_pool_equal_zoos_built_one_by_one(tmp_path, monkeypatch):
   longer = dataclasses.replace(MINI, name='mini2', steps={'gan': 40})
   monkeypatch.setitem(recipes.PRESETS, 'mini1', MINI)
   monkeypatch.setitem(recipes.PRESETS, 'mini2', longer)
-  specs = [zoo.ZooSpec(str(tmp_path / 'pool' / name), name, 'digits') for name in ('mini1', 'mini2')]
+  specs = [zoo.ZooSpec(str(tmp_path / 'pool' / name), name, 'digits')
+           for name in ('mini1', 'mini2')]
   quality.QualityReference(load_real('digits'), str(tmp_path / 'reference'), seed=0,
                            classifier_steps=20, encoder_steps=20, num_samples=8)
   for spec in specs:
@@ -81,7 +82,8 @@ def test_every_spec_is_checked_before_anything_is_written(tmp_path, monkeypatch)
 def test_closing_early_stops_the_running_trainings_and_keeps_their_checkpoints(tmp_path,
                                                                               monkeypatch):
   # A training far longer than the test: closing (an error, Ctrl-C) must not wait for it.
-  long = dataclasses.replace(MINI, name='long', recipes=('gan_tconv_bn_relu_ns', 'vae_tconv_bn_relu'),
+  long = dataclasses.replace(MINI, name='long',
+                             recipes=('gan_tconv_bn_relu_ns', 'vae_tconv_bn_relu'),
                              steps={'gan': 100000, 'vae': 100000}, chunk=100)
   monkeypatch.setitem(recipes.PRESETS, 'long', long)
   spec = zoo.ZooSpec(str(tmp_path), 'long', 'digits')
