@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -320,27 +321,25 @@ class ZooBuilds:
     for k in iter(self._steps_done.get, None):
       self._bar.update(k)
 
+  def _results(self, i: int):
+    """(group, a call returning its results) for each job of zoo i, in job order."""
+    if self._pool is None:  # trained here, when asked
+      return [(g, functools.partial(_train_and_sample, g, *self._builds[i].args,
+                                    progress=self._bar.update)) for g in self._builds[i].jobs]
+    return [(g, f.result) for f, g in self._futures[i].items()]
+
   def _run(self):
     try:
-      if self._pool is None:  # everything in this process, one zoo after the other
+      if self._pool is not None:  # the references train here while the workers train
         for b in self._builds:
           if b.zoo is None:
             b.make_reference()
-            for g in b.jobs:
-              try:
-                results = _train_and_sample(g, *b.args, progress=self._bar.update)
-              except Exception as e:
-                raise b.failed(g, e) from e
-              b.finish(results)
-          yield b.complete(self._t_start, self.workers)
-        return
-      for b in self._builds:
-        if b.zoo is None:
-          b.make_reference()  # trained while the workers train
-      for b, futures in zip(self._builds, self._futures):
-        for f, g in futures.items():  # in job order: the longest first
+      for i, b in enumerate(self._builds):
+        if b.zoo is None and b.reference is None:
+          b.make_reference()
+        for g, get in self._results(i):
           try:
-            results = f.result()
+            results = get()
           except Exception as e:
             raise b.failed(g, e) from e
           b.finish(results)
