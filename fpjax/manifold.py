@@ -29,9 +29,10 @@ for any float32 basis V (its measured ‖VᵀV − I‖ enters it), so V only ha
 Building the reduced search is work the full-space search does not need, done in the
 constructor and overlapped with the work both need: an SVD of a 4,096-row bank sample on the
 host (float32 BLAS/LAPACK, one core, nothing to compile: the eigh of its D × D Gram matrix for
-D <= 1024, a randomized SVD above, ``_top_directions``) while the bank is placed on the devices; then one pass over the bank with a single bank-sized matmul, p = Vᵀ(x − μ), on the
-devices (ρ and the other error terms come from norms, ``_reduce``), compiled in a worker thread
-while the first call's kernel compiles. If the build fails the full-space search is used (same
+D <= 1024, a randomized SVD above, ``_top_directions``) while the bank is placed on the devices;
+then one pass over the bank with a single bank-sized matmul, p = Vᵀ(x − μ), on the devices
+(ρ and the other error terms come from norms, ``_reduce``), compiled in a worker thread while
+the first call's kernel compiles. If the build fails the full-space search is used (same
 answers, full-space speed).
 """
 from __future__ import annotations
@@ -793,8 +794,9 @@ def _randomized_svd(rows, *, rank, n_iter, seed):
 
 
 def _covariance_svd(rows, *, rank):
-  """As `_randomized_svd`, exactly: the eigendecomposition of the centred rows' D × D Gram
-  matrix xᵀx (float32 numpy on the host), whose eigenvalues are the squared singular values.
+  """`_randomized_svd`'s outputs computed exactly: the eigendecomposition of the centred rows'
+  D × D Gram matrix xᵀx (float32 numpy on the host), whose eigenvalues are the squared singular
+  values.
 
   One product and one eigh: cheaper than the randomized range finder when the rank asked for
   is a large part of D (the reduced search's r + 10 of 784 dims: 0.10 s against 0.29 s on one
@@ -886,8 +888,9 @@ def _reduction_basis(sample: np.ndarray, search_dim):
   with _one_blas_thread():
     if search_dim == "auto":
       cap = _auto_cap(dim)
-      # One power iteration: the choice of r reads the energy spectrum, which a second
-      # iteration changed in the fourth digit on digits (and any V keeps answers exact).
+      # One power iteration where the SVD is randomized (D > 1024): the choice of r reads the
+      # energy spectrum, which a second iteration changed in the fourth digit on digits (and
+      # any V keeps answers exact).
       basis, sv, total = _top_directions(sample, rank=cap - 1, n_iter=1, seed=0)
       residual = 1.0 - np.cumsum(np.asarray(sv, np.float64) ** 2) / max(total, 1e-30)
       fits = [s - 1 for s in range(64, cap + 1, 64) if residual[s - 2] <= REDUCE_RESIDUAL]

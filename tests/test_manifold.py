@@ -371,8 +371,8 @@ def test_covariance_svd_matches_float64_svd_and_is_chosen_for_large_ranks(mnist)
   cosines = np.linalg.svd(np.asarray(basis, np.float64)[:, :8].T @ ref_vt[:8].T, compute_uv=False)
   assert cosines.min() > 0.999
   assert manifold_lib._orth_err(basis) < 1e-4
-  # The dispatcher: the exact eigh for a rank near D/2 at D = 784, the randomized SVD for a small
-  # rank (principal_basis) — both give the same leading directions.
+  # The dispatcher: the exact eigh for a rank near D/2 at D = 784 (the reduced search's), the
+  # randomized SVD for a small rank (principal_basis's).
   exact = manifold_lib._top_directions(rows, rank=300, n_iter=1, seed=0)[0]
   np.testing.assert_array_equal(exact, basis)
   small = manifold_lib._top_directions(rows, rank=16, n_iter=4, seed=0)[0]
