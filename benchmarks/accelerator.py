@@ -7,7 +7,9 @@ Parts (--parts, default all):
          force (float32 and bfloat16 matmul + argmin; when torch is importable), 1,024
          queries of each method checked against float64, and the device's bf16 matmul peak
          measured in the same process (share of peak = 2·queries·bank·dim / time / peak);
-  build  reduced-search build time against the full-space build, for the same banks;
+  build  the reduced-search build against the full-space build on the digit-like banks:
+         benchmarks/reduced_build.py's measurement ("ready" = constructor + the first call's
+         kernel compile, cold and warm, medians of --build_repeats);
   zoo    quick-zoo build wall time and then the demo on that zoo (subprocesses with a
          timeout; the whole demo from scratch is about the sum of the two).
 
@@ -21,7 +23,6 @@ the third size is uniform random rows, which do not compress (full-space search)
 Prints a table per part and one JSON line.
 """
 import argparse
-import functools
 import importlib.util
 import json
 import os
@@ -51,19 +52,21 @@ TESTS = ["tests/test_manifold.py", "tests/test_pallas_search.py", "tests/test_st
 CHECKED = 1024  # queries of each method checked against float64
 
 
-@functools.lru_cache(maxsize=None)  # knn.py defines absl flags: load it once
-def _knn():
-  """benchmarks/knn.py as a module: its digit-like rows and its timer."""
-  spec = importlib.util.spec_from_file_location("fpjax_bench_knn",
-                                                os.path.join(ROOT, "benchmarks", "knn.py"))
-  knn = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(knn)
-  return knn
+def _bench(name):
+  """benchmarks/<name>.py as the module `name`, loaded once (they define absl flags, and
+  reduced_build.py imports knn.py by that name)."""
+  if name not in sys.modules:
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+  return sys.modules[name]
 
 
 def rows(kind, n, dim, seed):
   if kind == "digits":
-    return _knn().digits_like(n, dim, seed)
+    return _bench("knn").digits_like(n, dim, seed)
   rng = np.random.default_rng(seed)
   out = np.empty((n, dim), np.float32)
   for s in range(0, n, 65536):  # no float64 temporaries
@@ -72,7 +75,7 @@ def rows(kind, n, dim, seed):
 
 
 def median_time(fn, repeats):
-  return _knn().median_time(fn, repeats)
+  return _bench("knn").median_time(fn, repeats)
 
 
 def bf16_peak(n, repeats=5):
@@ -142,7 +145,7 @@ def part_tests(args):
   return dict(files=tests, exit=out.returncode, summary=tail, seconds=seconds)
 
 
-def part_knn(args, sizes, want_knn, want_build):
+def part_knn(args, sizes):
   peak = bf16_peak(1024 if args.small else 8192)
   print(f"\n[knn] bf16 matmul peak measured here: {peak:.1f} TFLOP/s")
   results = []
@@ -151,64 +154,65 @@ def part_knn(args, sizes, want_knn, want_build):
     queries = rows(kind, nq, dim, seed=1)
     flop = 2.0 * nq * n * dim
     check = min(CHECKED, nq)
-    ref = float64_nearest(bank, queries[:check]) if want_knn else None
+    ref = float64_nearest(bank, queries[:check])
     entry = dict(size=name, bank=n, dim=dim, queries=nq, rows=kind, methods={})
-    configs = [("fpjax exact", dict(precision="exact"))]
-    if want_knn:
-      configs.append(("fpjax fast", dict(precision="fast")))
-    if want_build:
-      configs.append(("fpjax exact full-D", dict(precision="exact", search_dim=None)))
-    for label, kw in configs:
+    for label, precision in (("fpjax exact", "exact"), ("fpjax fast", "fast")):
       t = time.perf_counter()
-      m = fpjax.Manifold.from_embeddings(bank, **kw)
+      m = fpjax.Manifold.from_embeddings(bank, precision=precision)
       jax.block_until_ready(m.mean)
-      build = time.perf_counter() - t  # the reduced search is built in the constructor
-      r = dict(build_s=build,
+      r = dict(build_s=time.perf_counter() - t,  # the constructor (builds the reduced search)
                search_dim=0 if m.basis is None else int(m.basis.shape[1]))
-      if want_knn and label != "fpjax exact full-D":
-        out = {}
+      out = {}
 
-        def run():
-          out["p"] = m.project_embedded(queries)
-          out["p"].index.block_until_ready()
-        sec = median_time(run, args.repeats)
-        idx = np.asarray(out["p"].index)[:check, 0]
-        r.update(seconds=sec, share_of_bf16_peak=flop / sec / 1e12 / peak,
-                 wrong=wrong(idx, ref, bank, queries[:check]))
+      def run():
+        out["p"] = m.project_embedded(queries)  # pylint: disable=cell-var-from-loop
+        out["p"].index.block_until_ready()
+      sec = median_time(run, args.repeats)
+      idx = np.asarray(out["p"].index)[:check, 0]
+      r.update(seconds=sec, share_of_bf16_peak=flop / sec / 1e12 / peak,
+               wrong=wrong(idx, ref, bank, queries[:check]))
       entry["methods"][label] = r
-    if want_knn:
-      try:
-        import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-        have_torch = True
-      except ImportError:
-        have_torch = False
-      for dt in ("fp32", "bf16") if have_torch else ():
-        run = torch_brute(bank, queries, dt)
-        sec = median_time(run, args.repeats)
-        idx = run().cpu().numpy()[:check]
-        entry["methods"][f"torch {dt} brute"] = dict(
-            seconds=sec, share_of_bf16_peak=flop / sec / 1e12 / peak,
-            wrong=wrong(idx, ref, bank, queries[:check]))
-      entry["bf16_peak_seconds"] = flop / (peak * 1e12)
-    exact = entry["methods"]["fpjax exact"]
-    if "fpjax exact full-D" in entry["methods"]:
-      full = entry["methods"]["fpjax exact full-D"]["build_s"]
-      entry["reduced_build_over_full"] = exact["build_s"] / full if exact["search_dim"] else None
+    try:
+      import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+      have_torch = True
+    except ImportError:
+      have_torch = False
+    for dt in ("fp32", "bf16") if have_torch else ():
+      run = torch_brute(bank, queries, dt)
+      sec = median_time(run, args.repeats)
+      idx = run().cpu().numpy()[:check]
+      entry["methods"][f"torch {dt} brute"] = dict(
+          seconds=sec, share_of_bf16_peak=flop / sec / 1e12 / peak,
+          wrong=wrong(idx, ref, bank, queries[:check]))
+    entry["bf16_peak_seconds"] = flop / (peak * 1e12)
     results.append(entry)
     print(f"\n{name}, {nq} queries ({check} checked against float64); bf16 peak would take "
           f"{entry.get('bf16_peak_seconds', float('nan')):.3f} s")
-    print(f"  {'method':<22}{'seconds':>9}{'of bf16 peak':>14}{'wrong':>7}{'build s':>9}  search dim")
+    print(f"  {'method':<22}{'seconds':>9}{'of bf16 peak':>14}{'wrong':>7}{'constr. s':>10}"
+          "  search dim")
     for label, r in entry["methods"].items():
       sec = f"{r['seconds']:9.3f}" if "seconds" in r else f"{'':>9}"
       share = f"{r['share_of_bf16_peak']:14.1%}" if "share_of_bf16_peak" in r else f"{'':>14}"
       bad = f"{r['wrong']:7d}" if "wrong" in r else f"{'':>7}"
-      build = f"{r['build_s']:9.2f}" if "build_s" in r else f"{'':>9}"
+      build = f"{r['build_s']:10.2f}" if "build_s" in r else f"{'':>10}"
       dim_s = r.get("search_dim")
       print(f"  {label:<22}{sec}{share}{bad}{build}  {'' if dim_s is None else dim_s or 'full'}")
-    if entry.get("reduced_build_over_full") is not None:
-      print(f"  reduced-search build / full-space build = {entry['reduced_build_over_full']:.2f}x "
-            "(target <= 1.5x; constructors: the reduced one runs the SVD and reduces the bank)")
   return dict(bf16_peak_tflops=peak, sizes=results)
+
+
+def part_build(args, sizes):
+  """The reduced-search build against the full-space one (issue 9: ready ratio <= 1.5x), as
+  benchmarks/reduced_build.py measures it, on the digit-like banks (uniform rows do not
+  compress: they keep the full-space search)."""
+  reduced_build = _bench("reduced_build")
+  results = []
+  for name, kind, n, dim, _ in sizes:
+    if kind == "digits":
+      print(f"\n[build] {name}")
+      results.append(dict(size=name, **reduced_build.bench_size(dim, n, args.build_repeats,
+                                                                0, 0)))
+      reduced_build.print_size(results[-1], args.build_repeats)
+  return results
 
 
 def part_zoo(args):
@@ -233,6 +237,8 @@ def main():
   parser.add_argument("--small", action="store_true", help="tiny sizes (a CPU smoke run)")
   parser.add_argument("--parts", default="tests,knn,build,zoo")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--build_repeats", type=int, default=2,
+                      help="builds per kind and mode in the build part (1 + 4x this builds)")
   parser.add_argument("--workdir", default=None, help="zoo/demo folder (default: a temp dir)")
   parser.add_argument("--test_timeout", type=int, default=240)
   parser.add_argument("--zoo_timeout", type=int, default=200)
@@ -246,9 +252,11 @@ def main():
   report = dict(benchmark="accelerator", machine=machine, small=args.small)
   if "tests" in parts:
     report["tests"] = part_tests(args)
-  if parts & {"knn", "build"}:
-    report["knn"] = part_knn(args, SMALL_SIZES if args.small else SIZES, "knn" in parts,
-                             "build" in parts)
+  sizes = SMALL_SIZES if args.small else SIZES
+  if "knn" in parts:
+    report["knn"] = part_knn(args, sizes)
+  if "build" in parts:
+    report["build"] = part_build(args, sizes)
   if "zoo" in parts:
     report["zoo"] = part_zoo(args)
   report["total_seconds"] = time.perf_counter() - t0

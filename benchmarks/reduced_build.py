@@ -157,29 +157,33 @@ def main(argv):
   results = []
   for spec in _BANKS.value:
     dim, n_bank = (int(v) for v in spec.split(":"))
-    s = bench_size(dim, n_bank, _BUILDS.value, _QUERIES.value, _SEARCH.value)
-    results.append(s)
-    print(f"\nbank {n_bank} x {dim} (digits-like), reduced search r = {s['search_dim']}, "
-          f"‖VᵀV − I‖ ≤ {s['orth_err']:.1e}; load {s['load_before'][0]:.1f} -> "
-          f"{s['load_after'][0]:.1f}; medians of {_BUILDS.value}, wall s (CPU s)")
-    print(f"{'':<6}{'full build':>16}{'reduced build':>16}{'ratio':>7}"
-          f"{'full ready':>16}{'reduced ready':>16}{'ratio':>7}")
-    for mode in ("cold", "warm"):
-      r = s[mode]
-      cell = lambda k: f"{r[k + '_s']:.2f} ({r[k + '_cpu_s']:.2f})"
-      print(f"{mode:<6}{cell('full_build'):>16}{cell('reduced_build'):>16}"
-            f"{r['build_ratio']:>6.2f}x{cell('full_ready'):>16}{cell('reduced_ready'):>16}"
-            f"{r['ready_ratio']:>6.2f}x")
-    if "first_call" in s:
-      f = s["first_call"]
-      print(f"build + first projection of {f['queries']} queries (warm): full-space "
-            f"{f['full_s']:.2f} s, reduced {f['reduced_s']:.2f} s")
-    if "search" in s:
-      f = s["search"]
-      print(f"search of {f['queries']} queries once built: full-space {f['full_s']:.2f} s "
-            f"({f['full_cpu_s']:.2f}), reduced {f['reduced_s']:.2f} s ({f['reduced_cpu_s']:.2f}); "
-            f"{f['researched_pct']:.2f} % searched again; same answers: {f['same_answers']}")
+    results.append(bench_size(dim, n_bank, _BUILDS.value, _QUERIES.value, _SEARCH.value))
+    print_size(results[-1], _BUILDS.value)
   print(json.dumps(dict(benchmark="reduced_build", machine=machine, results=results)))
+
+
+def print_size(s, builds):
+  """The table of one bench_size result (benchmarks/accelerator.py prints it too)."""
+  print(f"\nbank {s['bank']} x {s['dim']} (digits-like), reduced search r = {s['search_dim']}, "
+        f"‖VᵀV − I‖ ≤ {s['orth_err']:.1e}; load {s['load_before'][0]:.1f} -> "
+        f"{s['load_after'][0]:.1f}; medians of {builds}, wall s (CPU s)")
+  print(f"{'':<6}{'full build':>16}{'reduced build':>16}{'ratio':>7}"
+        f"{'full ready':>16}{'reduced ready':>16}{'ratio':>7}")
+  for mode in ("cold", "warm"):
+    r = s[mode]
+    cell = lambda k: f"{r[k + '_s']:.2f} ({r[k + '_cpu_s']:.2f})"  # pylint: disable=cell-var-from-loop
+    print(f"{mode:<6}{cell('full_build'):>16}{cell('reduced_build'):>16}"
+          f"{r['build_ratio']:>6.2f}x{cell('full_ready'):>16}{cell('reduced_ready'):>16}"
+          f"{r['ready_ratio']:>6.2f}x")
+  if "first_call" in s:
+    f = s["first_call"]
+    print(f"build + first projection of {f['queries']} queries (warm): full-space "
+          f"{f['full_s']:.2f} s, reduced {f['reduced_s']:.2f} s")
+  if "search" in s:
+    f = s["search"]
+    print(f"search of {f['queries']} queries once built: full-space {f['full_s']:.2f} s "
+          f"({f['full_cpu_s']:.2f}), reduced {f['reduced_s']:.2f} s ({f['reduced_cpu_s']:.2f}); "
+          f"{f['researched_pct']:.2f} % searched again; same answers: {f['same_answers']}")
 
 
 if __name__ == "__main__":
