@@ -237,8 +237,9 @@ def main():
   parser.add_argument("--small", action="store_true", help="tiny sizes (a CPU smoke run)")
   parser.add_argument("--parts", default="tests,knn,build,zoo")
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--build_repeats", type=int, default=2,
-                      help="builds per kind and mode in the build part (1 + 4x this builds)")
+  parser.add_argument("--build_repeats", type=int, default=1,
+                      help="builds per kind and mode in the build part (1 + 4x this builds; "
+                      "1 keeps the whole run within ~8 minutes on one GPU)")
   parser.add_argument("--workdir", default=None, help="zoo/demo folder (default: a temp dir)")
   parser.add_argument("--test_timeout", type=int, default=240)
   parser.add_argument("--zoo_timeout", type=int, default=200)
