@@ -238,8 +238,8 @@ def main():
   parser.add_argument("--parts", default="tests,knn,build,zoo")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--build_repeats", type=int, default=1,
-                      help="builds per kind and mode in the build part (1 + 4x this builds; "
-                      "1 keeps the whole run within ~8 minutes on one GPU)")
+                      help="builds per kind and mode in the build part (1 + 4x this builds per "
+                      "bank; small for the run's 8-minute budget, unmeasured on a GPU)")
   parser.add_argument("--workdir", default=None, help="zoo/demo folder (default: a temp dir)")
   parser.add_argument("--test_timeout", type=int, default=240)
   parser.add_argument("--zoo_timeout", type=int, default=200)
