@@ -762,6 +762,11 @@ def _orthonormalise(y, passes=2):
   return y
 
 
+def _range_width(rank, n, dim):
+  """Columns of the randomized SVD's range finder: the rank plus 10 of oversampling."""
+  return min(rank + 10, n, dim)
+
+
 def _randomized_svd(rows, *, rank, n_iter, seed):
   """Top `rank` right singular vectors V [D, rank] (orthonormal columns, in order), singular
   values and total energy of the centred rows: float32 numpy on the host.
@@ -777,7 +782,7 @@ def _randomized_svd(rows, *, rank, n_iter, seed):
   x = np.asarray(rows, np.float32)
   x = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
   n, dim = x.shape
-  width = min(rank + 10, n, dim)  # oversampling
+  width = _range_width(rank, n, dim)
   omega = np.random.default_rng(seed).standard_normal((dim, width), dtype=np.float32)
   y = _orthonormalise(x @ omega, 1)
   for _ in range(n_iter):
@@ -816,7 +821,7 @@ def _top_directions(rows, *, rank, n_iter, seed):
   0.05 s at 784, seconds at 3,072) and the randomized method would span more than a quarter of
   D (its products then cost more than the Gram matrix), else `_randomized_svd`."""
   n, dim = np.shape(rows)
-  if dim <= 1024 and 4 * min(rank + 10, n, dim) > dim:
+  if dim <= 1024 and 4 * _range_width(rank, n, dim) > dim:
     return _covariance_svd(rows, rank=rank)
   return _randomized_svd(rows, rank=rank, n_iter=n_iter, seed=seed)
 
