@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from sklearn import mixture
 
 from fpjax.models import training
 from fpjax.zoo import models
@@ -56,39 +57,7 @@ def build_modules(recipe: Recipe, preset: Preset, image_shape, seed: int) -> dic
 # training (fit_ex_post_prior). With N(0, I) a quick VAE decodes many latents from the prior's
 # holes (the aggregate posterior does not fill it) into blends of digits.
 VAE_PRIOR_COMPONENTS = 10
-
-
-def fit_gaussian_mixture(x: np.ndarray, k: int, seed: int, iters: int = 100,
-                         reg: float = 1e-4) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-  """EM for a full-covariance Gaussian mixture in float64 (reg is added to each covariance).
-
-  x: [N, D]. Starts from k distinct rows of x (seeded) and the covariance of all of x.
-  Returns (log weights [k], means [k, D], Cholesky factors [k, D, D], mean log-likelihood).
-  """
-  x = np.asarray(x, np.float64)
-  n, d = x.shape
-  if n < k:
-    raise ValueError(f'fit_gaussian_mixture: {n} points for {k} components.')
-  means = x[np.random.default_rng(seed).choice(n, k, replace=False)]
-  covs = np.tile(np.cov(x.T, bias=True).reshape(d, d) + reg * np.eye(d), (k, 1, 1))
-  log_w = np.full(k, -np.log(k))
-  for it in range(iters + 1):
-    chols = np.linalg.cholesky(covs)
-    logp = np.empty((n, k))
-    for j in range(k):  # log w_j + log N(x | mean_j, cov_j)
-      y = np.linalg.solve(chols[j], (x - means[j]).T)
-      logp[:, j] = (log_w[j] - np.sum(np.log(np.diag(chols[j])))
-                    - 0.5 * (np.sum(y ** 2, axis=0) + d * np.log(2 * np.pi)))
-    top = logp.max(axis=1, keepdims=True)
-    log_lik = top[:, 0] + np.log(np.sum(np.exp(logp - top), axis=1))
-    if it == iters:
-      return log_w, means, chols, float(np.mean(log_lik))
-    resp = np.exp(logp - log_lik[:, None])
-    nk = resp.sum(axis=0) + 1e-12
-    log_w, means = np.log(nk / n), (resp.T @ x) / nk[:, None]
-    for j in range(k):
-      diff = x - means[j]
-      covs[j] = (resp[:, j, None] * diff).T @ diff / nk[j] + reg * np.eye(d)
+VAE_PRIOR_REG = 1e-4  # added to each component's covariance (keeps every component full rank)
 
 
 def fit_ex_post_prior(vae: models.VAE, real_images: np.ndarray, seed: int,
@@ -107,10 +76,12 @@ def fit_ex_post_prior(vae: models.VAE, real_images: np.ndarray, seed: int,
   mu, logvar = (np.concatenate(parts).astype(np.float64) for parts in zip(
       *(encode(data[i:i + batch_size]) for i in range(0, len(data), batch_size))))
   eps = np.random.default_rng(seed).standard_normal(mu.shape)
-  log_w, means, chols, _ = fit_gaussian_mixture(mu + np.exp(0.5 * logvar) * eps, k, seed)
-  vae.prior_log_weights[...] = jnp.asarray(log_w, jnp.float32)
-  vae.prior_means[...] = jnp.asarray(means, jnp.float32)
-  vae.prior_chols[...] = jnp.asarray(chols, jnp.float32)
+  # scikit-learn's EM (float64, k-means initialisation, seeded): deterministic for a seed.
+  gm = mixture.GaussianMixture(k, covariance_type='full', reg_covar=VAE_PRIOR_REG, max_iter=200,
+                               random_state=seed).fit(mu + np.exp(0.5 * logvar) * eps)
+  vae.prior_log_weights[...] = jnp.asarray(np.log(gm.weights_), jnp.float32)
+  vae.prior_means[...] = jnp.asarray(gm.means_, jnp.float32)
+  vae.prior_chols[...] = jnp.asarray(np.linalg.cholesky(gm.covariances_), jnp.float32)
 
 
 LEARNING_RATES = {'gan': 5e-4, 'vae': 2e-3, 'flow': 3e-3, 'diffusion': 2e-3}
