@@ -110,9 +110,9 @@ PRESETS = {
     # DDPMs sample with; the DDIM sampler takes as many steps as the ancestral one. The DDPMs
     # are step-limited (doubling 1500 -> 3000 steps tripled the recognisable share of
     # ddpm_nearest_gn_silu_ancestral, 0.06 -> 0.18); the flows need only the distance bar, which
-    # 500 steps keep, and the VAEs (sampling their ex-post mixture prior) score 0.73-0.79 of
-    # real digits' recognisable rate at 600 steps (0.77-0.82 at 1200): the time goes to the
-    # DDPMs and to the demo's budget.
+    # 500 steps keep, and the VAEs (sampling their ex-post mixture prior) score 0.74-0.83 of
+    # real digits' recognisable rate at 600 steps (0.77-0.82 at 1200 with an earlier EM fit):
+    # the time goes to the DDPMs and to the demo's budget.
     'quick': Preset('quick', recipes=None,
                     steps={'gan': 800, 'vae': 600, 'flow': 500, 'diffusion': 3000},
                     width={'gan': 12, 'vae': 16, 'flow': 64, 'diffusion': 8},
