@@ -375,18 +375,18 @@ def test_vae_samples_from_its_fitted_prior():
   r = next(x for x in recipes.DEFAULT_ZOO if x.family == 'vae')
   p = recipes.PRESETS['tiny']
   vae = train.build_modules(r, p, real.image_shape, seed=0)['vae']  # untrained: any encoder will do
-  k = vae.prior_log_weights.shape[0]
-  assert k == train.VAE_PRIOR_COMPONENTS > 1
+  k = vae.prior.log_weights.shape[0]
+  assert k == train.PRIOR_COMPONENTS > 1
   train.fit_ex_post_prior(vae, real.train_images, seed=0)
   # The mixture is the fit of one draw from q(z | x) per image, N(mu(x), exp(logvar(x))).
   mu, logvar = (np.asarray(v, np.float64)
                 for v in vae.encode(jnp.asarray(real.train_images, jnp.float32) / 255.0))
   draws = mu + np.exp(0.5 * logvar) * np.random.default_rng(0).standard_normal(mu.shape)
-  gm = mixture.GaussianMixture(k, covariance_type='full', reg_covar=train.VAE_PRIOR_REG,
+  gm = mixture.GaussianMixture(k, covariance_type='full', reg_covar=train.PRIOR_REG,
                                max_iter=200, random_state=0).fit(draws)
-  np.testing.assert_allclose(vae.prior_means[...], gm.means_, rtol=1e-3, atol=1e-3)
-  np.testing.assert_allclose(np.exp(vae.prior_log_weights[...]), gm.weights_, rtol=1e-4)
-  chols = np.asarray(vae.prior_chols[...], np.float64)
+  np.testing.assert_allclose(vae.prior.means[...], gm.means_, rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(np.exp(vae.prior.log_weights[...]), gm.weights_, rtol=1e-4)
+  chols = np.asarray(vae.prior.chols[...], np.float64)
   np.testing.assert_allclose(chols @ chols.transpose(0, 2, 1), gm.covariances_, rtol=1e-3,
                              atol=1e-5)
   # Latents drawn from it have the moments of the draws (EM keeps the data's covariance, plus
@@ -399,3 +399,44 @@ def test_vae_samples_from_its_fitted_prior():
   z = vae.sample_latent(jax.random.fold_in(jax.random.key(5), 0), 16)
   mean = jax.nn.sigmoid(vae.decode_logits(z, train=False))
   np.testing.assert_array_equal(samples, np.clip(np.rint(np.asarray(mean) * 255), 0, 255))
+
+
+# ----------------------------------------------------------------------------- GAN pretraining
+
+
+def test_gan_starts_from_its_pretrained_decoder_and_samples_its_prior(tmp_path):
+  real = load_real('digits')
+  r = next(x for x in recipes.DEFAULT_ZOO if x.name == 'gan_tconv_bn_relu_ns')
+  p = dataclasses.replace(recipes.PRESETS['tiny'], steps={'gan': 20}, gan_pretrain_steps=40,
+                          chunk=20)
+  vae = train.pretrain_generator(r, p, real.train_images, 3, str(tmp_path / 'decoder'))
+  # The VAE is the generator's decoder: same knobs, width and latent size, fitted prior.
+  g = train.build_modules(r, p, real.image_shape, 3)['g']
+  assert vae.latent_dim == g.latent_dim == p.latent_dim
+  assert vae.prior.log_weights.shape == g.prior.log_weights.shape == (train.PRIOR_COMPONENTS,)
+  assert float(jnp.abs(vae.prior.means[...]).max()) > 0  # fitted, not N(0, I)
+  g.start_from(vae)
+  # Every latent decodes to the VAE's image (sigmoid(l) = (tanh(l / 2) + 1) / 2)...
+  z = vae.sample_latent(jax.random.key(1), 64)
+  want = np.asarray(jax.nn.sigmoid(vae.decode_logits(z, train=False)), np.float64)
+  got = np.asarray((g(z, train=False) + 1) / 2, np.float64)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  # ... and the generator draws its latents from the VAE's prior.
+  np.testing.assert_array_equal(g.sample_latent(jax.random.key(2), 8),
+                                vae.sample_latent(jax.random.key(2), 8))
+  # train() runs the pretraining first, then the adversarial steps from that generator; the
+  # zoo's samples are the generator's images of latents from the fitted prior.
+  mods, steps, _ = train.train(r, p, real.train_images, 3, str(tmp_path / 'gan'))
+  assert steps == 20 and os.path.isdir(tmp_path / 'gan-decoder')
+  gen = mods['g']
+  np.testing.assert_array_equal(gen.prior.means[...], vae.prior.means[...])
+  assert not np.allclose(gen.decoder.out.kernel[...], g.decoder.out.kernel[...])  # trained on
+  samples = train.sample(r, p, mods, 16, 5, real.image_shape)
+  z = gen.sample_latent(jax.random.fold_in(jax.random.key(5), 0), 16)
+  img = (np.asarray(gen(z, train=False)) + 1) / 2
+  np.testing.assert_array_equal(samples, np.clip(np.rint(img * 255), 0, 255))
+  # Without pretraining the generator samples N(0, I), as a plain GAN.
+  plain = dataclasses.replace(p, gan_pretrain_steps=0)
+  g0 = train.build_modules(r, plain, real.image_shape, 3)['g']
+  assert g0.prior.log_weights.shape == (1,)
+  np.testing.assert_array_equal(g0.prior.chols[...][0], np.eye(p.latent_dim))

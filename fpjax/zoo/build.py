@@ -204,16 +204,16 @@ class _ZooBuild:
       groups.setdefault(r.training_name, []).append(r)
     self.jobs = [sorted(g, key=lambda r: r.shares_training_with is not None)
                  for g in groups.values() if any(r.name not in self.entries for r in g)]
-    self.jobs.sort(key=lambda g: (-p.steps[g[0].family], -len(g), g[0].name))
+    self.jobs.sort(key=lambda g: (-p.training_steps(g[0].family), -len(g), g[0].name))
 
   @property
   def total_steps(self) -> int:
-    return sum(self.preset.steps[r.family] for r in self.recipes
+    return sum(self.preset.training_steps(r.family) for r in self.recipes
                if r.shares_training_with is None) if self.zoo is None else 0
 
   @property
   def steps_left(self) -> int:
-    return sum(self.preset.steps[g[0].family] for g in self.jobs)
+    return sum(self.preset.training_steps(g[0].family) for g in self.jobs)
 
   def make_reference(self) -> None:
     # Every path needs it (zoo.json's 'reference'); trained once, cached in WORKDIR/reference.

@@ -133,19 +133,55 @@ class Discriminator(nnx.Module):
     return self._apply(self.layers[2], x.reshape(x.shape[0], -1), train)[:, 0]
 
 
-class Generator(nnx.Module):
-  def __init__(self, latent_dim, image_shape, width, upsampling, normalization, nonlinearity, *,
-               rngs):
+class ExPostPrior(nnx.Variable):
+  """A sampling prior's parameters: fitted after training, never by the optimizer."""
+
+
+class LatentMixture(nnx.Module):
+  """The latent prior a decoder samples from: a Gaussian mixture of `components` components
+  (log weights, means, Cholesky factors of the covariances). Until fitted
+  (fpjax.zoo.train.fit_ex_post_prior) every component is N(0, I)."""
+
+  def __init__(self, latent_dim: int, components: int):
     self.latent_dim = latent_dim
+    self.log_weights = ExPostPrior(jnp.full((components,), -math.log(components)))
+    self.means = ExPostPrior(jnp.zeros((components, latent_dim)))
+    self.chols = ExPostPrior(jnp.tile(jnp.eye(latent_dim), (components, 1, 1)))
+
+  def sample(self, key, n):
+    """n latents: a component, then its Gaussian."""
+    kc, kz = jax.random.split(key)
+    comp = jax.random.categorical(kc, self.log_weights[...], shape=(n,))
+    eps = jax.random.normal(kz, (n, self.latent_dim))
+    return self.means[...][comp] + jnp.einsum('nij,nj->ni', self.chols[...][comp], eps)
+
+
+class Generator(nnx.Module):
+  """GAN generator: tanh of the Decoder, images in [-1, 1], latents from its LatentMixture
+  (N(0, I) unless it starts from a pretrained VAE: start_from)."""
+
+  def __init__(self, latent_dim, image_shape, width, upsampling, normalization, nonlinearity, *,
+               rngs, prior_components: int = 1):
+    self.latent_dim = latent_dim
+    self.prior = LatentMixture(latent_dim, prior_components)
     self.decoder = Decoder(latent_dim, image_shape, width, upsampling, normalization,
                            nonlinearity, rngs=rngs)
 
   def __call__(self, z, train: bool):
     return jnp.tanh(self.decoder(z, train))  # images in [-1, 1]
 
+  def sample_latent(self, key, n):
+    return self.prior.sample(key, n)
 
-class ExPostPrior(nnx.Variable):
-  """The VAE's sampling prior: fitted to the encoder after training, never by the optimizer."""
+  def start_from(self, vae: 'VAE') -> None:
+    """Takes a trained VAE's decoder (same architecture) and fitted prior. The VAE's image is
+    sigmoid(l) of its logits l and this generator's is (tanh(l') + 1) / 2 = sigmoid(2 l'), so
+    halving the output convolution makes both decode every latent to the same image."""
+    nnx.update(self.decoder, nnx.state(vae.decoder))
+    nnx.update(self.prior, nnx.state(vae.prior))
+    out = self.decoder.out
+    out.kernel[...] = 0.5 * out.kernel[...]
+    out.bias[...] = 0.5 * out.bias[...]
 
 
 class VAE(nnx.Module):
@@ -161,10 +197,7 @@ class VAE(nnx.Module):
                rngs, prior_components: int = 1):
     h, w, c = image_shape
     self.latent_dim = latent_dim
-    k = prior_components
-    self.prior_log_weights = ExPostPrior(jnp.full((k,), -math.log(k)))
-    self.prior_means = ExPostPrior(jnp.zeros((k, latent_dim)))
-    self.prior_chols = ExPostPrior(jnp.tile(jnp.eye(latent_dim), (k, 1, 1)))
+    self.prior = LatentMixture(latent_dim, prior_components)
     self.act = activation(nonlinearity)
     self.e1 = nnx.Conv(c, width, (3, 3), strides=(2, 2), rngs=rngs)
     self.e2 = nnx.Conv(width, 2 * width, (3, 3), strides=(2, 2), rngs=rngs)
@@ -181,12 +214,7 @@ class VAE(nnx.Module):
     return self.decoder(z, train)
 
   def sample_latent(self, key, n):
-    """n latents from the sampling prior (a component, then its Gaussian)."""
-    kc, kz = jax.random.split(key)
-    comp = jax.random.categorical(kc, self.prior_log_weights[...], shape=(n,))
-    eps = jax.random.normal(kz, (n, self.latent_dim))
-    chols = self.prior_chols[...][comp]
-    return self.prior_means[...][comp] + jnp.einsum('nij,nj->ni', chols, eps)
+    return self.prior.sample(key, n)
 
 
 # ----------------------------------------------------------------------------- flow

@@ -11,6 +11,7 @@ follows the same rule: a DDPM/DDIM sampler's denoising steps are one scan on GPU
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Callable
@@ -38,12 +39,14 @@ def build_modules(recipe: Recipe, preset: Preset, image_shape, seed: int) -> dic
   w = preset.width[recipe.family]
   if recipe.family == 'gan':
     return {'g': models.Generator(preset.latent_dim, image_shape, w, recipe.upsampling,
-                                  recipe.normalization, recipe.nonlinearity, rngs=rngs),
+                                  recipe.normalization, recipe.nonlinearity, rngs=rngs,
+                                  prior_components=PRIOR_COMPONENTS if preset.gan_pretrain_steps
+                                  else 1),
             'd': models.Discriminator(image_shape, w, recipe.disc_normalization, rngs=rngs)}
   if recipe.family == 'vae':
-    return {'vae': models.VAE(min(preset.latent_dim, 16), image_shape, w, recipe.upsampling,
+    return {'vae': models.VAE(preset.vae_latent_dim, image_shape, w, recipe.upsampling,
                               recipe.normalization, recipe.nonlinearity, rngs=rngs,
-                              prior_components=VAE_PRIOR_COMPONENTS)}
+                              prior_components=PRIOR_COMPONENTS)}
   if recipe.family == 'flow':
     return {'flow': models.Flow(image_shape, w, preset.flow_steps_per_scale, recipe.normalization,
                                 recipe.nonlinearity, recipe.permutation, rngs=rngs)}
@@ -53,11 +56,12 @@ def build_modules(recipe: Recipe, preset: Preset, image_shape, seed: int) -> dic
   raise ValueError(f'recipe {recipe.name}: unknown family {recipe.family!r}.')
 
 
-# Components of the Gaussian mixture a VAE samples from, fitted to its aggregate posterior after
-# training (fit_ex_post_prior). With N(0, I) a quick VAE decodes many latents from the prior's
-# holes (the aggregate posterior does not fill it) into blends of digits.
-VAE_PRIOR_COMPONENTS = 10
-VAE_PRIOR_REG = 1e-4  # added to each component's covariance (keeps every component full rank)
+# Components of the Gaussian mixture a VAE (and a GAN that starts from one) samples from, fitted
+# to its aggregate posterior after training (fit_ex_post_prior). With N(0, I) a quick VAE decodes
+# many latents from the prior's holes (the aggregate posterior does not fill it) into blends of
+# digits.
+PRIOR_COMPONENTS = 10
+PRIOR_REG = 1e-4  # added to each component's covariance (keeps every component full rank)
 
 
 def fit_ex_post_prior(vae: models.VAE, real_images: np.ndarray, seed: int,
@@ -68,7 +72,7 @@ def fit_ex_post_prior(vae: models.VAE, real_images: np.ndarray, seed: int,
   image: a fit to the means mu(x) alone would shrink the latent dimensions the posterior
   leaves at the prior (mu ~ 0, variance ~ 1) to a point, and the decoder was trained on draws.
   """
-  k = vae.prior_log_weights.shape[0]
+  k = vae.prior.log_weights.shape[0]
   if k == 1:
     return  # N(0, I)
   encode = jax.jit(vae.encode)
@@ -77,11 +81,32 @@ def fit_ex_post_prior(vae: models.VAE, real_images: np.ndarray, seed: int,
       *(encode(data[i:i + batch_size]) for i in range(0, len(data), batch_size))))
   eps = np.random.default_rng(seed).standard_normal(mu.shape)
   # scikit-learn's EM (float64, k-means initialisation, seeded): deterministic for a seed.
-  gm = mixture.GaussianMixture(k, covariance_type='full', reg_covar=VAE_PRIOR_REG, max_iter=200,
+  gm = mixture.GaussianMixture(k, covariance_type='full', reg_covar=PRIOR_REG, max_iter=200,
                                random_state=seed).fit(mu + np.exp(0.5 * logvar) * eps)
-  vae.prior_log_weights[...] = jnp.asarray(np.log(gm.weights_), jnp.float32)
-  vae.prior_means[...] = jnp.asarray(gm.means_, jnp.float32)
-  vae.prior_chols[...] = jnp.asarray(np.linalg.cholesky(gm.covariances_), jnp.float32)
+  vae.prior.log_weights[...] = jnp.asarray(np.log(gm.weights_), jnp.float32)
+  vae.prior.means[...] = jnp.asarray(gm.means_, jnp.float32)
+  vae.prior.chols[...] = jnp.asarray(np.linalg.cholesky(gm.covariances_), jnp.float32)
+
+
+def pretrain_generator(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int,
+                       ckpt_dir: str, progress=None) -> models.VAE:
+  """Trains a GAN recipe's generator as the decoder of a VAE, as train() trains a zoo VAE.
+
+  The VAE has the generator's decoder (its upsampling, normalization, nonlinearity, width and
+  latent size), the ELBO (beta 1) and preset.gan_pretrain_steps steps; its ex-post prior is
+  fitted as a zoo VAE's. The GAN then starts from this decoder and samples this prior
+  (models.Generator.start_from). Why: within the quick preset's budget, adversarial training
+  from a random generator drew strokes, not digits (0.11-0.26 of real digits' recognisable rate,
+  after some 40 variants); from the decoder the adversarial steps sharpen digits a VAE draws
+  blurred (see the README's zoo section). Checkpointed and resumed like any training.
+  """
+  vae_recipe = dataclasses.replace(recipe, name=recipe.training_name + '-decoder', family='vae',
+                                   loss='elbo', beta=1.0, shares_training_with=None)
+  vae_preset = dataclasses.replace(
+      preset, steps={'vae': preset.gan_pretrain_steps}, width={'vae': preset.width['gan']},
+      vae_latent_dim=preset.latent_dim, ema_decay={})
+  modules, _, _ = train(vae_recipe, vae_preset, real_images, seed, ckpt_dir, progress)
+  return modules['vae']
 
 
 LEARNING_RATES = {'gan': 5e-4, 'vae': 2e-3, 'flow': 3e-3, 'diffusion': 2e-3}
@@ -153,7 +178,8 @@ def make_step(recipe: Recipe, preset: Preset, gdefs: dict, txs: dict) -> Callabl
     def step(state, key, data):
       k1, k2, k3, k4 = jax.random.split(key, 4)
       real = batch(k1, data) * 2 - 1
-      z = jax.random.normal(k2, (bs, preset.latent_dim))
+      prior = nnx.merge(gdefs['g'], state['params']['g'], state['rest']['g']).prior
+      z = prior.sample(k2, bs)
 
       def d_loss(dp):
         g = nnx.merge(gdefs['g'], state['params']['g'], state['rest']['g'], copy=True)
@@ -171,7 +197,7 @@ def make_step(recipe: Recipe, preset: Preset, gdefs: dict, txs: dict) -> Callabl
       (dl, d_rest), grads = jax.value_and_grad(d_loss, has_aux=True)(state['params']['d'])
       state['rest']['d'] = d_rest
       apply_grads(state, 'd', grads)
-      z2 = jax.random.normal(k4, (bs, preset.latent_dim))
+      z2 = prior.sample(k4, bs)
 
       def g_loss(gp):
         g = nnx.merge(gdefs['g'], gp, state['rest']['g'], copy=True)
@@ -289,6 +315,9 @@ def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ck
   """
   image_shape = real_images.shape[1:]
   modules = build_modules(recipe, preset, image_shape, seed)
+  if recipe.family == 'gan' and preset.gan_pretrain_steps:
+    modules['g'].start_from(pretrain_generator(recipe, preset, real_images, seed,
+                                               ckpt_dir + '-decoder', progress))
   if recipe.family == 'flow':  # Glow's data-dependent actnorm init on a fixed, seeded batch
     rng = np.random.default_rng(seed)
     x = real_images[rng.choice(len(real_images), min(512, len(real_images)), replace=False)]
@@ -359,7 +388,7 @@ def _sample_fn(recipe: Recipe, preset: Preset, modules: dict):
     def fn(key, n, image_shape):
       del image_shape
       g = nnx.merge(gdef, p, r)
-      return (g(jax.random.normal(key, (n, preset.latent_dim)), train=False) + 1) / 2
+      return (g(g.sample_latent(key, n), train=False) + 1) / 2
     return fn
   if recipe.family == 'vae':
     gdef, p, r = _split(modules['vae'])
