@@ -117,7 +117,7 @@ PRESETS = {
                     width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8},
                     num_samples=100, chunk=100, classifier_steps=300, encoder_steps=150),
     # For 2 CPU cores with build_zoo's two worker processes, sized for the demo's 15-minute
-    # budget. EMA weights are what the GANs and DDPMs sample with; the DDIM sampler takes as many
+    # budget (the cold demo at 6417caa missed it by 53 s; see the README). EMA weights are what the GANs and DDPMs sample with; the DDIM sampler takes as many
     # steps as the ancestral one. A GAN's generator is first a VAE decoder for 600 steps, then
     # trained adversarially for 300: from a random generator 800 adversarial steps drew strokes,
     # not digits (0.11-0.26 of real digits' recognisable rate). The DDPMs are step-limited
