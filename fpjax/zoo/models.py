@@ -162,7 +162,6 @@ class Generator(nnx.Module):
 
   def __init__(self, latent_dim, image_shape, width, upsampling, normalization, nonlinearity, *,
                rngs, prior_components: int = 1):
-    self.latent_dim = latent_dim
     self.prior = LatentMixture(latent_dim, prior_components)
     self.decoder = Decoder(latent_dim, image_shape, width, upsampling, normalization,
                            nonlinearity, rngs=rngs)
@@ -172,6 +171,10 @@ class Generator(nnx.Module):
 
   def sample_latent(self, key, n):
     return self.prior.sample(key, n)
+
+  @property
+  def latent_dim(self) -> int:
+    return self.prior.latent_dim
 
   def start_from(self, vae: 'VAE') -> None:
     """Takes a trained VAE's decoder (same architecture) and fitted prior. The VAE's image is
@@ -196,7 +199,6 @@ class VAE(nnx.Module):
   def __init__(self, latent_dim, image_shape, width, upsampling, normalization, nonlinearity, *,
                rngs, prior_components: int = 1):
     h, w, c = image_shape
-    self.latent_dim = latent_dim
     self.prior = LatentMixture(latent_dim, prior_components)
     self.act = activation(nonlinearity)
     self.e1 = nnx.Conv(c, width, (3, 3), strides=(2, 2), rngs=rngs)
@@ -215,6 +217,10 @@ class VAE(nnx.Module):
 
   def sample_latent(self, key, n):
     return self.prior.sample(key, n)
+
+  @property
+  def latent_dim(self) -> int:
+    return self.prior.latent_dim
 
 
 # ----------------------------------------------------------------------------- flow
