@@ -74,13 +74,13 @@ def main():
       # The loop under test only: no GAN decoder pretraining (its VAE steps time like a VAE's).
       p = dataclasses.replace(quick, steps={r.family: n}, chunk=n, gan_pretrain_steps=0)
       train.train(r, p, imgs, 0, os.path.join(tmp, f"{name}-{S}-{n}-{time.time_ns()}"),
-                  per_dispatch=S)
+                  per_dispatch=S, real_labels=labels)
     return run
 
   def zoo_sample(n, S):
     r = next(x for x in recipes.DEFAULT_ZOO if x.name == "ddpm_nearest_gn_silu_ancestral")
     p = dataclasses.replace(quick, ancestral_steps=n)
-    modules = train.build_modules(r, p, imgs.shape[1:], 0)
+    modules = train.build_modules(r, p, imgs.shape[1:], 0, num_classes=10)  # guided, as the zoo
     train.sample(r, p, modules, 100, 1, imgs.shape[1:], per_dispatch=S)
 
   def encoder(kind):

@@ -221,3 +221,24 @@ def test_binaries_refuse_bad_splits_and_estimators_in_one_line(binary, flag, mes
   lines = p.stderr.strip().splitlines()
   assert len(lines) == 1 and message in lines[0] and lines[0].startswith(f'{binary}: error: ')
   assert not (tmp_path / 'out').exists()    # refused before anything was computed or written
+
+
+def test_the_study_copies_the_zoo_reference_sl_encoder_only_when_it_is_the_same_training(
+    tiny_zoo, tmp_path):
+  from fpjax.data import load_real
+  from fpjax.models import encoders
+  reference = str(tiny_zoo / 'zoo' / 'reference')
+  steps = zoo.PRESETS['tiny'].encoder_steps  # what the tiny zoo's reference was trained with
+  got = protocols.make_encoders(['sl'], 'digits', workdir=str(tmp_path), zoo_reference=reference,
+                                encoder_steps={'sl': steps})
+  assert os.path.exists(os.path.join(got['sl'], 'zoo_config.json'))  # copied, not trained
+  real = load_real('digits')
+  again = encoders.train_encoder('sl', real.train_images, real.train_labels, steps=steps, seed=0)
+  x = real.test_images[:64]
+  np.testing.assert_allclose(np.asarray(encoders.load_encoder(got['sl'])(x)),
+                             np.asarray(again(x)), rtol=1e-5, atol=1e-5)
+  # Other steps or another seed: a different encoder, trained here.
+  other = protocols.make_encoders(['sl'], 'digits', workdir=str(tmp_path),
+                                  zoo_reference=reference, encoder_steps={'sl': 3}, seed=1)
+  assert other['sl'] != got['sl']
+  assert not os.path.exists(os.path.join(other['sl'], 'zoo_config.json'))

@@ -109,7 +109,7 @@ def test_zoo_training_and_sampling_scanned_equal_loop_and_resume(tmp_path):
 
   d = next(x for x in recipes.DEFAULT_ZOO if x.name == 'ddpm_nearest_gn_silu_ancestral')
   pd = dataclasses.replace(recipes.PRESETS['tiny'], ancestral_steps=7)
-  unet = train.build_modules(d, pd, real.image_shape, 0)
+  unet = train.build_modules(d, pd, real.image_shape, 0, num_classes=10)  # guided sampling
   # Zero-initialised output layer: perturb every parameter so the U-Net computes something.
   params = nnx.state(unet['unet'], nnx.Param)
   leaves, tree = jax.tree.flatten(params)

@@ -288,27 +288,40 @@ def _linear_alpha_bar64(T):
   return np.cumprod(1.0 - np.linspace(1e-4 * scale, 0.02 * scale, T))
 
 
-class _GaussianEpsOracle(nnx.Module):
-  """E[eps | x_t] for x0 ~ N(m, s^2): sqrt(1 - a) (x_t - sqrt(a) m) / (a s^2 + 1 - a)."""
+class _GaussianOracle(nnx.Module):
+  """The exact U-Net output for x0 ~ N(m, s^2): E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) m) /
+  (a s^2 + 1 - a), or for 'v' E[v | x_t] = (E[eps | x_t] - sqrt(1 - a) x_t) / sqrt(a).
 
-  def __init__(self, T):
-    self.T = T
+  Class-conditional (num_classes > 0): class y has mean m + CLASS_SHIFT * y, "no class"
+  (y = num_classes) mean m."""
 
-  def __call__(self, x, t, **unused):  # the U-Net's call: (x, t, train=...)
+  def __init__(self, T, target='eps', num_classes=0):
+    self.T, self.target, self.num_classes = T, target, num_classes
+
+  def __call__(self, x, t, y=None, **unused):  # the U-Net's call: (x, t, train=..., y=...)
     a = train.ddpm_schedule(self.T)[t][:, None, None, None]
-    return jnp.sqrt(1 - a) * (x - jnp.sqrt(a) * GAUSS_M) / (a * GAUSS_S ** 2 + 1 - a)
+    m = GAUSS_M
+    if y is not None:
+      m = m + CLASS_SHIFT * jnp.where(y == self.num_classes, 0, y)[:, None, None, None]
+    eps = jnp.sqrt(1 - a) * (x - jnp.sqrt(a) * m) / (a * GAUSS_S ** 2 + 1 - a)
+    return eps if self.target == 'eps' else (eps - jnp.sqrt(1 - a) * x) / jnp.sqrt(a)
 
 
-def _run_sampler(sampler, T, k, n=64, seed=0):
-  r = recipes.Recipe('toy', 'diffusion', sampler=sampler)
+CLASS_SHIFT = 0.02  # small: no sample reaches the sampler's x0 clipping at 1
+
+
+def _run_sampler(sampler, T, k, n=64, seed=0, target='eps', guidance=None, num_classes=0):
+  r = recipes.Recipe('toy', 'diffusion', loss=target, sampler=sampler)
   p = dataclasses.replace(recipes.PRESETS['tiny'], diffusion_timesteps=T, ancestral_steps=k,
-                          ddim_steps=k)
+                          ddim_steps=k, diffusion_guidance=guidance)
   init, step, num = train._ddpm_sampler(r, p)
-  gdef, params, rest = nnx.split(_GaussianEpsOracle(T), nnx.Param, ...)
-  x_T, key = init(jax.random.key(seed), n, (8, 8, 1))
+  gdef, params, rest = nnx.split(_GaussianOracle(T, target, num_classes), nnx.Param, ...)
+  (x_T, y), key = init(jax.random.key(seed), n, (8, 8, 1), num_classes)
   x = x_T
   for j in range(num):
-    x, _ = step(x, j, key, gdef, params, rest)
+    (x, y), _ = step((x, y), j, key, gdef, params, rest)
+  if num_classes:
+    return np.asarray(x_T, np.float64), np.asarray(x, np.float64), np.asarray(y)
   return np.asarray(x_T, np.float64), np.asarray(x, np.float64), p
 
 
@@ -357,6 +370,61 @@ def test_ancestral_sampler_with_an_exact_eps_oracle_has_the_analytic_moments():
   assert abs(np.std(x0) / np.sqrt(var) - 1) < 0.04
   # (Not those of the data: 20 respaced posterior steps that plug in E[x0 | x_t] shrink the std
   # to 0.58 s here, 50 of 1000 to 0.75 s; all 1000 reach 0.975 s.)
+
+
+@pytest.mark.parametrize('sampler', ['ddim', 'ancestral'])
+def test_v_prediction_samples_like_eps_prediction_given_the_exact_outputs(sampler):
+  # The same x0 estimate read off either parameterisation: the same samples.
+  _, x_eps, _ = _run_sampler(sampler, 200, 20, target='eps')
+  _, x_v, _ = _run_sampler(sampler, 200, 20, target='v')
+  np.testing.assert_allclose(x_v, x_eps, atol=1e-4)
+
+
+def test_classifier_free_guidance_extrapolates_the_class_conditional_output():
+  # The guided output (1 + w) f(x, y) - w f(x) of the Gaussian oracle is the oracle of the mean
+  # m + (1 + w) * shift_y: DDIM then maps x_T affinely to that mean (as in the test above).
+  T, k, w, classes = 200, 20, 2.0, 4
+  x_T, x0, y = _run_sampler('ddim', T, k, guidance=w, num_classes=classes)
+  assert set(np.unique(y)) == set(range(classes))  # drawn uniformly: 64 draws hit all 4
+  m = GAUSS_M + (1 + w) * CLASS_SHIFT * y[:, None, None, None]
+  s2, gain = GAUSS_S ** 2, 1.0
+  ab, ab_prev = _respaced(T, k)
+  for a, ap in zip(ab[::-1], ab_prev[::-1]):
+    g = s2 * np.sqrt(a) / (a * s2 + 1 - a)
+    gain *= np.sqrt(ap) * g + np.sqrt(1 - ap) * (1 - np.sqrt(a) * g) / np.sqrt(1 - a)
+  np.testing.assert_allclose(x0, m + gain * (x_T - np.sqrt(ab[-1]) * m), atol=2e-5)
+
+
+def test_a_class_conditional_ddpm_trains_on_the_labels_and_refuses_to_train_without(tmp_path):
+  real = load_real('digits')
+  r = next(x for x in recipes.DEFAULT_ZOO if x.family == 'diffusion')
+  p = dataclasses.replace(recipes.PRESETS['tiny'], steps={'diffusion': 4}, chunk=4)
+  assert p.diffusion_guidance is not None  # the zoo's DDPMs are class-conditional
+  with pytest.raises(ValueError, match='give the real labels'):
+    train.train(r, p, real.train_images, 0, str(tmp_path / 'a'))
+  mods, steps, loss = train.train(r, p, real.train_images, 0, str(tmp_path / 'b'),
+                                  real_labels=real.train_labels)
+  assert mods['unet'].num_classes == 10 and steps == 4 and np.isfinite(loss)
+  plain = dataclasses.replace(p, diffusion_guidance=None)
+  assert train.build_modules(r, plain, real.image_shape, 0, num_classes=10)['unet'].label is None
+
+
+def test_diffusion_targets_give_back_x0_and_weight_it_by_min_snr():
+  ab = _linear_alpha_bar64(1000)[::50]
+  rng = np.random.default_rng(0)
+  x0, eps = rng.standard_normal((2, len(ab), 4, 4, 1))
+  a = ab[:, None, None, None]
+  xt = np.sqrt(a) * x0 + np.sqrt(1 - a) * eps
+  snr = ab / (1 - ab)
+  args = [jnp.asarray(v, jnp.float32) for v in (x0, eps, ab)]
+  v, wv = (np.asarray(z, np.float64) for z in train.diffusion_target('v', *args))
+  np.testing.assert_allclose(np.sqrt(a) * xt - np.sqrt(1 - a) * v, x0, atol=1e-5)
+  np.testing.assert_allclose(wv, np.minimum(snr, 5.0) / (snr + 1), rtol=1e-3)
+  e, we = (np.asarray(z, np.float64) for z in train.diffusion_target('eps', *args))
+  np.testing.assert_allclose(e, eps, atol=1e-6)
+  np.testing.assert_allclose(we, np.minimum(snr, 5.0) / snr, rtol=1e-3)
+  with pytest.raises(ValueError, match='unknown diffusion loss'):
+    train.diffusion_target('x0', *args)
 
 
 def test_min_snr_weights_match_the_formula():

@@ -39,7 +39,9 @@ DEMO_CONFIG = dict(
          'selection': _DEMO_SELECTION},
     cross_cfg={'attributor': dict(widths=(8, 16, 32), epochs=5, milestones=(3, 4)),
                'selection': _DEMO_SELECTION},
-    encoder_steps={'sl': 150, 'ssl': 60},
+    # SL: the quick zoo's reference encoder (fpjax.zoo.quality; Preset.encoder_steps), which
+    # make_encoders copies instead of training a second SL encoder.
+    encoder_steps={'sl': 250, 'ssl': 60},
     attributor_estimators=(protocols.BEST, protocols.CONTROL),
     estimator_spaces=('rgb',),
     baselines=('McClo18', 'Durall20', 'Dzanic20', 'Frank20', 'Marra18', 'Marra19', 'Yu19'),
@@ -174,7 +176,9 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
   # Bad settings are refused before anything is computed.
   names, cross_names = _check_settings(splits, estimators, attributor_estimators,
                                        cross_estimators, estimator_spaces, spaces)
+  zoo_reference = None
   if isinstance(gm, str):
+    zoo_reference = os.path.join(gm, 'reference')  # a zoo's realism reference (fpjax.zoo.quality)
     gm = protocols.load_gm(gm, real)
   writer = _is_writer()
   fig_dir = os.path.join(workdir, 'figures')
@@ -184,7 +188,7 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
 
   t, c = time.time(), time.process_time()
   encoders = protocols.make_encoders(spaces, gm.real, workdir=workdir,
-                                     encoder_steps=encoder_steps)
+                                     encoder_steps=encoder_steps, zoo_reference=zoo_reference)
   _stop(timings, 'encoders', t, c)
   t, c = time.time(), time.process_time()
   per_space = {s: (names if estimator_spaces is None or s in estimator_spaces

@@ -133,7 +133,8 @@ def _train_and_sample(recipes: list, preset, real: str, seed: int, num_samples: 
   t0 = time.time()
   modules, steps, final_loss = train_lib.train(
       donor, preset, data.train_images, model_seed,
-      os.path.join(ckpt_root, donor.training_name), progress=progress)
+      os.path.join(ckpt_root, donor.training_name), progress=progress,
+      real_labels=data.train_labels)
   train_seconds = time.time() - t0
   out = []
   for r in recipes:

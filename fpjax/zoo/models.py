@@ -409,25 +409,36 @@ class ResBlock(nnx.Module):
 
 
 class UNet(nnx.Module):
-  """Small DDPM U-Net predicting the noise eps.
+  """Small DDPM U-Net predicting eps or v (the recipe's loss); class-conditional when
+  num_classes > 0 (a label y = num_classes, or y None, is "no class").
 
   Residual blocks run at H/2 and H/4 only (full-resolution blocks cost most of the time on CPU);
   the last upsampling (the knob) returns to full resolution, where a skip from the input
-  convolution and one 3x3 convolution produce eps.
+  convolution and one 3x3 convolution produce the output (eps or v, the recipe's loss). The
+  H/4 block is the widest (MID_MULTIPLIER x width channels): it holds the digit's coarse shape
+  and costs little (7 x 7 positions for MNIST); 8 x instead of 2 x width quadrupled the
+  parameters (28k -> 113k at width 8) at the same CPU step time.
   """
+  MID_MULTIPLIER = 8
 
-  def __init__(self, image_shape, width, upsampling, normalization, nonlinearity, *, rngs):
+  def __init__(self, image_shape, width, upsampling, normalization, nonlinearity, *, rngs,
+               num_classes: int = 0):
     c = image_shape[-1]
     td = 4 * width
     self.width = width
+    self.num_classes = num_classes
     self.t1 = nnx.Linear(width, td, rngs=rngs)
     self.t2 = nnx.Linear(td, td, rngs=rngs)
+    # Class-conditional: a learned embedding per class, and one for "no class" (index
+    # num_classes), added to the time embedding.
+    self.label = nnx.Embed(num_classes + 1, td, rngs=rngs) if num_classes else None
     self.cin = nnx.Conv(c, width, (3, 3), rngs=rngs)
     self.d1 = nnx.Conv(width, 2 * width, (3, 3), strides=(2, 2), rngs=rngs)
     self.r2 = ResBlock(2 * width, 2 * width, td, normalization, nonlinearity, rngs=rngs)
-    self.d2 = nnx.Conv(2 * width, 2 * width, (3, 3), strides=(2, 2), rngs=rngs)
-    self.mid = ResBlock(2 * width, 2 * width, td, normalization, nonlinearity, rngs=rngs)
-    self.u2 = Upsample(upsampling, 2 * width, 2 * width, rngs=rngs)
+    m = self.MID_MULTIPLIER * width
+    self.d2 = nnx.Conv(2 * width, m, (3, 3), strides=(2, 2), rngs=rngs)
+    self.mid = ResBlock(m, m, td, normalization, nonlinearity, rngs=rngs)
+    self.u2 = Upsample(upsampling, m, 2 * width, rngs=rngs)
     self.r3 = ResBlock(4 * width, 2 * width, td, normalization, nonlinearity, rngs=rngs)
     self.u1 = Upsample(upsampling, 2 * width, width, rngs=rngs)
     self.nout = Norm(normalization, 2 * width, rngs=rngs)
@@ -435,8 +446,10 @@ class UNet(nnx.Module):
     self.cout = nnx.Conv(width, c, (3, 3), kernel_init=nnx.initializers.zeros, rngs=rngs)
     self.act = activation(nonlinearity)
 
-  def __call__(self, x, t, train: bool):
+  def __call__(self, x, t, train: bool, y=None):
     temb = self.t2(jax.nn.silu(self.t1(timestep_embedding(t, self.width))))
+    if self.label is not None:
+      temb = temb + self.label(jnp.full(t.shape, self.num_classes) if y is None else y)
     h1 = self.cin(x)
     h2 = self.r2(self.d1(self.act(h1)), temb, train)
     h = self.mid(self.d2(h2), temb, train)

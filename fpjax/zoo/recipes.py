@@ -61,12 +61,13 @@ DEFAULT_ZOO = (
     # Normalizing flows (exact likelihood, dequantised).
     R('flow_glow_actnorm_relu', 'flow', NA, 'actnorm', 'relu', 'likelihood'),
     R('flow_realnvp_none_silu', 'flow', NA, 'none', 'silu', 'likelihood', permutation='reverse'),
-    # Diffusion (DDPM, eps-prediction).
-    R('ddpm_nearest_gn_silu_ancestral', 'diffusion', 'nearest', 'group', 'silu', 'eps', 'ancestral'),
-    R('ddpm_nearest_gn_silu_ddim', 'diffusion', 'nearest', 'group', 'silu', 'eps', 'ddim',
+    # Diffusion (DDPM, v-prediction; class-conditional with classifier-free guidance when the
+    # preset sets diffusion_guidance).
+    R('ddpm_nearest_gn_silu_ancestral', 'diffusion', 'nearest', 'group', 'silu', 'v', 'ancestral'),
+    R('ddpm_nearest_gn_silu_ddim', 'diffusion', 'nearest', 'group', 'silu', 'v', 'ddim',
       shares_training_with='ddpm_nearest_gn_silu_ancestral'),
-    R('ddpm_bilinear_ln_relu_ddim', 'diffusion', 'bilinear', 'layer', 'relu', 'eps', 'ddim'),
-    R('ddpm_tconv_none_silu_ancestral', 'diffusion', 'transposed', 'none', 'silu', 'eps',
+    R('ddpm_bilinear_ln_relu_ddim', 'diffusion', 'bilinear', 'layer', 'relu', 'v', 'ddim'),
+    R('ddpm_tconv_none_silu_ancestral', 'diffusion', 'transposed', 'none', 'silu', 'v',
       'ancestral'),
 )
 
@@ -90,6 +91,10 @@ class Preset:
   ancestral_steps: int = 50         # respaced DDPM sampler steps
   ddim_steps: int = 20
   diffusion_timesteps: int = 1000
+  # None: unconditional DDPMs. A number w >= 0: class-conditional DDPMs (labels replaced by
+  # "no class" for LABEL_DROPOUT of the training batch) sampled with classifier-free guidance
+  # (1 + w) * f(x, y) - w * f(x), y drawn uniformly (fpjax.zoo.train).
+  diffusion_guidance: float | None = None
   ema_decay: dict = dataclasses.field(default_factory=dict)  # family -> EMA decay of the sampled net
   lr: dict = dataclasses.field(default_factory=dict)         # family -> learning rate override
   classifier_steps: int = 800       # the realism references (fpjax.zoo.quality.QualityReference)
@@ -106,7 +111,7 @@ PRESETS = {
                    steps={'gan': 200, 'vae': 300, 'flow': 100, 'diffusion': 200},
                    width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8}, gan_pretrain_steps=100,
                    num_samples=32, chunk=100, ancestral_steps=10, ddim_steps=10,
-                   classifier_steps=300, encoder_steps=100),
+                   diffusion_guidance=2.0, classifier_steps=300, encoder_steps=100),
     # The two extra zoos of the demo's cross-dataset table (Table 2): no DDPM, short training;
     # two GANs that differ only in architecture keep the table about design, not family. The
     # table needs the same recipes trained on two digit sets, not realistic samples: no GAN
@@ -130,7 +135,8 @@ PRESETS = {
                     steps={'gan': 300, 'vae': 600, 'flow': 300, 'diffusion': 2200},
                     width={'gan': 12, 'vae': 16, 'flow': 64, 'diffusion': 8}, gan_pretrain_steps=600,
                     batch_size=32, num_samples=200, chunk=100, flow_steps_per_scale=3,
-                    ddim_steps=50, ema_decay={'gan': 0.99, 'diffusion': 0.995},
+                    ancestral_steps=25, ddim_steps=20, diffusion_guidance=2.0,
+                    ema_decay={'gan': 0.99, 'diffusion': 0.995},
                     classifier_steps=600),
     # For an accelerator: wide nets trained long (unmeasured on CPU; see the README).
     'full': Preset('full', recipes=None,
@@ -138,7 +144,7 @@ PRESETS = {
                    width={'gan': 64, 'vae': 64, 'flow': 128, 'diffusion': 64},
                    gan_pretrain_steps=2000,
                    batch_size=128, num_samples=1000, chunk=1000, flow_steps_per_scale=4,
-                   ancestral_steps=250, ddim_steps=100,
+                   ancestral_steps=250, ddim_steps=100, diffusion_guidance=2.0,
                    ema_decay={'gan': 0.999, 'diffusion': 0.9995},
                    classifier_steps=3000, encoder_steps=2000),
 }

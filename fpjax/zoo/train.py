@@ -35,7 +35,10 @@ def _split(m):
   return nnx.split(m, nnx.Param, ...)
 
 
-def build_modules(recipe: Recipe, preset: Preset, image_shape, seed: int) -> dict:
+def build_modules(recipe: Recipe, preset: Preset, image_shape, seed: int,
+                  num_classes: int = 0) -> dict:
+  """The recipe's freshly initialised modules; num_classes: the real labels' (a class-conditional
+  DDPM's embedding, when preset.diffusion_guidance is set)."""
   rngs = nnx.Rngs(params=seed)
   w = preset.width[recipe.family]
   if recipe.family == 'gan':
@@ -52,8 +55,10 @@ def build_modules(recipe: Recipe, preset: Preset, image_shape, seed: int) -> dic
     return {'flow': models.Flow(image_shape, w, preset.flow_steps_per_scale, recipe.normalization,
                                 recipe.nonlinearity, recipe.permutation, rngs=rngs)}
   if recipe.family == 'diffusion':
+    conditional = preset.diffusion_guidance is not None
     return {'unet': models.UNet(image_shape, w, recipe.upsampling, recipe.normalization,
-                                recipe.nonlinearity, rngs=rngs)}
+                                recipe.nonlinearity, rngs=rngs,
+                                num_classes=num_classes if conditional else 0)}
   raise ValueError(f'recipe {recipe.name}: unknown family {recipe.family!r}.')
 
 
@@ -135,6 +140,8 @@ def _optimizers(recipe: Recipe, preset: Preset) -> dict:
 # Min-SNR-gamma weighting (Hang et al. 2023) of the eps MSE; inf would be the plain MSE. At the
 # quick preset it cuts the Frechet distance of DDIM samples 45 -> 19 (see the README).
 MIN_SNR_GAMMA = 5.0
+# Share of a class-conditional DDPM's training labels replaced by "no class" (Ho & Salimans 2022).
+LABEL_DROPOUT = 0.1
 
 
 def ddpm_schedule(timesteps: int):
@@ -151,6 +158,24 @@ def min_snr_weights(alpha_bar, gamma: float):
   """
   snr = alpha_bar / (1.0 - alpha_bar)
   return jnp.minimum(snr, gamma) / snr
+
+
+def diffusion_target(loss: str, x0, eps, alpha_bar):
+  """(target, weight) of the U-Net's output at x_t = sqrt(a) x0 + sqrt(1 - a) eps, a = alpha_bar.
+
+  'eps': the noise, weighted min(SNR, gamma) / SNR. 'v': v = sqrt(a) eps - sqrt(1 - a) x0
+  (Salimans & Ho 2022), weighted min(SNR, gamma) / (SNR + 1): both weight the implied x0 error
+  by min(SNR, gamma) (Min-SNR, Hang et al. 2023). Why v: x0 = sqrt(a) x_t - sqrt(1 - a) v is read
+  off the output at every noise level, where eps-prediction divides the error of eps by
+  sqrt(a) ~ 0.006 at t = T; a small U-Net gets the coarse shape of a digit right sooner.
+  """
+  w = min_snr_weights(alpha_bar, MIN_SNR_GAMMA)
+  if loss == 'v':
+    a = alpha_bar.reshape((-1,) + (1,) * (x0.ndim - 1))
+    return jnp.sqrt(a) * eps - jnp.sqrt(1 - a) * x0, w * alpha_bar
+  if loss == 'eps':
+    return eps, w
+  raise ValueError(f"unknown diffusion loss {loss!r}; expected 'eps' or 'v'.")
 
 
 def _gan_losses(kind, d_real, d_fake):
@@ -171,8 +196,9 @@ def make_step(recipe: Recipe, preset: Preset, gdefs: dict, txs: dict) -> Callabl
   """Returns step(state, key, data) -> (state, loss); data is float32 [N,H,W,C] in [0,1]."""
   bs = preset.batch_size
 
-  def batch(key, data):
-    return data[jax.random.randint(key, (bs,), 0, data.shape[0])]
+  def batch(key, data):  # data: images, or (images, labels)
+    idx = jax.random.randint(key, (bs,), 0, jax.tree.leaves(data)[0].shape[0])
+    return jax.tree.map(lambda a: a[idx], data)
 
   def apply_grads(state, name, grads):
     updates, opt = txs[name].update(grads, state['opt'][name], state['params'][name])
@@ -252,20 +278,28 @@ def make_step(recipe: Recipe, preset: Preset, gdefs: dict, txs: dict) -> Callabl
     return step
 
   alpha_bar = ddpm_schedule(preset.diffusion_timesteps)
+  conditional = preset.diffusion_guidance is not None
 
   def step(state, key, data):
-    k1, k2, k3 = jax.random.split(key, 3)
-    x0 = batch(k1, data) * 2 - 1
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    if conditional:  # the "no class" label for LABEL_DROPOUT of the batch: f(x) for the guidance
+      x0, y = batch(k1, data)
+      num_classes = nnx.merge(gdefs['unet'], state['params']['unet'],
+                              state['rest']['unet']).num_classes
+      y = jnp.where(jax.random.uniform(k4, (bs,)) < LABEL_DROPOUT, num_classes, y)
+    else:
+      x0, y = batch(k1, data), None
+    x0 = x0 * 2 - 1
     t = jax.random.randint(k2, (bs,), 0, preset.diffusion_timesteps)
     eps = jax.random.normal(k3, x0.shape)
     ab = alpha_bar[t][:, None, None, None]
     xt = jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * eps
 
-    w = min_snr_weights(alpha_bar[t], MIN_SNR_GAMMA)
+    target, w = diffusion_target(recipe.loss, x0, eps, alpha_bar[t])
 
     def loss_fn(p):
       unet = nnx.merge(gdefs['unet'], p, state['rest']['unet'], copy=True)
-      mse = jnp.mean((unet(xt, t, train=True) - eps) ** 2, axis=(1, 2, 3))
+      mse = jnp.mean((unet(xt, t, train=True, y=y) - target) ** 2, axis=(1, 2, 3))
       return jnp.mean(w * mse), _split(unet)[2]
 
     (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params']['unet'])
@@ -305,7 +339,8 @@ def _train_loop(step: Callable, per_dispatch: int | None, ema_decay: float,
 
 def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ckpt_dir: str,
           progress: Callable[[int], None] | None = None,
-          per_dispatch: int | None = None) -> tuple[dict, int, float]:
+          per_dispatch: int | None = None,
+          real_labels: np.ndarray | None = None) -> tuple[dict, int, float]:
   """Trains (or resumes) one recipe; returns (modules, steps, final_loss).
 
   The sampled module (SAMPLED) carries the EMA of its parameters when the preset's ema_decay
@@ -313,13 +348,20 @@ def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ck
 
   per_dispatch: steps per call from Python (default training.steps_per_dispatch(): 1 on the
   CPU, a scan of many on GPU/TPU); any value gives the same result up to float rounding.
+  real_labels: int class labels of real_images, required by a class-conditional DDPM
+  (preset.diffusion_guidance set); the classes are 0 .. max label.
 
   final_loss is the mean over the last chunk of the family's objective (GANs: generator loss;
   VAEs: negative beta-ELBO in nats per image; flows: bits per dimension; DDPM: Min-SNR-weighted
   eps MSE). A VAE's sampling prior is then fitted to its aggregate posterior (fit_ex_post_prior).
   """
   image_shape = real_images.shape[1:]
-  modules = build_modules(recipe, preset, image_shape, seed)
+  conditional = recipe.family == 'diffusion' and preset.diffusion_guidance is not None
+  if conditional and real_labels is None:
+    raise ValueError(f'recipe {recipe.name}: preset {preset.name} trains class-conditional '
+                     'DDPMs; give the real labels.')
+  num_classes = int(np.max(real_labels)) + 1 if conditional else 0
+  modules = build_modules(recipe, preset, image_shape, seed, num_classes)
   if recipe.family == 'gan' and preset.gan_pretrain_steps:
     modules['g'].start_from(pretrain_generator(recipe, preset, real_images, seed,
                                                ckpt_dir + '-decoder', progress))
@@ -359,6 +401,8 @@ def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ck
   loop = _train_loop(make_step(recipe, preset, gdefs, txs), per_dispatch, ema_decay, sampled)
   key = jax.random.key(seed)
   data = jnp.asarray(real_images, jnp.float32) / 255.0
+  if conditional:
+    data = (data, jnp.asarray(real_labels, jnp.int32))
   for s in range(start, total, chunk):
     state, losses = loop.run(state, (np.int32(i) for i in range(s, s + chunk)), key, data)
     loss = np.mean(np.asarray(losses), axis=0)
@@ -432,26 +476,40 @@ def _ddpm_sampler(recipe: Recipe, preset: Preset):
   ab = ddpm_schedule(T)[seq]
   ab_prev = jnp.concatenate([jnp.ones(1), ab[:-1]])
 
-  def init(key, n, shape):
-    k0, key = jax.random.split(key)
-    return jax.random.normal(k0, (n,) + tuple(shape)), key
+  w = preset.diffusion_guidance
 
-  def step(x, j, key, gdef, p, r):
+  def init(key, n, shape, num_classes):
+    """(x_T, y), noise key; y: uniform class labels of a class-conditional DDPM, else None."""
+    k0, k1, key = jax.random.split(key, 3)
+    y = jax.random.randint(k1, (n,), 0, num_classes) if num_classes else None
+    return (jax.random.normal(k0, (n,) + tuple(shape)), y), key
+
+  def step(carry, j, key, gdef, p, r):
+    x, y = carry
     unet = nnx.merge(gdef, p, r)
     n = x.shape[0]
     i = k - 1 - j
     a, a_prev = ab[i], ab_prev[i]
-    eps = unet(x, jnp.full((n,), seq[i]), train=False)
-    x0 = jnp.clip((x - jnp.sqrt(1 - a) * eps) / jnp.sqrt(a), -1, 1)
+    t = jnp.full((n,), seq[i])
+    if y is None:
+      out = unet(x, t, train=False)
+    else:  # classifier-free guidance: one call on [x with y, x with "no class"]
+      both = unet(jnp.concatenate([x, x]), jnp.concatenate([t, t]), train=False,
+                  y=jnp.concatenate([y, jnp.full_like(y, unet.num_classes)]))
+      out = (1 + w) * both[:n] - w * both[n:]
+    if recipe.loss == 'v':
+      x0 = jnp.clip(jnp.sqrt(a) * x - jnp.sqrt(1 - a) * out, -1, 1)
+    else:  # 'eps'
+      x0 = jnp.clip((x - jnp.sqrt(1 - a) * out) / jnp.sqrt(a), -1, 1)
     if recipe.sampler == 'ddim':  # eta = 0: deterministic given x_T
       eps = (x - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)
-      return jnp.sqrt(a_prev) * x0 + jnp.sqrt(1 - a_prev) * eps, None
+      return (jnp.sqrt(a_prev) * x0 + jnp.sqrt(1 - a_prev) * eps, y), None
     beta = 1 - a / a_prev  # respaced ancestral step: sample q(x_prev | x_t, x0)
     mean = ((jnp.sqrt(a_prev) * beta / (1 - a)) * x0
             + (jnp.sqrt(1 - beta) * (1 - a_prev) / (1 - a)) * x)
     var = beta * (1 - a_prev) / (1 - a)
     noise = jax.random.normal(jax.random.fold_in(key, i), x.shape)
-    return mean + jnp.where(i > 0, jnp.sqrt(var), 0.0) * noise, None
+    return (mean + jnp.where(i > 0, jnp.sqrt(var), 0.0) * noise, y), None
   return init, step, k
 
 
@@ -468,12 +526,13 @@ def sample(recipe: Recipe, preset: Preset, modules: dict, num_samples: int, seed
   if recipe.family == 'diffusion':
     init, step, k = _ddpm_sampler(recipe, preset)
     gdef, p, r = _split(modules['unet'])
-    jinit = jax.jit(init, static_argnums=(1, 2))
+    jinit = jax.jit(init, static_argnums=(1, 2, 3))
     loop = training.StepLoop(lambda x, j, key, p, r: step(x, j, key, gdef, p, r),
                              per_dispatch=per_dispatch)
     for b, n in batches:
-      x, knoise = jinit(jax.random.fold_in(key, b), n, tuple(image_shape))
-      x, _ = loop.run(x, (np.int32(j) for j in range(k)), knoise, p, r)
+      x, knoise = jinit(jax.random.fold_in(key, b), n, tuple(image_shape),
+                        modules['unet'].num_classes)
+      (x, _), _ = loop.run(x, (np.int32(j) for j in range(k)), knoise, p, r)
       out.append(np.asarray((x + 1) / 2))
   else:
     fn = _sample_fn(recipe, preset, modules)
