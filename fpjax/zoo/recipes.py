@@ -132,7 +132,7 @@ PRESETS = {
     # distance bar (0.34-0.35 at 500 steps, 300 now); the VAEs (sampling their ex-post mixture
     # prior) score 0.74-0.83 of real digits' recognisable rate at 600 steps.
     'quick': Preset('quick', recipes=None,
-                    steps={'gan': 300, 'vae': 600, 'flow': 300, 'diffusion': 2200},
+                    steps={'gan': 300, 'vae': 600, 'flow': 300, 'diffusion': 1800},
                     width={'gan': 12, 'vae': 16, 'flow': 64, 'diffusion': 8}, gan_pretrain_steps=600,
                     batch_size=32, num_samples=200, chunk=100, flow_steps_per_scale=3,
                     ancestral_steps=25, ddim_steps=20, diffusion_guidance=2.0,
