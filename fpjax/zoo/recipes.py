@@ -122,17 +122,18 @@ PRESETS = {
                     width={'gan': 8, 'vae': 8, 'flow': 16, 'diffusion': 8},
                     num_samples=100, chunk=100, classifier_steps=300, encoder_steps=150),
     # For 2 CPU cores with build_zoo's two worker processes, sized for the demo's 15-minute
-    # budget (the cold demo at 6417caa missed it by 53 s; see the README). EMA weights are what the GANs and DDPMs sample with; the DDIM sampler takes as many
-    # steps as the ancestral one. A GAN's generator is first a VAE decoder for 600 steps, then
-    # trained adversarially for 300: from a random generator 800 adversarial steps drew strokes,
-    # not digits (0.11-0.26 of real digits' recognisable rate). The DDPMs are step-limited
-    # (1500 -> 3000 steps tripled the recognisable share of ddpm_nearest_gn_silu_ancestral,
-    # 0.06 -> 0.18) but miss the realism bar at any step count the budget allows: they got
-    # 3000 steps until the GANs' pretraining took 800 of them (2200); the flows need only the
-    # distance bar (0.34-0.35 at 500 steps, 300 now); the VAEs (sampling their ex-post mixture
+    # budget (see the README for the timings). EMA weights are what the GANs and DDPMs sample
+    # with. A GAN's generator is first a VAE decoder for 600 steps, then trained adversarially
+    # for 300: from a random generator 800 adversarial steps drew strokes, not digits (0.11-0.26
+    # of real digits' recognisable rate). The DDPMs (v-prediction, class-conditional, sampled
+    # with classifier-free guidance w = 2) draw digits at 2400 steps; unconditional
+    # eps-prediction DDPMs reached 0.06-0.21 at 1500-3000 steps. DDIM takes 20 steps: with
+    # 50-100 the deterministic sampler keeps more of the network's errors (0.59 -> 0.34-0.39 on
+    # one DDPM); the ancestral sampler 25 (as good as 50, at half the cost). The flows need only
+    # the distance bar (0.34-0.35 at 500 steps, 300 now); the VAEs (sampling their ex-post mixture
     # prior) score 0.74-0.83 of real digits' recognisable rate at 600 steps.
     'quick': Preset('quick', recipes=None,
-                    steps={'gan': 300, 'vae': 600, 'flow': 300, 'diffusion': 1800},
+                    steps={'gan': 300, 'vae': 600, 'flow': 300, 'diffusion': 2400},
                     width={'gan': 12, 'vae': 16, 'flow': 64, 'diffusion': 8}, gan_pretrain_steps=600,
                     batch_size=32, num_samples=200, chunk=100, flow_steps_per_scale=3,
                     ancestral_steps=25, ddim_steps=20, diffusion_guidance=2.0,
