@@ -126,18 +126,19 @@ PRESETS = {
     # with. A GAN's generator is first a VAE decoder for 600 steps, then trained adversarially
     # for 300: from a random generator 800 adversarial steps drew strokes, not digits (0.11-0.26
     # of real digits' recognisable rate). The DDPMs (v-prediction, class-conditional, sampled
-    # with classifier-free guidance w = 2) draw digits at 2400 steps; unconditional
-    # eps-prediction DDPMs reached 0.06-0.21 at 1500-3000 steps. DDIM takes 20 steps: with
-    # 50-100 the deterministic sampler keeps more of the network's errors (0.59 -> 0.34-0.39 on
-    # one DDPM); the ancestral sampler 25 (as good as 50, at half the cost). The flows need only
+    # with classifier-free guidance w = 3, lr 4e-3) draw digits at 2400 steps; unconditional
+    # eps-prediction DDPMs reached 0.06-0.21 at 1500-3000 steps; at lr 2e-3 and w = 2
+    # ddpm_bilinear_ln_relu stayed at 0.28 (lr 1e-3 was worse for every DDPM). DDIM takes 20
+    # steps: with 50-100 the deterministic sampler keeps more of the network's errors (0.59 ->
+    # 0.34-0.39 on one DDPM); the ancestral sampler 25 (as good as 50, at half the cost). The flows need only
     # the distance bar (0.34-0.35 at 500 steps, 300 now); the VAEs (sampling their ex-post mixture
     # prior) score 0.74-0.83 of real digits' recognisable rate at 600 steps.
     'quick': Preset('quick', recipes=None,
                     steps={'gan': 300, 'vae': 600, 'flow': 300, 'diffusion': 2400},
                     width={'gan': 12, 'vae': 16, 'flow': 64, 'diffusion': 8}, gan_pretrain_steps=600,
                     batch_size=32, num_samples=200, chunk=100, flow_steps_per_scale=3,
-                    ancestral_steps=25, ddim_steps=20, diffusion_guidance=2.0,
-                    ema_decay={'gan': 0.99, 'diffusion': 0.995},
+                    ancestral_steps=25, ddim_steps=20, diffusion_guidance=3.0,
+                    ema_decay={'gan': 0.99, 'diffusion': 0.995}, lr={'diffusion': 4e-3},
                     classifier_steps=600),
     # For an accelerator: wide nets trained long (unmeasured on CPU; see the README).
     'full': Preset('full', recipes=None,

@@ -194,7 +194,8 @@ def _gan_losses(kind, d_real, d_fake):
 
 
 def make_step(recipe: Recipe, preset: Preset, gdefs: dict, txs: dict) -> Callable:
-  """Returns step(state, key, data) -> (state, loss); data is float32 [N,H,W,C] in [0,1]."""
+  """Returns step(state, key, data) -> (state, loss); data is float32 [N,H,W,C] in [0,1], for a
+  class-conditional DDPM (images, int labels [N])."""
   bs = preset.batch_size
 
   def batch(key, data):  # data: images, or (images, labels)
