@@ -311,6 +311,7 @@ CLASS_SHIFT = 0.02  # small: no sample reaches the sampler's x0 clipping at 1
 
 
 def _run_sampler(sampler, T, k, n=64, seed=0, target='eps', guidance=None, num_classes=0):
+  """(x_T, x_0, the labels or None) of the zoo's sampler driven by the Gaussian oracle."""
   r = recipes.Recipe('toy', 'diffusion', loss=target, sampler=sampler)
   p = dataclasses.replace(recipes.PRESETS['tiny'], diffusion_timesteps=T, ancestral_steps=k,
                           ddim_steps=k, diffusion_guidance=guidance)
@@ -320,9 +321,7 @@ def _run_sampler(sampler, T, k, n=64, seed=0, target='eps', guidance=None, num_c
   x = x_T
   for j in range(num):
     (x, y), _ = step((x, y), j, key, gdef, params, rest)
-  if num_classes:
-    return np.asarray(x_T, np.float64), np.asarray(x, np.float64), np.asarray(y)
-  return np.asarray(x_T, np.float64), np.asarray(x, np.float64), p
+  return np.asarray(x_T, np.float64), np.asarray(x, np.float64), None if y is None else np.asarray(y)
 
 
 def _respaced(T, k):
