@@ -144,7 +144,8 @@ def _gather(x) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x))
 
 
-def _barrier(name: str) -> None:
+def barrier(name: str) -> None:
+  """Every JAX process waits here until all have arrived (a no-op in a single process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
 
@@ -318,7 +319,7 @@ def _write_outputs(job: _Job, run: _RunState, t0: float) -> dict:
         process_count=jax.process_count())
     artifact_io.save_json(os.path.join(job.workdir, artifact_io.COMPLETE),
                           {"rows": len(job.source), "bad_rows": bad_rows, "time": time.time()})
-  _barrier("compute_artifacts complete")
+  barrier("compute_artifacts complete")
   if jax.process_index() == 0:
     shutil.rmtree(os.path.join(job.workdir, "checkpoints"), ignore_errors=True)
   return summary
@@ -433,7 +434,7 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   if meta is None and chief:
     artifact_io.ArtifactWriter.create(workdir, len(source), pipe.local_batch_size,
                                       manifold.embedding_shape, k, config["estimators"])
-  _barrier("compute_artifacts store created")  # and the bad-input list trimmed
+  barrier("compute_artifacts store created")  # and the bad-input list trimmed
   job = _Job(workdir, config, source, manifold, ests, k, autoencoder, pipe,
              artifact_io.ArtifactWriter.open(workdir, k, config["estimators"]), manager, bad,
              other_bad)
@@ -474,13 +475,13 @@ def _learned_autoencoder(workdir: str, bank, ests, *, fresh: bool):
   tmp = os.path.join(workdir, ".tmp-autoencoder")
   if jax.process_index() == 0:
     shutil.rmtree(tmp, ignore_errors=True)
-  _barrier("compute_artifacts autoencoder trained")
+  barrier("compute_artifacts autoencoder trained")
   model.save(tmp)
-  _barrier("compute_artifacts autoencoder written")
+  barrier("compute_artifacts autoencoder written")
   if jax.process_index() == 0:
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
-  _barrier("compute_artifacts autoencoder saved")
+  barrier("compute_artifacts autoencoder saved")
   logging.info("compute_artifacts: trained the 'learned' autoencoder in %.1f s (%s)",
                time.perf_counter() - t0, path)
   return model

@@ -330,6 +330,7 @@ def make_encoders(names, real: str, *, workdir: str, encoder_steps: dict | None 
   this function would train (the demo saves that training, about 35 s on 2 CPU cores).
   """
   import jax
+  from fpjax import fingerprinting
   from fpjax.models import encoders
   out, data = {}, None
   for n in names:
@@ -352,7 +353,7 @@ def make_encoders(names, real: str, *, workdir: str, encoder_steps: dict | None 
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(same, tmp)
         os.replace(tmp, path)
-      _sync(f'encoder {path}')
+      fingerprinting.barrier(f'encoder {path}')
       logging.info('encoder %s: copied the zoo reference\'s %s', n, same)
       out[n] = path
       continue
@@ -370,17 +371,9 @@ def make_encoders(names, real: str, *, workdir: str, encoder_steps: dict | None 
                  time.time() - t0)
     if jax.process_index() == 0:
       enc.save(path)
-    _sync(f'encoder {path}')
+    fingerprinting.barrier(f'encoder {path}')  # process 0 has written what the others read
     out[n] = path
   return out
-
-
-def _sync(name: str) -> None:
-  """Every process waits here until all have arrived (process 0 has written what they read)."""
-  import jax
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
 
 
 def _zoo_reference_encoder(reference: str | None, kind: str, real: str, steps: int | None,

@@ -100,6 +100,10 @@ class Preset:
   classifier_steps: int = 800       # the realism references (fpjax.zoo.quality.QualityReference)
   encoder_steps: int = 250
 
+  @property
+  def class_conditional_diffusion(self) -> bool:
+    return self.diffusion_guidance is not None
+
   def training_steps(self, family: str) -> int:
     """Optimizer steps of one network of the family; a GAN's include its generator's pretraining."""
     return self.steps[family] + (self.gan_pretrain_steps if family == 'gan' else 0)

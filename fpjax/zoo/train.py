@@ -55,10 +55,10 @@ def build_modules(recipe: Recipe, preset: Preset, image_shape, seed: int,
     return {'flow': models.Flow(image_shape, w, preset.flow_steps_per_scale, recipe.normalization,
                                 recipe.nonlinearity, recipe.permutation, rngs=rngs)}
   if recipe.family == 'diffusion':
-    conditional = preset.diffusion_guidance is not None
     return {'unet': models.UNet(image_shape, w, recipe.upsampling, recipe.normalization,
                                 recipe.nonlinearity, rngs=rngs,
-                                num_classes=num_classes if conditional else 0)}
+                                num_classes=num_classes if preset.class_conditional_diffusion
+                                else 0)}
   raise ValueError(f'recipe {recipe.name}: unknown family {recipe.family!r}.')
 
 
@@ -280,7 +280,7 @@ def make_step(recipe: Recipe, preset: Preset, gdefs: dict, txs: dict) -> Callabl
     return step
 
   alpha_bar = ddpm_schedule(preset.diffusion_timesteps)
-  conditional = preset.diffusion_guidance is not None
+  conditional = preset.class_conditional_diffusion
 
   def step(state, key, data):
     k1, k2, k3, k4 = jax.random.split(key, 4)
@@ -359,7 +359,7 @@ def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ck
   posterior (fit_ex_post_prior).
   """
   image_shape = real_images.shape[1:]
-  conditional = recipe.family == 'diffusion' and preset.diffusion_guidance is not None
+  conditional = recipe.family == 'diffusion' and preset.class_conditional_diffusion
   if conditional and real_labels is None:
     raise ValueError(f'recipe {recipe.name}: preset {preset.name} trains class-conditional '
                      'DDPMs; give the real labels.')
