@@ -37,6 +37,15 @@ setuptools.setup(
             "ipykernel>=6.29",
             "psutil>=5.9",
         ],
+        # Ahead-of-time compile checks for TPU and NVIDIA GPUs on any machine (tests/aot/run.sh):
+        # libtpu at the JAX version of each supported line; the CUDA compiler plugin is
+        # installed without its dependencies from tests/aot/requirements-cuda.txt.
+        "aot": [
+            'jax[tpu]==0.10.2; python_version < "3.12"',
+            'jax[tpu]==0.12.0; python_version >= "3.12"',
+            "pytest>=8",
+            "pytest-xdist>=3.5",  # compiles for several targets on both cores
+        ],
         "tf": ["tensorflow>=2.16"],  # only to prepare TFDS datasets / tfds.ImageFolder
         "tensorboard": ["tensorboardX>=2.6"],
     },

@@ -15,11 +15,21 @@ block sits at [s, g]. A group minimum is then the elementwise minimum of GROUP d
 blocks of width block_b / GROUP, and nothing is reshaped on chip (reshapes that split the
 lane dimension are slow or unsupported on Mosaic TPU and Triton).
 
-Lowering (untested on hardware here: no GPU or TPU in the project's CI). Triton needs block
-dimensions that are powers of two and >= 16 for a dot, so on GPU the feature dimension is
-padded with zeros to a multiple of `dim_block` and each dot runs over `dim_block` slices
-(adding zero products changes no sum). If a configuration fails to lower or compile, the
-autotuner (fpjax.autotune) skips it with one warning and the XLA scan runs instead.
+Lowering, one traced program for every platform (``lax.platform_dependent`` picks the body
+when the program is lowered, so one jitted function lowers for CPU, CUDA and TPU):
+- TPU: Mosaic TPU, query blocks 'parallel' and the bank axis 'arbitrary' (the candidate list
+  stays in VMEM across it); the full feature dimension in one dot.
+- NVIDIA (every generation, Hopper included): Triton, with explicit
+  ``pallas.triton.CompilerParams``. Triton needs block dimensions that are powers of two, so
+  the feature dimension is padded with zeros to a multiple of `dim_block` and each dot runs
+  over `dim_block` slices (adding zero products changes no sum). JAX deprecated its Triton
+  back end in 0.11 in favour of Mosaic GPU; under Mosaic GPU this kernel's blocks are staged
+  whole in shared memory and do not fit (docs/accelerators.md has the lowering errors and
+  what a Mosaic GPU version needs), so Triton is what runs on NVIDIA today.
+- CPU: only Pallas's interpret mode (`interpret=True`, tests); the compiled CPU program is the
+  XLA scan.
+Which configurations compile for a target is checked ahead of time (tests/aot, without a GPU
+or TPU) and, on a device, by the autotuner before it times anything (fpjax.autotune).
 """
 from __future__ import annotations
 
@@ -104,28 +114,42 @@ def _next_pow2(x: int) -> int:
   return 1 << max(0, (x - 1).bit_length())
 
 
-@functools.partial(jax.jit, static_argnames=("c", "block_q", "block_b", "precision",
-                                             "dim_block", "interpret"))
-def group_candidates(qs, bs, bn, *, c, block_q, block_b, precision=None, dim_block=None,
-                     interpret=False):
-  """Running top-c group candidates of queries against a bank slice, fused.
+# Triton launch parameters on NVIDIA: 4 warps and a 2-stage software pipeline keep every
+# candidate of autotune.candidates within an H100's and an A100's shared memory (tests/aot).
+TRITON_NUM_WARPS = 4
+TRITON_NUM_STAGES = 2
 
-  qs: [q, D] search vectors (bfloat16 or float32); bs: [rows, D] bank search vectors of the
-  same dtype; bn: [rows] float32 ‖b‖² of the same rows (inf on padding rows). rows must be
-  a multiple of block_b, block_b of GROUP. Returns (group minima [q, c] float32 ascending,
-  group ids [q, c] int32), identical to the XLA scan on the same inputs.
+
+def cost(n_q: int, rows: int, dim: int, *, c: int, block_q: int, search_itemsize: int = 2):
+  """The kernel's flops and HBM bytes (its `pl.CostEstimate`; benchmarks/aot.py checks it).
+
+  flops: the dot products, 2·q·rows·D (the group minima and the merge add O(q·rows/GROUP),
+  under 1 % at D >= 64, not counted). Bytes: the query block is read once per query block
+  (its block index does not change along the bank axis), the bank block and its norms once
+  per query block, and the candidate lists written once.
   """
+  q_blocks = -(-n_q // block_q)
+  c_pad = max(16, _next_pow2(c))
+  flops = 2 * q_blocks * block_q * rows * dim
+  bytes_accessed = (q_blocks * block_q * dim * search_itemsize
+                    + q_blocks * rows * (dim * search_itemsize + 4)
+                    + q_blocks * block_q * c_pad * 8)
+  return pl.CostEstimate(flops=flops, transcendentals=0, bytes_accessed=bytes_accessed)
+
+
+def _fused(qs, bs, bn, *, c, block_q, block_b, precision, dim_block, platform, interpret):
+  """The pallas_call for one platform's lowering ('tpu', 'cuda' or 'interpret')."""
   n_q, dim = qs.shape
   rows = bs.shape[0]
-  if rows % block_b or block_b % GROUP:
-    raise ValueError(f"bank slice of {rows} rows does not split into blocks of {block_b}")
   groups = block_b // GROUP
   n_blocks = rows // block_b
-  if dim_block is not None and dim % dim_block:
+  if platform != "tpu" and dim_block is not None and dim % dim_block:
     pad = dim_block - dim % dim_block  # zero features: every dot product unchanged
     qs = jnp.pad(qs, ((0, 0), (0, pad)))
     bs = jnp.pad(bs, ((0, 0), (0, pad)))
     dim += pad
+  if platform == "tpu":
+    dim_block = None  # Mosaic TPU takes the full feature dimension in one dot
   q_pad = -n_q % block_q
   if q_pad:
     qs = jnp.pad(qs, ((0, q_pad), (0, 0)))
@@ -133,6 +157,14 @@ def group_candidates(qs, bs, bn, *, c, block_q, block_b, precision=None, dim_blo
   bs = bs.reshape(n_blocks, groups, GROUP, dim).transpose(0, 2, 1, 3)
   bn = bn.reshape(n_blocks, groups, GROUP).transpose(0, 2, 1)
   c_pad = max(16, _next_pow2(c))  # a power of two for Triton; slots >= c stay unused
+  if platform == "tpu":
+    from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top
+    params = pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary"))
+  elif platform == "cuda":
+    from jax.experimental.pallas import triton as pltriton  # pylint: disable=g-import-not-at-top
+    params = pltriton.CompilerParams(num_warps=TRITON_NUM_WARPS, num_stages=TRITON_NUM_STAGES)
+  else:
+    params = None
   kernel = functools.partial(_merge_kernel, c=c, precision=precision, dim_block=dim_block)
   d, g = pl.pallas_call(
       kernel,
@@ -144,7 +176,41 @@ def group_candidates(qs, bs, bn, *, c, block_q, block_b, precision=None, dim_blo
                  pl.BlockSpec((block_q, c_pad), lambda i, j: (i, 0))],
       out_shape=[jax.ShapeDtypeStruct((qs.shape[0], c_pad), jnp.float32),
                  jax.ShapeDtypeStruct((qs.shape[0], c_pad), jnp.int32)],
+      compiler_params=params,
+      cost_estimate=cost(n_q, rows, dim, c=c, block_q=block_q,
+                         search_itemsize=jnp.dtype(qs.dtype).itemsize),
       interpret=interpret,
       name="fpjax_knn_candidates",
   )(qs, bs, bn)
   return d[:n_q, :c], g[:n_q, :c]
+
+
+@functools.partial(jax.jit, static_argnames=("c", "block_q", "block_b", "precision",
+                                             "dim_block", "interpret"))
+def group_candidates(qs, bs, bn, *, c, block_q, block_b, precision=None, dim_block=None,
+                     interpret=False):
+  """Running top-c group candidates of queries against a bank slice, fused.
+
+  qs: [q, D] search vectors (bfloat16 or float32); bs: [rows, D] bank search vectors of the
+  same dtype; bn: [rows] float32 ‖b‖² of the same rows (inf on padding rows). rows must be
+  a multiple of block_b, block_b of GROUP. Returns (group minima [q, c] float32 ascending,
+  group ids [q, c] int32), identical to the XLA scan on the same inputs.
+
+  One traced program for every platform: the body for TPU (Mosaic TPU) or NVIDIA (Triton,
+  `dim_block` feature slices) is chosen when it is lowered; lowering for another platform
+  fails. `interpret=True` runs Pallas's interpreter on any backend (the CPU tests).
+  """
+  rows = bs.shape[0]
+  if block_b % GROUP or block_b <= 0 or rows % block_b:
+    raise ValueError(f"bank slice of {rows} rows does not split into blocks of {block_b} "
+                     f"rows (a multiple of {GROUP})")
+  if block_q <= 0:
+    raise ValueError(f"block_q must be positive; got {block_q}")
+  body = functools.partial(_fused, c=c, block_q=block_q, block_b=block_b, precision=precision,
+                           dim_block=dim_block, interpret=interpret)
+  if interpret:
+    return body(qs, bs, bn, platform="interpret")
+  # No default branch: lowering for any other platform (the CPU) is an error, which the
+  # autotuner's compile check records; the CPU runs the XLA scan.
+  return lax.platform_dependent(qs, bs, bn, tpu=functools.partial(body, platform="tpu"),
+                                cuda=functools.partial(body, platform="cuda"))

@@ -158,7 +158,21 @@ def test_autotune_switch(monkeypatch):
   assert autotune.enabled(None)
 
 
-def test_autotune_skips_failing_candidate_caches_and_never_changes_answers(
+def _wrong_kernel_for(monkeypatch, block_q):
+  """Makes the Pallas kernel at `block_q` lose each query's nearest candidate group (a bug the
+  certificate cannot see: the remaining groups still look far enough to certify)."""
+  real = pallas_search.group_candidates
+
+  def patched(qs, bs, bn, **kw):
+    d, g = real(qs, bs, bn, **kw)
+    if kw["block_q"] != block_q:
+      return d, g
+    return (jnp.concatenate([d[:, 1:], jnp.full_like(d[:, :1], jnp.inf)], axis=1),
+            jnp.concatenate([g[:, 1:], jnp.zeros_like(g[:, :1])], axis=1))
+  monkeypatch.setattr(pallas_search, "group_candidates", patched)
+
+
+def test_autotune_drops_uncompilable_and_wrong_candidates_caches_and_never_changes_answers(
     tmp_path, monkeypatch, caplog, mnist):
   monkeypatch.setenv("FPJAX_CACHE_DIR", str(tmp_path))
   monkeypatch.delenv("FPJAX_AUTOTUNE", raising=False)
@@ -167,13 +181,15 @@ def test_autotune_skips_failing_candidate_caches_and_never_changes_answers(
   off = fpjax.Manifold.from_embeddings(bank, k=2, tile=512, search_dim=None, autotune=False)
   want = off.project_embedded(queries, batch_size=128)
 
-  def configs(manifold):
-    # The XLA scan at two tiles, the Pallas kernel in interpret mode, and the Pallas kernel
-    # compiled for real, which cannot lower on the CPU: it must be skipped with a warning.
-    return [autotune.Config("xla", 512), autotune.Config("xla", 256),
-            autotune.Config("pallas", 512, 64, interpret=True),
-            autotune.Config("pallas", 512, 64, interpret=False)]
-  monkeypatch.setattr(fpjax.Manifold, "_candidate_configs", lambda self, n: configs(self))
+  # The XLA scan at two tiles, the Pallas kernel in interpret mode (right, and wrong at
+  # block_q 32), and the Pallas kernel compiled for real, which cannot lower on the CPU.
+  good = [autotune.Config("xla", 512), autotune.Config("xla", 256),
+          autotune.Config("pallas", 512, 64, interpret=True)]
+  wrong = autotune.Config("pallas", 512, 32, interpret=True)
+  uncompilable = autotune.Config("pallas", 512, 64, interpret=False)
+  configs = good + [wrong, uncompilable]
+  monkeypatch.setattr(fpjax.Manifold, "_candidate_configs", lambda self, n, dim: configs)
+  _wrong_kernel_for(monkeypatch, 32)
   timed = []
   real_time = autotune.Tuner._time
   monkeypatch.setattr(autotune.Tuner, "_time", staticmethod(
@@ -186,18 +202,76 @@ def test_autotune_skips_failing_candidate_caches_and_never_changes_answers(
   np.testing.assert_array_equal(np.asarray(got.index), np.asarray(want.index))
   np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(want.distance))
   np.testing.assert_array_equal(np.asarray(got2.index), np.asarray(want.index)[:50])
-  skipped = [r for r in caplog.records if "skipping" in r.getMessage()]
-  assert len(skipped) == 1 and "interpret=False" in skipped[0].getMessage()
 
   path = tmp_path / "autotune.json"
-  entries = json.loads(path.read_text())[str(jax.devices()[0].device_kind)]
-  # One key per stage and batch shape (bfloat16; float32 if some query was not certified),
-  # each candidate timed once per key, and the failing one never chosen.
-  assert len(timed) == 4 * len(entries) >= 4
-  assert all(autotune.Config(**e) in configs(None)[:3] for e in entries.values())
-  # A new Manifold of the same shape reuses the cached choice: nothing is timed again.
+  kind = str(jax.devices()[0].device_kind)
+  entries = json.loads(path.read_text())[kind]
+  # One key per stage and batch shape; only the three good candidates were ever timed (the
+  # others were dropped before timing), each once per key, and never chosen.
+  assert len(timed) == 3 * len(entries) >= 3
+  assert set(timed) == set(good)
+  tuner = autotune.Tuner(str(path))
+  for name, entry in entries.items():
+    assert autotune.Config(**entry["choice"]) in good
+    dropped = tuner.dropped(kind, json.loads(name))
+    assert set(dropped) == {repr(wrong), repr(uncompilable)}
+    assert dropped[repr(wrong)].startswith("disagrees with the XLA scan")
+    assert dropped[repr(uncompilable)].startswith("does not compile")
+  assert len([r for r in caplog.records if "dropping" in r.getMessage()]) == 2
+  # A new Manifold of the same shape reuses the cached choice: nothing is checked or timed.
   timed.clear()
   again = fpjax.Manifold.from_embeddings(bank, k=2, tile=512, search_dim=None, autotune=True)
   got3 = again.project_embedded(queries, batch_size=128)
   assert timed == []
   np.testing.assert_array_equal(np.asarray(got3.index), np.asarray(want.index))
+
+
+def test_autotune_retunes_an_old_format_cache_entry(tmp_path):
+  tuner = autotune.Tuner(str(tmp_path / "autotune.json"))
+  key = {"bank_rows": 512}
+  tuner._load().setdefault("cpu", {})[json.dumps(key)] = {"variant": "pallas", "tile": 512,
+                                                          "block_q": 64}
+  runs = []
+  choice = tuner.choose("cpu", key, [autotune.Config("xla", 512)],
+                        run=lambda c: runs.append(c) or 0, compile_only=lambda c: None,
+                        agree=lambda a, b: None)
+  assert choice == autotune.Config("xla", 512) and runs  # checked and timed afresh
+
+
+@cpu_only
+def test_dim_block_zero_padding_against_float64(rng):
+  # dim 100 padded with zero features to 128 for dot slices of 32: the float32 kernel's group
+  # minima and their order match float64 (well-separated random rows: no near-ties).
+  rows, dim, c = 1024, 100, 16
+  bank = rng.normal(size=(rows, dim)).astype(np.float32)
+  queries = rng.normal(size=(40, dim)).astype(np.float32)
+  bn = np.sum(bank.astype(np.float64) ** 2, axis=1)
+  d64 = bn[None] - 2.0 * queries.astype(np.float64) @ bank.astype(np.float64).T
+  gmin = d64.reshape(len(queries), -1, 8).min(axis=2)
+  order = np.argsort(gmin, axis=1, kind="stable")[:, :c]
+  got_d, got_g = pallas_search.group_candidates(
+      jnp.asarray(queries), jnp.asarray(bank), jnp.asarray(bn, jnp.float32), c=c, block_q=16,
+      block_b=256, precision=jax.lax.Precision.HIGHEST, dim_block=32, interpret=True)
+  np.testing.assert_array_equal(np.asarray(got_g), order)
+  np.testing.assert_allclose(np.asarray(got_d), np.take_along_axis(gmin, order, axis=1),
+                             rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("rows,block_b,block_q", [(1000, 512, 64), (1024, 100, 64),
+                                                  (1024, 512, 0)])
+def test_block_sizes_that_do_not_tile_are_refused(rows, block_b, block_q):
+  x = jnp.zeros((8, 16), jnp.float32)
+  with pytest.raises(ValueError):
+    pallas_search.group_candidates(x, jnp.zeros((rows, 16), jnp.float32),
+                                   jnp.zeros((rows,), jnp.float32), c=4, block_q=block_q,
+                                   block_b=block_b, interpret=True)
+
+
+def test_the_compiled_kernel_does_not_lower_on_the_cpu():
+  # One traced program with TPU and CUDA bodies only: on the CPU lowering fails (the autotuner's
+  # compile check drops such a candidate; the CPU runs the XLA scan).
+  x = jnp.zeros((64, 128), jnp.bfloat16)
+  fn = jax.jit(lambda q, b, n: pallas_search.group_candidates(q, b, n, c=16, block_q=64,
+                                                               block_b=512))
+  with pytest.raises(Exception):
+    fn.lower(x, jnp.zeros((512, 128), jnp.bfloat16), jnp.zeros((512,), jnp.float32)).compile()
