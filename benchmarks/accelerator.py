@@ -47,7 +47,8 @@ SIZES = [("1M x 784 digits", "digits", 1_000_000, 784, 32_768),
 SMALL_SIZES = [("4k x 784 digits", "digits", 4_000, 784, 512),
                ("2k x 3072 digits", "digits", 2_000, 3072, 256),
                ("4k x 784 uniform", "uniform", 4_000, 784, 256)]
-TESTS = ["tests/test_manifold.py", "tests/test_pallas_search.py", "tests/test_stats.py",
+TESTS = ["tests/test_manifold.py", "tests/test_pallas_search.py", "tests/test_mosaic_gpu_search.py",
+         "tests/test_stats.py",
          "tests/test_precision.py", "tests/test_multidevice.py"]
 CHECKED = 1024  # queries of each method checked against float64
 

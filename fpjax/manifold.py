@@ -495,7 +495,8 @@ class BankPlacement:
       self.host_bank, self.bank = flat, None
     else:
       self.tile = min(tile, _round_up(per_shard, 8))
-      self.chunk_rows = nb * _round_up(per_shard, self.tile)
+      unit = autotune_lib.slice_unit(mesh.devices.flat[0], per_shard, self.tile)
+      self.chunk_rows = nb * _round_up(per_shard, unit)
       self.host_bank, self.bank = None, self.put(flat, 0)
     self.search_rows = self.host_search_rows = None  # set by set_search_rows
 

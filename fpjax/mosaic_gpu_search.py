@@ -27,6 +27,7 @@ in-place form is interpreted in the JAX 0.12 environment of tests/aot). Not yet 
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -99,6 +100,21 @@ def _kernel(q_gmem, b_gmem, bn_gmem, out_gmem, bn_smem, out_smem, bar, *,
   plgpu.wait_smem_to_gmem(0)
 
 
+def cost(n_q: int, rows: int, dim: int, *, tile_q: int = 64, tile_n: int = 128):
+  """The kernel's flops and HBM bytes (n_q, dim already padded to tile_q, tile_k): each thread
+  block reads its query tile once per row of a group (GROUP times: from L2 after the first),
+  its tile_n groups of bank rows and their norms once, and writes its minima."""
+  blocks = (n_q // tile_q) * (rows // GROUP // tile_n)
+  per_block = (GROUP * tile_q * dim * 2 + tile_n * GROUP * (dim * 2 + 4)
+               + tile_q * tile_n * 4)
+  return pl.CostEstimate(flops=2 * n_q * rows * dim, transcendentals=0,
+                         bytes_accessed=blocks * per_block)
+
+
+# plgpu.kernel takes a cost estimate from JAX 0.11 on.
+_TAKES_COST = "cost_estimate" in inspect.signature(plgpu.kernel).parameters
+
+
 @functools.partial(jax.jit, static_argnames=("tile_q", "tile_n", "tile_k",
                                              "max_concurrent_steps", "bank_kn", "interpret"))
 def group_minima(qs, bs, bn, *, tile_q=64, tile_n=128, tile_k=64, max_concurrent_steps=4,
@@ -141,6 +157,8 @@ def group_minima(qs, bs, bn, *, tile_q=64, tile_n=128, tile_k=64, max_concurrent
       _kernel, tile_q=tile_q, tile_n=tile_n, tile_k=tile_k, k_iters=d_full // tile_k,
       max_concurrent_steps=max_concurrent_steps, bank_kn=bank_kn)
   kw = {} if interpret is None else {"interpret": interpret}
+  if _TAKES_COST:
+    kw["cost_estimate"] = cost(nq_full, rows, d_full, tile_q=tile_q, tile_n=tile_n)
   f = plgpu.kernel(
       kernel,
       out_type=jax.ShapeDtypeStruct((nq_full, groups), jnp.float32),

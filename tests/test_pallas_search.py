@@ -132,19 +132,26 @@ def test_streamed_bank_and_uncertified_fallbacks(rng):
 
 @pytest.mark.skipif(ON_CPU, reason="the compiled (not interpreted) kernel needs a GPU or TPU")
 def test_compiled_kernel_gives_the_xla_answers(mnist):
-  # Run by benchmarks/accelerator.py on a GPU or TPU: the kernel as the autotuner would pick it.
-  bank = np.asarray(fpjax.embed(mnist[0][:4096], "rgb")).reshape(4096, -1)
+  # Run by benchmarks/accelerator.py on a GPU or TPU (tests/aot compiles the same candidates
+  # without one): every kernel configuration the autotuner may pick here.
+  # 16,384 rows (a Mosaic GPU tile): 4,096 digits, flipped and rolled.
+  d = mnist[0][:4096]
+  images = np.concatenate([d, d[:, ::-1], d[:, :, ::-1], np.roll(d, 3, axis=2)])
+  bank = np.asarray(fpjax.embed(images, "rgb")).reshape(16384, -1)
   queries = np.asarray(fpjax.embed(mnist[0][4096:4608], "rgb")).reshape(512, -1)
-  dim_block = None if jax.default_backend() == "tpu" else 128
   for search_dim in ("auto", None):
     make = lambda: fpjax.Manifold.from_embeddings(bank, k=3, tile=2048, search_dim=search_dim,
                                                   autotune=False)
-    xla, pal = make(), make()
-    _force(pal, autotune.Config("pallas", 2048, 64, dim_block))
-    a, b = xla.project_embedded(queries), pal.project_embedded(queries)
-    np.testing.assert_array_equal(np.asarray(b.index), np.asarray(a.index))
-    np.testing.assert_array_equal(np.asarray(b.distance), np.asarray(a.distance))
-
+    xla = make()
+    a = xla.project_embedded(queries)
+    dim = xla.dim if xla.basis is None else xla.basis.shape[1] + 1
+    kernels = [c for c in xla._candidate_configs(512, dim) if c.variant != "xla"]
+    assert kernels
+    for config in kernels:
+      pal = _force(make(), config)
+      b = pal.project_embedded(queries)
+      np.testing.assert_array_equal(np.asarray(b.index), np.asarray(a.index), err_msg=str(config))
+      np.testing.assert_array_equal(np.asarray(b.distance), np.asarray(a.distance))
 
 
 # ---- autotuning ------------------------------------------------------------------------------
@@ -275,3 +282,23 @@ def test_the_compiled_kernel_does_not_lower_on_the_cpu():
                                                                block_b=512))
   with pytest.raises(Exception):
     fn.lower(x, jnp.zeros((512, 128), jnp.bfloat16), jnp.zeros((512,), jnp.float32)).compile()
+
+
+def test_candidates_by_platform_dimension_and_generation():
+  gpu = lambda cc: type("Device", (), {"platform": "gpu", "compute_capability": cc})()
+  # Hopper: large bank slices are padded to the Mosaic GPU kernel's tile, which is then a
+  # candidate; an A100 or a small slice keeps the bank tile and has no Mosaic GPU candidate.
+  assert autotune.slice_unit(gpu("9.0"), 1_000_000, 2048) == autotune.MOSAIC_GPU_TILES[0]
+  assert autotune.slice_unit(gpu("8.0"), 1_000_000, 2048) == 2048
+  assert autotune.slice_unit(gpu("9.0"), 50_000, 2048) == 2048
+  assert autotune.slice_unit(jax.devices()[0], 1_000_000, 2048) == 2048  # this CPU
+  variants = lambda cc: {c.variant for c in autotune.candidates("gpu", 1 << 20, 2048, 1024,
+                                                                784, cc)}
+  assert variants("9.0") == {"xla", "pallas", "mosaic_gpu"}
+  assert variants("8.0") == {"xla", "pallas"}
+  assert {c.variant for c in autotune.candidates("cpu", 1 << 20, 2048, 1024)} == {"xla"}
+  # TPU blocks hold the whole dimension in VMEM: fewer and smaller ones at 3,072 than at 784.
+  tpu = lambda dim: [c for c in autotune.candidates("tpu", 1 << 20, 2048, 1024, dim)
+                     if c.variant == "pallas"]
+  assert len(tpu(3072)) < len(tpu(784))
+  assert max(c.tile * c.block_q for c in tpu(3072)) < max(c.tile * c.block_q for c in tpu(784))

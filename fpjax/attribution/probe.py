@@ -80,10 +80,15 @@ class LinearProbe:
         self.model, self._standardize(x), yi.astype(np.int32), epochs=self.epochs,
         batch_size=self.batch_size, mesh=self.mesh, seed=seed, l2=self.l2,
         val_fraction=self.val_fraction, val_rows=val_rows, patience=self.patience,
-        make_tx=lambda total, per_epoch: optax.adam(self.lr), name='LinearProbe',
+        make_tx=self._make_tx, name='LinearProbe',
         block_rows=self.block_rows, buffer_blocks=self.buffer_blocks,
         per_dispatch=self.per_dispatch)
     return self
+
+  def _make_tx(self, total_steps: int, steps_per_epoch: int) -> optax.GradientTransformation:
+    """fit's optimizer (fit_classifier's make_tx): Adam at a constant lr."""
+    del total_steps, steps_per_epoch
+    return optax.adam(self.lr)
 
   def _logits(self, x) -> np.ndarray:
     if self.model is None:

@@ -169,26 +169,36 @@ def augment(key: jax.Array, x: jax.Array) -> jax.Array:
   return jnp.clip(x, 0.0, 1.0)
 
 
-def _train_ssl(backbone, x, *, steps, seed, batch_size, cfg, mesh, per_dispatch=None):
-  model = BarlowTwins(backbone, cfg['projector'], rngs=nnx.Rngs(seed + 1))
-  tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, cfg['lr'], max(1, steps // 10), steps),
-                   weight_decay=1e-4)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  params, rest = training.replicate((params, rest), mesh)
-  opt_state = training.replicate(tx.init(params), mesh)
-  lam = cfg['barlow_lambda']
+def encoder_optimizer(cfg: dict, total_steps: int) -> optax.GradientTransformation:
+  """Both kinds' optimizer: AdamW (weight decay 1e-4), linear warm-up over the first tenth of
+  ``total_steps`` to the preset's lr, then cosine decay."""
+  return optax.adamw(optax.warmup_cosine_decay_schedule(
+      0.0, cfg['lr'], max(1, total_steps // 10), total_steps), weight_decay=1e-4)
 
+
+def ssl_loss(graphdef, lam: float):
+  """The Barlow Twins objective for ``training.make_train_step``: loss_fn(params, rest, xb, i,
+  key) -> (loss of two augmented views of xb drawn from fold_in(key, i), new rest)."""
   def loss_fn(params, rest, xb, i, key):
     m = nnx.merge(graphdef, params, rest, copy=True)
     k1, k2 = jax.random.split(jax.random.fold_in(key, i))  # step i's views
     loss = barlow_twins_loss(m(augment(k1, xb)), m(augment(k2, xb)), lam)
     _, _, rest = nnx.split(m, nnx.Param, ...)
     return loss, rest
+  return loss_fn
+
+
+def _train_ssl(backbone, x, *, steps, seed, batch_size, cfg, mesh, per_dispatch=None):
+  model = BarlowTwins(backbone, cfg['projector'], rngs=nnx.Rngs(seed + 1))
+  tx = encoder_optimizer(cfg, steps)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  params, rest = training.replicate((params, rest), mesh)
+  opt_state = training.replicate(tx.init(params), mesh)
 
   b = training.round_batch(batch_size, len(x), mesh)
   # A dispatch stacks at most ~65k images (the shuffle buffer of fit_classifier).
   loop = training.StepLoop(
-      training.make_train_step(loss_fn, tx), mesh=mesh,
+      training.make_train_step(ssl_loss(graphdef, cfg['barlow_lambda']), tx), mesh=mesh,
       per_dispatch=min(training.steps_per_dispatch(per_dispatch),
                        max(1, training.BLOCK_ROWS * training.BUFFER_BLOCKS // b)))
   rng = np.random.default_rng(seed)
@@ -255,9 +265,7 @@ def train_encoder(kind: str, images, labels=None, *, steps: int | None = None, s
   if kind == 'sl':
     history = training.fit_classifier(
         backbone, x, y.astype(np.int32), steps=steps, batch_size=batch_size, mesh=mesh, seed=seed,
-        make_tx=lambda total, _: optax.adamw(
-            optax.warmup_cosine_decay_schedule(0.0, cfg['lr'], max(1, total // 10), total),
-            weight_decay=1e-4),
+        make_tx=lambda total, _: encoder_optimizer(cfg, total),
         name='sl encoder', per_dispatch=per_dispatch)
     final_loss = history['train_loss'][-1]
   else:

@@ -88,6 +88,12 @@ class StepLoop:
       return jax.lax.scan(lambda c, b: step(c, b, *consts), carry, batches)
     self._many = jax.jit(many, donate_argnums=0)
 
+  @property
+  def scan(self):
+    """The jitted scanned path (GPU/TPU): scan(carry, stacked batches, *consts) -> (carry,
+    outs); e.g. to lower or compile it ahead of time (tests/aot)."""
+    return self._many
+
   def _put(self, tree, stacked: bool):
     axis = 1 if stacked else 0
     if self.mesh is None:
@@ -373,6 +379,19 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation) -> Call
   return step
 
 
+def classifier_loss(graphdef, l2: float = 0.0) -> Callable:
+  """fit_classifier's objective for ``make_train_step``: loss_fn(params, rest, xb, yb) ->
+  (mean cross-entropy + 0.5*l2*||W||^2, new rest), the module rebuilt from ``graphdef``."""
+  def loss_fn(params, rest, xb, yb):
+    m = nnx.merge(graphdef, params, rest, copy=True)
+    logits = m(xb, train=True)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+    _, _, new_rest = nnx.split(m, nnx.Param, ...)
+    loss = ce + 0.5 * l2 * _kernel_l2(params) if l2 else ce
+    return loss, new_rest
+  return loss_fn
+
+
 def fit_classifier(model: nnx.Module, x, y: np.ndarray, *,
                    make_tx: Callable[[int, int], optax.GradientTransformation],
                    epochs: int | None = None, steps: int | None = None, batch_size: int = 64,
@@ -426,17 +445,9 @@ def fit_classifier(model: nnx.Module, x, y: np.ndarray, *,
   params, rest = replicate((params, rest), mesh)
   opt_state = replicate(tx.init(params), mesh)
 
-  def loss_fn(params, rest, xb, yb):
-    m = nnx.merge(graphdef, params, rest, copy=True)
-    logits = m(xb, train=True)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-    _, _, new_rest = nnx.split(m, nnx.Param, ...)
-    loss = ce + 0.5 * l2 * _kernel_l2(params) if l2 else ce
-    return loss, new_rest
-
   # A dispatch stacks at most one buffer of minibatches, so memory stays bounded by the buffer.
   buffer_rows = int(block_rows) * int(buffer_blocks)
-  loop = StepLoop(make_train_step(loss_fn, tx), mesh=mesh,
+  loop = StepLoop(make_train_step(classifier_loss(graphdef, l2), tx), mesh=mesh,
                   per_dispatch=min(steps_per_dispatch(per_dispatch), max(1, buffer_rows // b)))
 
   @jax.jit

@@ -339,6 +339,31 @@ def _train_loop(step: Callable, per_dispatch: int | None, ema_decay: float,
   return training.StepLoop(run, per_dispatch=per_dispatch)
 
 
+def init_state(recipe: Recipe, preset: Preset, modules: dict) -> tuple[dict, dict, dict]:
+  """(graphdefs, optimizers, initial training state) of the recipe's built modules.
+
+  The state is {'params', 'rest', 'opt'} per module, plus 'ema' (a copy of the sampled
+  module's parameters) when the preset's ema_decay for the family is > 0.
+  """
+  txs = _optimizers(recipe, preset)
+  gdefs, params, rest = {}, {}, {}
+  for k, m in modules.items():
+    gdefs[k], params[k], rest[k] = _split(m)
+  state = {'params': params, 'rest': rest,
+           'opt': {k: txs[k].init(params[k]) for k in modules}}
+  if preset.ema_decay.get(recipe.family, 0.0):
+    state['ema'] = jax.tree.map(jnp.copy, params[SAMPLED[recipe.family]])
+  return gdefs, txs, state
+
+
+def train_loop(recipe: Recipe, preset: Preset, gdefs: dict, txs: dict,
+               per_dispatch: int | None = None) -> training.StepLoop:
+  """The loop train() runs: loop.run(state, step indices, key, data) (see _train_loop);
+  loop.scan is its jitted lax.scan (the GPU/TPU path)."""
+  return _train_loop(make_step(recipe, preset, gdefs, txs), per_dispatch,
+                     preset.ema_decay.get(recipe.family, 0.0), SAMPLED[recipe.family])
+
+
 def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ckpt_dir: str,
           progress: Callable[[int], None] | None = None,
           per_dispatch: int | None = None,
@@ -373,16 +398,9 @@ def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ck
     x = real_images[rng.choice(len(real_images), min(512, len(real_images)), replace=False)]
     x01 = (x.astype(np.float32) + rng.uniform(size=x.shape)) / 256.0
     modules['flow'].log_prob_bits_per_dim(jnp.asarray(x01, jnp.float32), init_actnorm=True)
-  txs = _optimizers(recipe, preset)
-  gdefs, params, rest = {}, {}, {}
-  for k, m in modules.items():
-    gdefs[k], params[k], rest[k] = _split(m)
-  state = {'params': params, 'rest': rest,
-           'opt': {k: txs[k].init(params[k]) for k in modules}}
+  gdefs, txs, state = init_state(recipe, preset, modules)
   ema_decay = preset.ema_decay.get(recipe.family, 0.0)
   sampled = SAMPLED[recipe.family]
-  if ema_decay:
-    state['ema'] = jax.tree.map(jnp.copy, params[sampled])
   leaves, treedef = jax.tree.flatten(state)
   total = preset.steps[recipe.family]
   chunk = min(preset.chunk, total)
@@ -401,7 +419,7 @@ def train(recipe: Recipe, preset: Preset, real_images: np.ndarray, seed: int, ck
     start, chunk_losses = int(restored['meta']['step']), list(restored['meta']['chunk_losses'])
     logging.info('zoo: %s resumes from step %d', recipe.training_name, start)
 
-  loop = _train_loop(make_step(recipe, preset, gdefs, txs), per_dispatch, ema_decay, sampled)
+  loop = train_loop(recipe, preset, gdefs, txs, per_dispatch)
   key = jax.random.key(seed)
   data = jnp.asarray(real_images, jnp.float32) / 255.0
   if conditional:
