@@ -185,21 +185,14 @@ def lower(name: str, fn, *args, **kwargs):
 
 def compile(name: str, fn, *args, **kwargs):  # pylint: disable=redefined-builtin
   """`fn` lowered (see `lower`) and compiled for target `name`: a `jax.stages.Compiled`."""
-  with lowering(name, _mesh_of(args)):
-    return fn.lower(*args, **kwargs).compile()
+  with lowering(name, _mesh_of(args)):  # Mosaic GPU kernels compile under it too
+    return lower(name, fn, *args, **kwargs).compile()
 
 
 def custom_calls(compiled) -> set[str]:
   """The custom-call targets in a compiled program (e.g. 'tpu_custom_call' for a Mosaic TPU
   kernel, '__gpu$xla.gpu.triton' for a Triton kernel)."""
   return set(re.findall(r'custom_call_target="([^"]+)"', compiled.as_text()))
-
-
-def kernel_names(compiled) -> set[str]:
-  """Names of the Pallas kernels in a compiled program (pallas_call's `name`), as far as the
-  back end records them in the HLO."""
-  text = compiled.as_text()
-  return {n for n in ("fpjax_knn_candidates",) if n in text}
 
 
 def bytes_per_chip(compiled) -> int:
