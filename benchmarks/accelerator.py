@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fpjax
-from fpjax import autotune
+from fpjax.knn import autotune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, rows kind, bank rows, dim, queries)

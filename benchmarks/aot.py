@@ -7,7 +7,7 @@ topology by libtpu (TPU) or the CUDA PJRT plugin (H100) on this CPU machine.
 For each production shape (bank rows x D, queries; k = 1, bfloat16 full-space search) and each
 TPU slice (v5e-8, v6e-8: the bank sharded over the 8 chips, every number per chip):
 1. the fused Pallas kernel's flops and HBM bytes from its `pl.CostEstimate`
-   (`pallas_search.cost` at the chip's bank slice and the autotuner's first TPU Pallas
+   (`pallas_fused.cost` at the chip's bank slice and the autotuner's first TPU Pallas
    candidate's block_q), checked against a count by hand here, and its arithmetic intensity
    against the chip's ridge point (peak bf16 flop/s over HBM bytes/s);
 2. XLA's cost model (`compiled.cost_analysis()`) for the XLA-scan program
@@ -55,9 +55,9 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fpjax import aot
-from fpjax import autotune
+from fpjax.knn import autotune
 from fpjax import manifold
-from fpjax import pallas_search
+from fpjax.knn import pallas_fused
 from fpjax import parallel
 
 _TARGETS = flags.DEFINE_list("targets", ["v5e-8", "v6e-8", "h100"],
@@ -116,7 +116,7 @@ def summarize(ca, t):
 
 def hand_cost(n_q, rows, dim, *, c, block_q, itemsize):
   """The fused kernel's flops and HBM bytes, counted here from its grid and blocks (not from
-  pallas_search.cost): the grid is (query blocks, bank blocks), bank axis innermost.
+  pallas_fused.cost): the grid is (query blocks, bank blocks), bank axis innermost.
   - flops: one [block_q, D] x [D, rows] product per query block, 2 flops a multiply-add;
   - the query block's index does not change along the bank axis: each query read once;
   - the bank slice and its float32 norms are streamed once per query block;
@@ -145,10 +145,10 @@ def kernel_cost(t, cfg, n_q, rows, dim):
   # On NVIDIA the kernel pads D with zeros to a multiple of dim_block, and its cost estimate
   # (made after the padding) counts the padded D; on TPU it takes D whole.
   kdim = dim if cfg.dim_block is None else -(-dim // cfg.dim_block) * cfg.dim_block
-  est = pallas_search.cost(n_q, rows, kdim, c=c, block_q=cfg.block_q, search_itemsize=2)
+  est = pallas_fused.cost(n_q, rows, kdim, c=c, block_q=cfg.block_q, search_itemsize=2)
   flops, nbytes = hand_cost(n_q, rows, kdim, c=c, block_q=cfg.block_q, itemsize=2)
   assert (int(est.flops), int(est.bytes_accessed)) == (flops, nbytes), (
-      "pallas_search.cost disagrees with the count by hand", est, flops, nbytes)
+      "pallas_fused.cost disagrees with the count by hand", est, flops, nbytes)
   intensity = flops / nbytes
   ridge = t.peak_bf16_flops / t.bandwidth
   return dict(block_q=cfg.block_q, block_b=cfg.tile, dim_block=cfg.dim_block, c=c,

@@ -4,7 +4,7 @@ Measures, in one process on the same data (generated PNGs in an image folder, re
 mnist5k, 28x28x1):
   kernel      Manifold.project on batches already decoded in memory (embed + k-NN + results
               to host): the rate the kernel alone sustains;
-  end-to-end  fingerprinting.compute_artifacts on the image folder: grain decodes PNGs in reader
+  end-to-end  artifact_job.compute_artifacts on the image folder: grain decodes PNGs in reader
               threads while the kernel runs, plus the manifold estimators' artifacts
               (--estimators, default nn: the kernel's own output), statistics, shard files
               and checkpoints.
@@ -37,7 +37,8 @@ def main():
 
   import jax
   from absl import logging
-  from fpjax import data, fingerprinting, parallel
+  from fpjax import data, parallel
+  from fpjax import artifact_job
   from fpjax.manifold import Manifold
   logging.set_verbosity(logging.WARNING)
 
@@ -51,7 +52,7 @@ def main():
   data.save_image_folder(gm, imgs, labels, ["m0", "m1", "m2", "m3"])
 
   # Kernel alone: same bank, same mesh, same batches (in the folder's sorted order).
-  src = fingerprinting.open_generated(gm, real.train_images.shape[1:])
+  src = artifact_job.open_generated(gm, real.train_images.shape[1:])
   decoded = np.stack([src[i]["image"] for i in range(len(src))])
   mesh = parallel.make_mesh(devices=jax.local_devices())
   manifold = Manifold.from_images(real.train_images, args.space, mesh=mesh)
@@ -68,7 +69,7 @@ def main():
 
     stamps = []
     out = os.path.join(tmp, f"out{rep}")
-    fingerprinting.compute_artifacts("mnist5k", gm, out, space=args.space, batch_size=b,
+    artifact_job.compute_artifacts("mnist5k", gm, out, space=args.space, batch_size=b,
                                      estimators=args.estimators, log_every_s=1e9,
                                      on_batch=lambda n: stamps.append(time.perf_counter()))
     # Batch 1 compiles; later batches can too (the 'exact' re-search pads to a few sizes), and

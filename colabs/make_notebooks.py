@@ -157,7 +157,8 @@ AT_SCALE = [
 import json, tempfile
 import jax
 import fpjax
-from fpjax import artifact_io, fingerprinting
+from fpjax import artifact_job
+from fpjax import fileio
 root = tempfile.mkdtemp(prefix='fpjax_scale_')'''),
     ("md", "## 1. Your images as an image folder\nOne folder per generative model: "
            "`root/<model_name>/*.png|jpg`. Here we write one from arrays; point `gm` at yours."),
@@ -176,13 +177,13 @@ bank_on_mesh = fpjax.Manifold.from_images(real.train_images, 'rgb', mesh=mesh)''
     ("md", "## 3. The streaming, resumable job\nSame as `python -m fpjax.bin.compute_artifacts "
            "--real=digits --gm=GM --workdir=OUT`. Interrupt it and run it again: it resumes."),
     ("code", '''out = os.path.join(root, 'out')
-summary = fingerprinting.compute_artifacts('digits' if SMALL else 'mnist5k', gm, out,
+summary = artifact_job.compute_artifacts('digits' if SMALL else 'mnist5k', gm, out,
                                            batch_size=64, checkpoint_every=2, log_every_s=1)
 for m in summary['models']:
   print(f"{m['name']:10s} n={m['count']:4d} mean distance {m['mean_distance']:.3f}")
 print(sorted(os.listdir(out)), sorted(os.listdir(os.path.join(out, 'artifacts')))[:4])'''),
     ("code", '''store = fpjax.ArtifactStore.open(out)  # refuses a run without its COMPLETE marker
-stats = artifact_io.load_array(store.stats_path)
+stats = fileio.load_array(store.stats_path)
 first = store.artifact[:8]  # lazy: reads only the rows asked for
 print(store.artifact.shape, first.shape, store.labels[:8], 'FDR', store.summary['fdr'])
 print(open(os.path.join(out, 'metrics.jsonl')).readline())'''),

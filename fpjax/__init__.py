@@ -25,14 +25,18 @@ _LAZY = {
     "models": ("fpjax.models", None),
     "attribution": ("fpjax.attribution", None),
     "baselines": ("fpjax.baselines", None),
-    "artifact_io": ("fpjax.artifact_io", None),
-    "fingerprinting": ("fpjax.fingerprinting", None),
+    "errors": ("fpjax.errors", None),
+    "fileio": ("fpjax.fileio", None),
+    "store": ("fpjax.store", None),
+    "knn": ("fpjax.knn", None),
+    "artifact_job": ("fpjax.artifact_job", None),
     "estimators": ("fpjax.estimators", None),
     "progress": ("fpjax.progress", None),
-    "analysis": ("fpjax.analysis", None),
-    "load_array": ("fpjax.artifact_io", "load_array"),
-    "ArtifactStore": ("fpjax.artifact_io", "ArtifactStore"),
-    "compute_artifacts": ("fpjax.fingerprinting", "compute_artifacts"),
+    "evals": ("fpjax.evals", None),
+    "report": ("fpjax.report", None),
+    "load_array": ("fpjax.fileio", "load_array"),
+    "ArtifactStore": ("fpjax.store", "ArtifactStore"),
+    "compute_artifacts": ("fpjax.artifact_job", "compute_artifacts"),
     "Estimator": ("fpjax.estimators", "Estimator"),
     "Attributor": ("fpjax.attribution", "Attributor"),
     "LinearProbe": ("fpjax.attribution", "LinearProbe"),
@@ -46,7 +50,21 @@ __all__ = ["Manifold", "Projection", "SPACES", "as_float_images", "embed", "Fing
            "fisher_discriminant_ratio", "parallel", "stats", *_LAZY]
 
 
+# Names of the layout before the redesign (0.1): refused with what to use instead.
+_MOVED = {
+    "analysis": "fpjax.evals (tables, splits, evaluate) and fpjax.report (the writers)",
+    "artifact_io": "fpjax.store (the artifact store), fpjax.fileio (safe readers, atomic "
+                   "writes) and fpjax.errors",
+    "fingerprinting": "fpjax.artifact_job",
+    "pallas_search": "fpjax.knn.pallas_fused",
+    "mosaic_gpu_search": "fpjax.knn.mosaic_gpu",
+    "autotune": "fpjax.knn.autotune",
+}
+
+
 def __getattr__(name):
+  if name in _MOVED:
+    raise AttributeError(f"fpjax.{name} was renamed in fpjax 0.2: use {_MOVED[name]}.")
   try:
     module, attr = _LAZY[name]
   except KeyError:

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fpjax.artifact_io import UserInputError
+from fpjax.errors import UserInputError
 
 ESTIMATORS = ("nn", "knn_mean", "local_pca", "kernel", "learned")  # manifold estimators
 CONTROL = "input"  # the control: artifact = φ(x) itself (no projection)

@@ -12,7 +12,7 @@ plus one queries × tile block; a queries × bank matrix never exists.
 
 The candidate search (the running top-c over tiles) has two implementations that return
 identical candidates: an XLA lax.scan (the CPU path and the fallback) and a fused Pallas
-kernel (fpjax.pallas_search: GPU and TPU, no distance block in HBM). fpjax.autotune times
+kernel (fpjax.knn.pallas_fused: GPU and TPU, no distance block in HBM). fpjax.knn.autotune times
 them once per device kind and shape; the certificate, the exact re-rank and the fallback
 stages are shared, so the choice never changes an answer.
 
@@ -51,7 +51,7 @@ from absl import logging
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from fpjax import autotune as autotune_lib
+from fpjax.knn import autotune as autotune_lib
 from fpjax import parallel
 from fpjax import spaces
 
@@ -267,7 +267,7 @@ def _search(q, bank, mu, offset, n_valid, reduced=None, *, k, config, search_dty
 
   `offset` and `n_valid` (traced int32 scalars: one compilation serves every chunk of
   a streamed bank) say which global rows this call's bank holds and how many are real.
-  `config` (fpjax.autotune.Config) picks the candidate search: the XLA tile scan or the
+  `config` (fpjax.knn.autotune.Config) picks the candidate search: the XLA tile scan or the
   fused Pallas kernel; both return the same candidates, so the answer never depends on it.
   Returns, merged over the 'bank' axis (identical on every 'bank' device):
   squared distances [q, k] (float32, exact difference form), global indices [q, k],
@@ -299,19 +299,19 @@ def _search(q, bank, mu, offset, n_valid, reduced=None, *, k, config, search_dty
 
   if config.variant == "pallas" and search_dtype is not None:
     # Imported here: jax.experimental.pallas is not loaded by `import fpjax` on the CPU path.
-    from fpjax import pallas_search  # pylint: disable=g-import-not-at-top
+    from fpjax.knn import pallas_fused  # pylint: disable=g-import-not-at-top
     bs = search_bank if search_mu is None else search_bank - search_mu
-    group_d, group_g = pallas_search.group_candidates(
+    group_d, group_g = pallas_fused.group_candidates(
         qs, bs.astype(search_dtype), bn, c=c, block_q=config.block_q, block_b=config.tile,
         precision=precision, dim_block=config.dim_block, interpret=config.interpret)
   else:
     group_minima = None
     if config.variant == "mosaic_gpu" and search_dtype == jnp.bfloat16:
-      from fpjax import mosaic_gpu_search  # pylint: disable=g-import-not-at-top
+      from fpjax.knn import mosaic_gpu  # pylint: disable=g-import-not-at-top
       kw = {}
       if config.interpret:
-        kw["interpret"], kw["bank_kn"] = mosaic_gpu_search.interpret_params()
-      group_minima = functools.partial(mosaic_gpu_search.group_minima, tile_q=config.block_q,
+        kw["interpret"], kw["bank_kn"] = mosaic_gpu.interpret_params()
+      group_minima = functools.partial(mosaic_gpu.group_minima, tile_q=config.block_q,
                                        **kw)
     group_d, group_g = _scan_tiles(qc, qs, search_bank, search_mu, bn, tile=config.tile, c=c,
                                    search_dtype=search_dtype, precision=precision,
@@ -563,7 +563,7 @@ class Manifold:
   same in every case; only the speed differs. The reduced search is built in the constructor;
   `basis` is None without it.
   autotune: time kernel configurations the first time a shape is seen and cache the fastest
-  (fpjax.autotune); None: on for GPU and TPU, off on the CPU (env FPJAX_AUTOTUNE=0: off).
+  (fpjax.knn.autotune); None: on for GPU and TPU, off on the CPU (env FPJAX_AUTOTUNE=0: off).
   """
 
   def __init__(self, bank, *, space: spaces.Space = "rgb", mesh=None, precision: str = "exact",

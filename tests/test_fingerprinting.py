@@ -1,4 +1,4 @@
-"""fpjax.fingerprinting.compute_artifacts in-process: against float64 numpy, resume, SIGTERM."""
+"""fpjax.artifact_job.compute_artifacts in-process: against float64 numpy, resume, SIGTERM."""
 import json
 import os
 import shutil
@@ -8,9 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from fpjax import artifact_io
+from fpjax import fileio
+from fpjax import store as store_lib
 from fpjax import data
-from fpjax import fingerprinting
+from fpjax import artifact_job
 from fpjax import progress
 from fpjax import spaces
 
@@ -28,19 +29,19 @@ def make_gm(root, n=12, seed=0):
 
 def read_rows(workdir):
   """Every good row of a finished store, read through the ArtifactStore."""
-  store = artifact_io.ArtifactStore.open(str(workdir))
+  store = store_lib.ArtifactStore.open(str(workdir))
   return {"artifact": np.asarray(store.artifact), "distance": store.distance,
           "index": store.index, "label": store.labels}
 
 
 def read_fingerprint(workdir):
-  store = artifact_io.ArtifactStore.open(str(workdir))
-  return artifact_io.load_array(store.stats_path), store.summary
+  store = store_lib.ArtifactStore.open(str(workdir))
+  return fileio.load_array(store.stats_path), store.summary
 
 
 def run(gm, out, **kw):
   kw = dict(dict(batch_size=8, checkpoint_every=2, log_every_s=0.0), **kw)
-  return fingerprinting.compute_artifacts("digits", str(gm), str(out), **kw)
+  return artifact_job.compute_artifacts("digits", str(gm), str(out), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_matches_float64_bruteforce(gm, clean):
     np.testing.assert_allclose(summary["models"][m]["mean_distance"],
                                np.sqrt(d2.min(1))[sel].mean(), rtol=1e-5)
   assert [m["name"] for m in summary["models"]] == ["noisy", "shifted", "washed"]
-  store = artifact_io.ArtifactStore.open(str(clean))
+  store = store_lib.ArtifactStore.open(str(clean))
   assert store.files[0] == os.path.join("noisy", "000000.png") and len(store.files) == 36
   assert store.num_rows == 36 and store.k == 1 and store.space == "rgb"
   assert store.class_names == ["noisy", "shifted", "washed"] and summary["bad_inputs"] == 0
@@ -100,12 +101,12 @@ def same_outputs(a, b):
   ra, rb = read_rows(a), read_rows(b)
   for f in ra:
     np.testing.assert_array_equal(ra[f], rb[f], err_msg=f)
-  sa, sb = (artifact_io.ArtifactStore.open(str(w)) for w in (a, b))
+  sa, sb = (store_lib.ArtifactStore.open(str(w)) for w in (a, b))
   assert sa.estimators == sb.estimators
   for key in sa.estimators:
     np.testing.assert_array_equal(np.asarray(sa.artifacts(key)), np.asarray(sb.artifacts(key)),
                                   err_msg=key)
-    fa, fb = (artifact_io.load_array(s.stats_path_of(key)) for s in (sa, sb))
+    fa, fb = (fileio.load_array(s.stats_path_of(key)) for s in (sa, sb))
     for f in fa:
       if jax.default_backend() == "cpu" or f in ("count", "distance_hist", "distance_edges"):
         np.testing.assert_array_equal(fa[f], fb[f], err_msg=f"{key} {f}")
@@ -119,9 +120,9 @@ def test_failure_midway_then_resume_equals_clean_run(gm, clean, tmp_path):
       raise RuntimeError("injected failure")
   with pytest.raises(RuntimeError, match="injected"):
     run(gm[0], tmp_path, on_batch=boom)
-  assert not artifact_io.is_complete(str(tmp_path))
+  assert not store_lib.is_complete(str(tmp_path))
   with pytest.raises(ValueError, match="COMPLETE"):
-    artifact_io.ArtifactStore.open(str(tmp_path))  # a partial run is never read as complete
+    store_lib.ArtifactStore.open(str(tmp_path))  # a partial run is never read as complete
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]  # failure checkpointed batch 3
   # A chunk written after the last checkpoint (e.g. killed while writing it) is rewritten.
   (tmp_path / "artifacts" / "artifact" / "nn" / "3.0.0.0").write_bytes(b"half a file")
@@ -135,7 +136,7 @@ def test_sigterm_checkpoints_and_resumes(gm, clean, tmp_path):
   def term(done):
     if done == 1:
       os.kill(os.getpid(), signal.SIGTERM)
-  with pytest.raises(fingerprinting.Preempted):
+  with pytest.raises(artifact_job.Preempted):
     run(gm[0], tmp_path, on_batch=term, checkpoint_every=100)
   # The processes agree on stopping once per batch, before committing it: the signal that came
   # after batch 1 stops the job after batch 2 (no periodic checkpoint before batch 100).
@@ -178,8 +179,8 @@ def test_tfds_real_bank(tmp_path):
   real = data.load_real("mnist5k")
   data.save_image_folder(str(gm), real.test_images[:6], np.array([0, 0, 0, 1, 1, 1]), ["a", "b"])
   with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
-    bank = fingerprinting.load_bank_images("tfds:mnist:train")
-    out = fingerprinting.compute_artifacts("tfds:mnist", str(gm), str(tmp_path / "out"),
+    bank = artifact_job.load_bank_images("tfds:mnist:train")
+    out = artifact_job.compute_artifacts("tfds:mnist", str(gm), str(tmp_path / "out"),
                                            batch_size=8, basis_dim=0)
   assert bank.shape == (16, 28, 28, 1)
   got = read_rows(out["workdir"])
@@ -192,7 +193,7 @@ def test_encoder_space_against_float64(gm, tmp_path):
   enc = models.train_encoder("ssl", real.train_images[:256], steps=2, batch_size=32)
   enc.save(str(tmp_path / "enc"))
   out = run(gm[0], tmp_path / "out", space="ssl", encoder=str(tmp_path / "enc"), basis_dim=4)
-  store = artifact_io.ArtifactStore.open(out["workdir"])
+  store = store_lib.ArtifactStore.open(out["workdir"])
   assert store.config["encoder"] == str(tmp_path / "enc") and store.space == "ssl"
   loaded = models.load_encoder(str(tmp_path / "enc"))
   bank = np.asarray(loaded(real.train_images), np.float64)
@@ -214,19 +215,19 @@ def test_store_reads_only_the_rows_asked_for(tmp_path):
   rng = np.random.default_rng(0)
   art = rng.normal(size=(n, 2, 3)).astype(np.float32)
   label = np.array([0, 1, 2, -1, 0, 1, 2, 0, -1, 1, 2, 0, 1], np.int32)
-  writer = artifact_io.ArtifactWriter.create(str(tmp_path), n, chunk, (2, 3), 1, ["nn"])
+  writer = store_lib.ArtifactWriter.create(str(tmp_path), n, chunk, (2, 3), 1, ["nn"])
   for s in range(0, n, chunk):
     e = min(n, s + chunk)
     writer.write(s, {"artifact/nn": art[s:e], "distance": np.arange(s, e, dtype=np.float32)[:, None],
                      "index": np.arange(s, e, dtype=np.int32)[:, None], "label": label[s:e]})
   writer.flush()
-  artifact_io.write_index(str(tmp_path), config={}, space="rgb", k=1, estimators=["nn"],
+  store_lib.write_index(str(tmp_path), config={}, space="rgb", k=1, estimators=["nn"],
                           embedding_shape=(2, 3),
                           class_names=["a", "b", "c"], gm_root="/gm",
                           files=[f"f{i}.png" for i in range(n)], num_bad_rows=2,
                           chunk_rows=chunk, process_count=1)
-  artifact_io.save_json(str(tmp_path / "COMPLETE"), {})
-  store = artifact_io.ArtifactStore.open(str(tmp_path))
+  fileio.save_json(str(tmp_path / "COMPLETE"), {})
+  store = store_lib.ArtifactStore.open(str(tmp_path))
   good = np.flatnonzero(label >= 0)
   assert store.num_rows == 11 and store.files == [f"f{i}.png" for i in good]
   np.testing.assert_array_equal(store.labels, label[good])
@@ -256,8 +257,8 @@ def test_scattered_rows_read_in_bounded_pieces(tmp_path, monkeypatch):
                 create=True).result()
   arr.write(ref).result()
   good = np.sort(np.random.default_rng(1).choice(5000, 4000, replace=False))
-  rows = artifact_io.LazyRows(arr, good)
-  monkeypatch.setattr(artifact_io, "READ_SPAN_BYTES", 50 * 3 * 2 * 4)  # 50 rows a piece
+  rows = store_lib.LazyRows(arr, good)
+  monkeypatch.setattr(store_lib.artifact_store, "READ_SPAN_BYTES", 50 * 3 * 2 * 4)  # 50 rows a piece
   spans = []
   real_read = rows._array.__getitem__
 
@@ -286,7 +287,7 @@ def test_estimators_one_search_against_float64(gm, tmp_path):
   from test_estimators import REFS
   _, imgs = gm
   out = run(gm[0], tmp_path, estimators=ESTIMATORS, checkpoint_every=100)
-  store = artifact_io.ArtifactStore.open(out["workdir"])
+  store = store_lib.ArtifactStore.open(out["workdir"])
   keys = ESTIMATORS.split(",")
   assert store.estimators == keys and store.k == 10  # one search: the most neighbours asked
   assert store.config["estimators"] == keys and store.distance.shape == (36, 10)
@@ -304,7 +305,7 @@ def test_estimators_one_search_against_float64(gm, tmp_path):
     art = q - REFS[est.name](q, rows, nd2, est)
     got = np.asarray(store.artifacts(key)).reshape(36, -1)
     np.testing.assert_allclose(got, art, atol=2e-5, err_msg=key)
-    stats = artifact_io.load_array(store.stats_path_of(key))
+    stats = fileio.load_array(store.stats_path_of(key))
     assert store.stats_path_of(key) == os.path.join(out["workdir"], "fingerprint", key, "stats.npz")
     norms = np.linalg.norm(art, axis=1)
     for m in range(3):
@@ -349,7 +350,7 @@ def test_learned_and_input_need_no_search_and_resume(gm, tmp_path, monkeypatch):
   before = os.path.getmtime(saved)
   run(gm[0], tmp_path / "out", **kw)  # resumes: reuses the saved autoencoder
   assert os.path.getmtime(saved) == before and not searched
-  store = artifact_io.ArtifactStore.open(str(tmp_path / "out"))
+  store = store_lib.ArtifactStore.open(str(tmp_path / "out"))
   assert store.k == 0 and store.distance.shape == (36, 0) and store.index.shape == (36, 0)
   assert sorted(os.listdir(tmp_path / "out" / "artifacts")) == ["artifact", "index.json", "label"]
   q = np.asarray(spaces.embed(imgs, "rgb"))  # φ(x)
@@ -363,4 +364,4 @@ def test_learned_and_input_need_no_search_and_resume(gm, tmp_path, monkeypatch):
   for key in ("learned", "input"):
     np.testing.assert_array_equal(
         np.asarray(store.artifacts(key)),
-        np.asarray(artifact_io.ArtifactStore.open(str(tmp_path / "clean")).artifacts(key)))
+        np.asarray(store_lib.ArtifactStore.open(str(tmp_path / "clean")).artifacts(key)))

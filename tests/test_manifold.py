@@ -472,7 +472,8 @@ def test_float32_products_name_highest_precision(mnist):
   import jax
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
-  from fpjax import autotune, manifold as manifold_lib, parallel
+  from fpjax import manifold as manifold_lib, parallel
+  from fpjax.knn import autotune
   bank = np.asarray(fpjax.embed(mnist[0][:1024], "rgb")).reshape(1024, -1)
   m = fpjax.Manifold.from_embeddings(bank, k=2, tile=256, search_dim=63)
   assert m.basis is not None

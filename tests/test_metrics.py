@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fpjax.analysis import metrics
+from fpjax.evals import metrics
 
 
 def _predictions(rng, n, acc_a, acc_b, classes=5):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-mosaic_gpu_search = pytest.importorskip("fpjax.mosaic_gpu_search")
+mosaic_gpu = pytest.importorskip("fpjax.knn.mosaic_gpu")
 
 
 def _interpret_params():
@@ -36,7 +36,7 @@ def _reference(qs, bs, bn):
   q = np.asarray(qs, np.float64)
   b = np.asarray(bs, np.float64)
   d = np.asarray(bn, np.float64)[None, :] - 2.0 * q @ b.T
-  return d.reshape(q.shape[0], -1, mosaic_gpu_search.GROUP).min(axis=2)
+  return d.reshape(q.shape[0], -1, mosaic_gpu.GROUP).min(axis=2)
 
 
 IN_PLACE_INTERPRETED = not jax.__version__.startswith("0.10.")
@@ -48,7 +48,7 @@ IN_PLACE_INTERPRETED = not jax.__version__.startswith("0.10.")
 def test_group_minima_against_float64(bank_kn, nq, rows, dim, steps):
   # 100 queries (padded to 64-row tiles) and dim 200 (padded with zero features to 256).
   qs, bs, bn = _case(nq, rows, dim, seed=nq + dim)
-  got = np.asarray(mosaic_gpu_search.group_minima(
+  got = np.asarray(mosaic_gpu.group_minima(
       qs, bs, bn, bank_kn=bank_kn, max_concurrent_steps=steps, interpret=_interpret_params()))
   want = _reference(qs, bs, bn)
   assert got.shape == want.shape == (nq, rows // 8)
@@ -60,7 +60,7 @@ def test_group_minima_against_float64(bank_kn, nq, rows, dim, steps):
 def test_bank_tile_that_does_not_tile_is_refused():
   qs, bs, bn = _case(64, 1000, 64, seed=0)
   with pytest.raises(ValueError):
-    mosaic_gpu_search.group_minima(qs, bs, bn, interpret=_interpret_params())
+    mosaic_gpu.group_minima(qs, bs, bn, interpret=_interpret_params())
 
 
 @pytest.mark.parametrize("k,search_dim", [(1, None), (3, "auto")])
@@ -68,7 +68,7 @@ def test_projection_with_the_kernel_equals_the_xla_scan(k, search_dim, mnist):
   # The whole 'exact' projection with the bfloat16 stage's group minima from the kernel
   # (interpreted): the same neighbours, distances and certified queries as the XLA scan.
   import fpjax  # pylint: disable=g-import-not-at-top
-  from fpjax import autotune  # pylint: disable=g-import-not-at-top
+  from fpjax.knn import autotune  # pylint: disable=g-import-not-at-top
   bank = np.asarray(fpjax.embed(mnist[0][:2048], "rgb")).reshape(2048, -1)
   queries = np.asarray(fpjax.embed(mnist[0][4000:4064], "rgb")).reshape(64, -1)
   make = lambda: fpjax.Manifold.from_embeddings(bank, k=k, tile=1024, search_dim=search_dim,

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from fpjax import artifact_io
+from fpjax.data.bad_inputs import BAD_INPUTS, read_bad_inputs
 from test_bad_input import BAD_IMAGES
 from test_fingerprinting import make_gm
 from test_fingerprinting import read_fingerprint
@@ -62,8 +62,8 @@ def test_two_processes_equal_one(tmp_path):
   assert index["files"][15] == os.path.join("noisy", "x_truncated.png")
   assert sorted(os.listdir(tmp_path / "two" / "artifacts" / "label")) == [
       ".zarray", "0", "1", "2", "3", "4", "5"]  # rows 0-7 (process 0), 8-15 (process 1), ...
-  listed = artifact_io.read_bad_inputs(str(tmp_path / "two"))
-  with open(tmp_path / "two" / artifact_io.BAD_INPUTS) as f:
+  listed = read_bad_inputs(str(tmp_path / "two"))
+  with open(tmp_path / "two" / BAD_INPUTS) as f:
     assert len(f.readlines()) == 2
   assert sorted((e["path"], e["stage"]) for e in listed) == [
       (str(truncated), "decode"), (str(link), "list")]
@@ -106,4 +106,4 @@ def test_two_processes_stop_together_on_a_bad_file(tmp_path):
   assert last[1].startswith("compute_artifacts: error: ") and str(bad) in last[1]
   assert "another process found a bad input" in last[0]
   assert os.listdir(tmp_path / "two" / "checkpoints") == ["2"]
-  assert [e["row"] for e in artifact_io.read_bad_inputs(str(tmp_path / "two"))] == [40]
+  assert [e["row"] for e in read_bad_inputs(str(tmp_path / "two"))] == [40]

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import fpjax
-from fpjax import autotune
+from fpjax.knn import autotune
 from fpjax import manifold as manifold_lib
-from fpjax import pallas_search
+from fpjax.knn import pallas_fused
 
 ON_CPU = jax.default_backend() == "cpu"
 cpu_only = pytest.mark.skipif(not ON_CPU, reason="bitwise candidate identity is a CPU property")
@@ -46,7 +46,7 @@ def test_kernel_matches_xla_scan_with_padding_and_ties(search_dtype, rng):
   # comparison uses bank blocks of >= 64 groups; bfloat16 products agree at every width.
   blocks = ((64, 512), (128, 1024)) if search_dtype == jnp.float32 else ((64, 256), (128, 512))
   for block_q, block_b in blocks:
-    got_d, got_g = pallas_search.group_candidates(qs, bs, bnj, c=c, block_q=block_q,
+    got_d, got_g = pallas_fused.group_candidates(qs, bs, bnj, c=c, block_q=block_q,
                                                   block_b=block_b, precision=precision,
                                                   interpret=True)
     np.testing.assert_array_equal(np.asarray(got_d), np.asarray(want_d))
@@ -168,7 +168,7 @@ def test_autotune_switch(monkeypatch):
 def _wrong_kernel_for(monkeypatch, block_q):
   """Makes the Pallas kernel at `block_q` lose each query's nearest candidate group (a bug the
   certificate cannot see: the remaining groups still look far enough to certify)."""
-  real = pallas_search.group_candidates
+  real = pallas_fused.group_candidates
 
   def patched(qs, bs, bn, **kw):
     d, g = real(qs, bs, bn, **kw)
@@ -176,7 +176,7 @@ def _wrong_kernel_for(monkeypatch, block_q):
       return d, g
     return (jnp.concatenate([d[:, 1:], jnp.full_like(d[:, :1], jnp.inf)], axis=1),
             jnp.concatenate([g[:, 1:], jnp.zeros_like(g[:, :1])], axis=1))
-  monkeypatch.setattr(pallas_search, "group_candidates", patched)
+  monkeypatch.setattr(pallas_fused, "group_candidates", patched)
 
 
 def test_autotune_drops_uncompilable_and_wrong_candidates_caches_and_never_changes_answers(
@@ -256,7 +256,7 @@ def test_dim_block_zero_padding_against_float64(rng):
   d64 = bn[None] - 2.0 * queries.astype(np.float64) @ bank.astype(np.float64).T
   gmin = d64.reshape(len(queries), -1, 8).min(axis=2)
   order = np.argsort(gmin, axis=1, kind="stable")[:, :c]
-  got_d, got_g = pallas_search.group_candidates(
+  got_d, got_g = pallas_fused.group_candidates(
       jnp.asarray(queries), jnp.asarray(bank), jnp.asarray(bn, jnp.float32), c=c, block_q=16,
       block_b=256, precision=jax.lax.Precision.HIGHEST, dim_block=32, interpret=True)
   np.testing.assert_array_equal(np.asarray(got_g), order)
@@ -269,7 +269,7 @@ def test_dim_block_zero_padding_against_float64(rng):
 def test_block_sizes_that_do_not_tile_are_refused(rows, block_b, block_q):
   x = jnp.zeros((8, 16), jnp.float32)
   with pytest.raises(ValueError):
-    pallas_search.group_candidates(x, jnp.zeros((rows, 16), jnp.float32),
+    pallas_fused.group_candidates(x, jnp.zeros((rows, 16), jnp.float32),
                                    jnp.zeros((rows,), jnp.float32), c=4, block_q=block_q,
                                    block_b=block_b, interpret=True)
 
@@ -278,7 +278,7 @@ def test_the_compiled_kernel_does_not_lower_on_the_cpu():
   # One traced program with TPU and CUDA bodies only: on the CPU lowering fails (the autotuner's
   # compile check drops such a candidate; the CPU runs the XLA scan).
   x = jnp.zeros((64, 128), jnp.bfloat16)
-  fn = jax.jit(lambda q, b, n: pallas_search.group_candidates(q, b, n, c=16, block_q=64,
+  fn = jax.jit(lambda q, b, n: pallas_fused.group_candidates(q, b, n, c=16, block_q=64,
                                                                block_b=512))
   with pytest.raises(Exception):
     fn.lower(x, jnp.zeros((512, 128), jnp.bfloat16), jnp.zeros((512,), jnp.float32)).compile()

@@ -7,7 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from fpjax.analysis import metrics, report
+from fpjax.evals import metrics
+from fpjax import report
 
 
 def _acc(table, space, estimator, classifier, mean, std=0.01, params=None, l2=None, fdr=1.0,

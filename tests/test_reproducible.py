@@ -18,9 +18,10 @@ import sys
 import numpy as np
 from PIL import Image
 
-from fpjax import artifact_io
+from fpjax import fileio
+from fpjax import store
 from fpjax import data
-from fpjax.analysis import report
+from fpjax import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny demo configuration (tests/test_demo.py), one split, two estimators (knn_mean's
@@ -47,7 +48,7 @@ def _tiny_zoo(root):
       Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).save(
           os.path.join(root, 'images', name, f'{i:06d}.png'))
     models.append({'name': name, 'tags': tags})
-  artifact_io.save_json(os.path.join(root, 'zoo.json'), {
+  fileio.save_json(os.path.join(root, 'zoo.json'), {
       'real': 'digits', 'preset': 'tiny', 'seed': 0, 'num_samples': 32,
       'image_shape': [8, 8, 1], 'models': models})
 
@@ -87,7 +88,7 @@ def test_two_fresh_processes_write_identical_tables(tmp_path):
                                   if r['table'] == '1')
   assert _without_timings(first) == _without_timings(second)
   for space in ('rgb', 'sl-digits-steps10-seed0'):
-    stores = [artifact_io.ArtifactStore.open(d / 'artifacts' / 'zoo-tiny-digits' / space /
+    stores = [store.ArtifactStore.open(d / 'artifacts' / 'zoo-tiny-digits' / space /
                                              'nn+knn_mean+input') for d in (a, b)]
     assert stores[0].estimators == ['nn', 'knn_mean-k10', 'knn_mean-k5', 'knn_mean-k20', 'input']
     for key in stores[0].estimators:

@@ -11,7 +11,7 @@ from PIL import Image
 import pytest
 
 from fpjax import zoo
-from fpjax.artifact_io import UserInputError
+from fpjax.errors import UserInputError
 from fpjax.data import load_real
 from fpjax.zoo import build as zoo_build
 from fpjax.zoo import quality, recipes

@@ -3,7 +3,7 @@ r"""Projects generated images onto the real manifold; writes artifacts and finge
   python -m fpjax.bin.compute_artifacts --real=mnist5k --gm=ZOO_WORKDIR --space=rgb --workdir=OUT \
       --estimators=nn,knn_mean-k10,input
 
-Rerun with the same --workdir to resume; see fpjax/fingerprinting.py and fpjax/artifact_io.py.
+Rerun with the same --workdir to resume; see fpjax/artifact_job.py and fpjax/store/artifact_store.py.
 Bad files are skipped and listed in WORKDIR/bad_inputs.jsonl (--on_bad_input=fail stops instead);
 exit status: 0 done, 2 refused input (one line on stderr), 1 a bug, 143 SIGTERM (checkpointed).
 """
@@ -40,7 +40,7 @@ _DISTANCE_MAX = flags.DEFINE_float("distance_max", None,
                                    "Top edge of the distance histogram (default: from batch 1).")
 
 # Looked up at call time so hooks (tests) can wrap it.
-from fpjax import fingerprinting  # pylint: disable=g-import-not-at-top,wrong-import-position
+from fpjax import artifact_job  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 class _QuietOrbax:
@@ -55,12 +55,12 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietOrbax())
   fpjax_flags.initialize()
   try:
-    fingerprinting.compute_artifacts(
+    artifact_job.compute_artifacts(
         _REAL.value, _GM.value, _WORKDIR.value, space=_SPACE.value, encoder=_ENCODER.value,
         estimators=_ESTIMATORS.value, k=_K.value,
         checkpoint_every=_CHECKPOINT_EVERY.value, basis_dim=_BASIS_DIM.value,
         distance_max=_DISTANCE_MAX.value, **_ARTIFACTS.kwargs())
-  except fingerprinting.Preempted as e:
+  except artifact_job.Preempted as e:
     logging.warning("%s", e)
     sys.exit(143)  # 128 + SIGTERM: the scheduler sees an interrupted job
 

@@ -16,7 +16,7 @@ import sys
 
 from absl import flags
 
-from fpjax import analysis
+from fpjax import evals
 from fpjax.bin import flags as fpjax_flags
 
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/fpjax_demo',
@@ -24,9 +24,9 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/fpjax_demo',
                                'here and reused).')
 _SPLITS = fpjax_flags.splits_flag(3)
 _ESTIMATORS = fpjax_flags.estimators_flag(['all'])
-_ESTIMATOR_SPACES = fpjax_flags.estimator_spaces_flag(analysis.DEMO_CONFIG['estimator_spaces'])
+_ESTIMATOR_SPACES = fpjax_flags.estimator_spaces_flag(evals.DEMO_CONFIG['estimator_spaces'])
 _ATTRIBUTOR_ESTIMATORS = fpjax_flags.attributor_estimators_flag(
-    analysis.DEMO_CONFIG['attributor_estimators'])
+    evals.DEMO_CONFIG['attributor_estimators'])
 _ZOO = flags.DEFINE_string('zoo', None, 'Evaluate this zoo workdir (reused as it is) instead '
                            'of building OUT/zoo.')
 _PRESET = flags.DEFINE_string('preset', 'quick', 'Zoo preset of the Table 1/3 zoo.')
@@ -36,16 +36,16 @@ _REAL = flags.DEFINE_string('real', 'mnist5k', 'Real dataset the Table 1/3 zoo i
 _CROSS_PRESET = flags.DEFINE_string('cross_preset', 'cross',
                                     'Zoo preset of the Table 2 zoos.')
 _CROSS = flags.DEFINE_bool('cross', True, 'Build the two Table 2 zoos and run Table 2.')
-_SPACES = flags.DEFINE_list('spaces', list(analysis.MANIFPT_SPACES), 'ManiFPT spaces.')
+_SPACES = flags.DEFINE_list('spaces', list(evals.MANIFPT_SPACES), 'ManiFPT spaces.')
 _BASELINES = flags.DEFINE_list(
-    'baselines', list(analysis.DEMO_CONFIG['baselines'] or ['all']),
+    'baselines', list(evals.DEMO_CONFIG['baselines'] or ['all']),
     "Table 1 baselines ('all', 'none' or names).")
 _CROSS_BASELINES = flags.DEFINE_list(
-    'cross_baselines', list(analysis.DEMO_CONFIG['cross_baselines'] or ['all']),
+    'cross_baselines', list(evals.DEMO_CONFIG['cross_baselines'] or ['all']),
     "Table 2 baselines ('all', 'none' or names).")
-_CLASSIFIERS = flags.DEFINE_list('classifiers', list(analysis.CLASSIFIERS), 'On the artifacts.')
+_CLASSIFIERS = flags.DEFINE_list('classifiers', list(evals.CLASSIFIERS), 'On the artifacts.')
 _CROSS_CLASSIFIERS = flags.DEFINE_list(
-    'cross_classifiers', list(analysis.DEMO_CONFIG['cross_classifiers']),
+    'cross_classifiers', list(evals.DEMO_CONFIG['cross_classifiers']),
     'Table 2 classifiers on the artifacts.')
 _ATTRIBUTOR_EPOCHS = flags.DEFINE_integer('attributor_epochs', None,
                                           'Attributor epochs (default: the demo\'s, 5).')
@@ -62,7 +62,7 @@ _COMPILATION_CACHE = flags.DEFINE_bool(
 def main(argv):
   del argv
   fpjax_flags.initialize()
-  analysis.quiet_library_logs()
+  evals.quiet_library_logs()
   if _COMPILATION_CACHE.value:
     import jax
     jax.config.update('jax_compilation_cache_dir', os.path.join(_WORKDIR.value, 'jax_cache'))
@@ -70,26 +70,26 @@ def main(argv):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   cfg = None
   if _ATTRIBUTOR_EPOCHS.value:
-    cfg = {k: dict(v) for k, v in analysis.DEMO_CONFIG['cfg'].items()}
+    cfg = {k: dict(v) for k, v in evals.DEMO_CONFIG['cfg'].items()}
     e = _ATTRIBUTOR_EPOCHS.value
     cfg['attributor'] = dict(cfg['attributor'], epochs=e,
                              milestones=(max(1, e * 3 // 5), max(1, e * 4 // 5)))
   steps = ({'sl': _ENCODER_STEPS.value, 'ssl': _ENCODER_STEPS.value}
            if _ENCODER_STEPS.value else None)
   try:
-    analysis.run_demo(
+    evals.run_demo(
         _WORKDIR.value, preset=_PRESET.value, real=_REAL.value, cross_preset=_CROSS_PRESET.value,
         splits=_SPLITS.value, estimators=_ESTIMATORS.value,
         estimator_spaces=_ESTIMATOR_SPACES.value,
         attributor_estimators=fpjax_flags.attributor_estimators_arg(
             _ATTRIBUTOR_ESTIMATORS.value),
         cross_reals=('mnist5k_0to4', 'mnist5k_5to9') if _CROSS.value else (),
-        spaces=_SPACES.value, baselines=analysis.baselines_arg(_BASELINES.value),
-        cross_baselines=analysis.baselines_arg(_CROSS_BASELINES.value),
+        spaces=_SPACES.value, baselines=evals.baselines_arg(_BASELINES.value),
+        cross_baselines=evals.baselines_arg(_CROSS_BASELINES.value),
         classifiers=_CLASSIFIERS.value, cross_classifiers=_CROSS_CLASSIFIERS.value, cfg=cfg,
         cross_cfg=cfg, encoder_steps=steps,
         zoo=_ZOO.value, artifact_kwargs=_ARTIFACTS.kwargs())
-  except analysis.Preempted as e:  # an artifact job checkpointed after SIGTERM: rerun
+  except evals.Preempted as e:  # an artifact job checkpointed after SIGTERM: rerun
     print(e, file=sys.stderr, flush=True)
     sys.exit(143)
 

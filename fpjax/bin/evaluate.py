@@ -13,7 +13,7 @@ import sys
 
 from absl import flags
 
-from fpjax import analysis
+from fpjax import evals
 from fpjax.bin import flags as fpjax_flags
 
 _GM = flags.DEFINE_string('gm', None, 'Zoo workdir (has zoo.json) or image-folder root '
@@ -25,13 +25,13 @@ _REAL = flags.DEFINE_string(
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (tables, figures, report, '
                                'encoders/ and the artifact stores artifacts/<gm>/<space>/...).',
                                required=True)
-_SPACES = flags.DEFINE_list('spaces', list(analysis.MANIFPT_SPACES), 'ManiFPT spaces.')
+_SPACES = flags.DEFINE_list('spaces', list(evals.MANIFPT_SPACES), 'ManiFPT spaces.')
 _ESTIMATORS = fpjax_flags.estimators_flag(['nn'])
 _ESTIMATOR_SPACES = fpjax_flags.estimator_spaces_flag(None)
 _ATTRIBUTOR_ESTIMATORS = fpjax_flags.attributor_estimators_flag(['all'])
 _SPLITS = fpjax_flags.splits_flag(3)
 _BASELINES = flags.DEFINE_list('baselines', ['all'], "Baselines ('all', 'none' or names).")
-_CLASSIFIERS = flags.DEFINE_list('classifiers', list(analysis.CLASSIFIERS), 'On the artifacts.')
+_CLASSIFIERS = flags.DEFINE_list('classifiers', list(evals.CLASSIFIERS), 'On the artifacts.')
 _CROSS = flags.DEFINE_list('cross', [], 'Table 2 pairs TRAIN_GM:TEST_GM (zoo workdirs).')
 _SHOTS = flags.DEFINE_integer('shots', 10, 'Few-shot enrolment samples per new model.')
 _ATTRIBUTOR_EPOCHS = flags.DEFINE_integer('attributor_epochs', None,
@@ -45,7 +45,7 @@ _ARTIFACTS = fpjax_flags.artifact_flags()
 def main(argv):
   del argv
   fpjax_flags.initialize()
-  analysis.quiet_library_logs()
+  evals.quiet_library_logs()
   cfg = None
   if _ATTRIBUTOR_EPOCHS.value:
     e = _ATTRIBUTOR_EPOCHS.value
@@ -53,15 +53,15 @@ def main(argv):
   steps = ({'sl': _ENCODER_STEPS.value, 'ssl': _ENCODER_STEPS.value}
            if _ENCODER_STEPS.value else None)
   try:
-    analysis.evaluate(
+    evals.evaluate(
         _GM.value, _REAL.value, _WORKDIR.value, spaces=_SPACES.value, splits=_SPLITS.value,
         estimators=_ESTIMATORS.value, estimator_spaces=_ESTIMATOR_SPACES.value,
         attributor_estimators=fpjax_flags.attributor_estimators_arg(
             _ATTRIBUTOR_ESTIMATORS.value),
-        baselines=analysis.baselines_arg(_BASELINES.value), classifiers=_CLASSIFIERS.value,
+        baselines=evals.baselines_arg(_BASELINES.value), classifiers=_CLASSIFIERS.value,
         cross=[p.split(':', 1) for p in _CROSS.value], shots=_SHOTS.value, cfg=cfg,
         encoder_steps=steps, artifact_kwargs=_ARTIFACTS.kwargs())
-  except analysis.Preempted as e:  # an artifact job checkpointed after SIGTERM: rerun
+  except evals.Preempted as e:  # an artifact job checkpointed after SIGTERM: rerun
     print(e, file=sys.stderr, flush=True)
     sys.exit(143)
 

@@ -1,6 +1,6 @@
 """absl flags every fpjax binary shares, and `run`, the entry point that keeps errors to one line.
 
-    from fpjax.bin import flags as fpjax_flags   # defines the flags at import
+    from fpjax.bin import flags as fpjax_flags  # defines the flags at import
     def main(argv):
       fpjax_flags.initialize()                   # before any other JAX call
       ...
@@ -26,7 +26,7 @@ from absl import flags
 import jax
 
 from fpjax import parallel
-from fpjax.artifact_io import UserInputError
+from fpjax.errors import UserInputError
 
 COORDINATOR_ADDRESS = flags.DEFINE_string(
     "coordinator_address", None,

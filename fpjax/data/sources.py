@@ -18,7 +18,7 @@ Bad files are a `BadInputError` (a ValueError) naming the file: unreadable, trun
 zero-byte files, images larger than Pillow's decompression-bomb limit
 (`PIL.Image.MAX_IMAGE_PIXELS`), float images, symlinks pointing outside `root` or into another
 model's folder, and files in `root/<model>/` that are not regular image files. Given a
-`bad_inputs` list (fpjax.artifact_io.BadInputs, policy 'skip'), the listing and
+`bad_inputs` list (fpjax.BadInputs, policy 'skip'), the listing and
 `load_image_folder` record such a file and go on without it; `ImageFolderSource[i]` never raises
 for one but returns it as data ('error': the reason) for the pipeline's caller to skip or stop.
 A folder that is unusable as a whole (model folder names with '..' or a path separator, an empty
@@ -34,8 +34,8 @@ from typing import Any, Sequence
 from absl import logging
 import numpy as np
 
-from fpjax.artifact_io import BadInputError
-from fpjax.artifact_io import UserInputError
+from fpjax.errors import BadInputError, UserInputError
+from fpjax.data.bad_inputs import BadInputs
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
@@ -246,7 +246,7 @@ def load_image_folder(root: str, *, image_size: int | Sequence[int] | None = Non
     image_size: None (all images must share one size) or int / (H, W) to resize every image to.
     channels: None (1 if all grey else 3), 1 or 3.
     num_threads: Pillow decoding threads (default: min(32, cpu_count + 4)).
-    bad_inputs: a fpjax.artifact_io.BadInputs: bad files are recorded there (as `stage`) and
+    bad_inputs: a fpjax.BadInputs: bad files are recorded there (as `stage`) and
       left out when it says to skip; None: the first bad file is a BadInputError.
   """
   if channels not in (None, 1, 3):

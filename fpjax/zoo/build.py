@@ -36,7 +36,8 @@ import numpy as np
 from PIL import Image
 import tqdm
 
-from fpjax import artifact_io
+from fpjax.errors import UserInputError
+from fpjax import fileio
 from fpjax.data import load_image_folder, load_real
 from fpjax.data.sources import ImageSet
 from fpjax.zoo import quality as quality_lib
@@ -88,7 +89,7 @@ def _check_config(path: str, config: dict) -> dict | None:
   with open(path, encoding='utf-8') as f:
     held = json.load(f)
   if {k: held.get(k) for k in config} != config:
-    raise artifact_io.UserInputError(
+    raise UserInputError(
         f'{path} holds a zoo built with {({k: held.get(k) for k in config})}, not {config}; '
         'use another workdir.')
   return held
@@ -162,14 +163,14 @@ class _ZooBuild:
 
   def __init__(self, spec: ZooSpec):
     if spec.preset not in recipes_lib.PRESETS:
-      raise artifact_io.UserInputError(
+      raise UserInputError(
           f'unknown preset {spec.preset!r}; expected one of {sorted(recipes_lib.PRESETS)}.')
     self.spec = spec
     self.preset = p = recipes_lib.PRESETS[spec.preset]
     self.data = load_real(spec.real)
     self.n = n = p.num_samples if spec.num_samples is None else int(spec.num_samples)
     if n < 1:
-      raise artifact_io.UserInputError(f'num_samples must be >= 1, got {n}.')
+      raise UserInputError(f'num_samples must be >= 1, got {n}.')
     self.config = _config(p, spec.real, spec.seed, n, self.data.image_shape)
     self.zoo_path = os.path.join(spec.workdir, ZOO_JSON)
     self.zoo = _check_config(self.zoo_path, self.config)
@@ -189,13 +190,13 @@ class _ZooBuild:
     spec, p = self.spec, self.preset
     if not os.path.exists(self._build_path):
       os.makedirs(spec.workdir, exist_ok=True)
-      artifact_io.save_json(self._build_path, self.config, sort_keys=False)
+      fileio.save_json(self._build_path, self.config, sort_keys=False)
     for sub in ('models', 'grids', 'images'):
       os.makedirs(os.path.join(spec.workdir, sub), exist_ok=True)
     for r in self.recipes:
       entry_path = os.path.join(spec.workdir, 'models', f'{r.name}.json')
       if os.path.exists(entry_path):
-        entry = artifact_io.load_json(entry_path)
+        entry = fileio.load_json(entry_path)
         if entry.get('config') == self.config:
           self.entries[r.name] = entry
     # One job per trained network: its donor first, then the recipes sampling it. Longest first
@@ -240,7 +241,7 @@ class _ZooBuild:
                'final_loss': res['final_loss'], 'num_samples': self.n,
                'quality': self.reference(samples), 'config': self.config,
                'train_seconds': res['train_seconds'], 'sample_seconds': res['sample_seconds']}
-      artifact_io.save_json(os.path.join(workdir, 'models', f'{r.name}.json'), entry,
+      fileio.save_json(os.path.join(workdir, 'models', f'{r.name}.json'), entry,
                             sort_keys=False)
       self.entries[r.name] = entry
       q = entry['quality']
@@ -262,7 +263,7 @@ class _ZooBuild:
       e.pop('config')
       models.append(e)
     self.zoo = {**self.config, 'reference': self.reference.summary, 'models': models}
-    artifact_io.save_json(self.zoo_path, self.zoo, sort_keys=False)
+    fileio.save_json(self.zoo_path, self.zoo, sort_keys=False)
     logging.info('build_zoo: %d models, complete %.1fs after the build started (%d workers) '
                  '-> %s', len(models), time.time() - t_start, workers, self.zoo_path)
     return self.zoo
@@ -284,13 +285,13 @@ class ZooBuilds:
     dirs = [os.path.abspath(s.workdir) for s in specs]
     twice = sorted({d for d in dirs if dirs.count(d) > 1})
     if twice:
-      raise artifact_io.UserInputError(
+      raise UserInputError(
           f'build_zoos: two zoos in one workdir {twice[0]}; a workdir holds one zoo.')
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
-      raise artifact_io.UserInputError(f'workers must be >= 1, got {workers}.')
+      raise UserInputError(f'workers must be >= 1, got {workers}.')
     if workers > 1 and jax.default_backend() != 'cpu':
-      raise artifact_io.UserInputError(
+      raise UserInputError(
           f'workers={workers}: training in several processes is for the CPU; on '
           f'{jax.default_backend()} one process owns the accelerator (workers=1).')
     for b in self._builds:

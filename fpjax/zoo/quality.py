@@ -43,7 +43,7 @@ import scipy.ndimage
 import scipy.special
 import scipy.optimize
 
-from fpjax import artifact_io
+from fpjax import fileio
 from fpjax.manifold import Manifold
 from fpjax.models import encoders
 from fpjax.models import resnet
@@ -217,12 +217,12 @@ def load_digit_classifier(path: str) -> DigitClassifier:
 def _cached(path: str, config: dict, train, save, load):
   """load(path) if `path` holds what `config` describes, else train(), save atomically, load."""
   stamp = os.path.join(path, 'zoo_config.json')
-  if os.path.exists(stamp) and artifact_io.load_json(stamp) == config:
+  if os.path.exists(stamp) and fileio.load_json(stamp) == config:
     return load(path)
   tmp = path + '.tmp'
   shutil.rmtree(tmp, ignore_errors=True)
   save(train(), tmp)
-  artifact_io.save_json(os.path.join(tmp, 'zoo_config.json'), config)
+  fileio.save_json(os.path.join(tmp, 'zoo_config.json'), config)
   shutil.rmtree(path, ignore_errors=True)
   os.replace(tmp, path)
   return load(path)  # the same numbers whether this build trained it or a previous one did

@@ -15,7 +15,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fpjax import aot
-from fpjax import autotune
+from fpjax.knn import autotune
 from fpjax import manifold
 from fpjax import parallel
 

@@ -29,7 +29,7 @@ when the program is lowered, so one jitted function lowers for CPU, CUDA and TPU
 - CPU: only Pallas's interpret mode (`interpret=True`, tests); the compiled CPU program is the
   XLA scan.
 Which configurations compile for a target is checked ahead of time (tests/aot, without a GPU
-or TPU) and, on a device, by the autotuner before it times anything (fpjax.autotune).
+or TPU) and, on a device, by the autotuner before it times anything (fpjax.knn.autotune).
 """
 from __future__ import annotations
 

@@ -42,8 +42,8 @@ import jax
 class Config:
   """One configuration of the candidate search.
 
-  variant: 'xla' (lax.scan over bank tiles), 'pallas' (fpjax.pallas_search, fused) or
-    'mosaic_gpu' (the XLA scan with its group minima from fpjax.mosaic_gpu_search: Hopper).
+  variant: 'xla' (lax.scan over bank tiles), 'pallas' (fpjax.knn.pallas_fused, fused) or
+    'mosaic_gpu' (the XLA scan with its group minima from fpjax.knn.mosaic_gpu: Hopper).
   tile: bank rows per scan step ('xla', 'mosaic_gpu') or per grid step ('pallas'); divides
     the slice.
   block_q: queries per grid step ('pallas', 'mosaic_gpu'); 0 for 'xla'.
@@ -97,7 +97,7 @@ PALLAS_BLOCKS = {
 # asked for 27.0 MiB, 1,024 x 256 for 16.6 MiB (inputs 15.0), 1,024 x 128 compiled (13.5).
 TPU_VMEM_BLOCK_BYTES = 14 << 20
 # Hopper (compute capability >= 9): the Mosaic GPU group-minima kernel
-# (fpjax.mosaic_gpu_search) inside the XLA scan, at bank tiles of these many rows (a tile is
+# (fpjax.knn.mosaic_gpu) inside the XLA scan, at bank tiles of these many rows (a tile is
 # one kernel launch: (queries / 64) x (tile / 1,024) thread blocks on 132 SMs).
 MOSAIC_GPU_TILES = (16384, 65536)
 

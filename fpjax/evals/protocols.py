@@ -2,7 +2,7 @@
 
 Every function here computes and returns plain rows (`report.make_row`); writing files is
 `report.py`'s job. ManiFPT features are never computed here: they are read from the artifact
-stores that `fpjax.fingerprinting.compute_artifacts` writes (`artifact_store` runs it first when
+stores that `fpjax.artifact_job.compute_artifacts` writes (`artifact_store` runs it first when
 a store is missing), so the tables stream over the same artifacts as the binary of that name and
 never hold all images or all artifacts in RAM. Features reach the classifiers as lazy row views
 (`RowSubset`), read in slices. One store per space holds one artifact array per estimator key:
@@ -59,10 +59,13 @@ from absl import logging
 import numpy as np
 
 from fpjax import progress
-from fpjax.artifact_io import UserInputError
+from fpjax.errors import UserInputError
+from fpjax.data.bad_inputs import BadInputs
+from fpjax import fileio
+from fpjax import store as store_lib
 from fpjax import spaces as spaces_lib
-from fpjax.analysis import metrics
-from fpjax.analysis.report import is_baseline, is_control, make_row, row_label
+from fpjax.evals import metrics
+from fpjax.report import is_baseline, is_control, make_row, row_label
 from fpjax.estimators import CONTROL  # the control estimator: the classifier on φ(x) itself
 from fpjax.models.training import iter_slices
 
@@ -248,20 +251,19 @@ class GMData:
 def load_gm(gm: str, real: str | None = None, *, name: str | None = None) -> GMData:
   """Opens a zoo workdir (has zoo.json) or an image-folder root `root/<model>/*.png`.
 
-  `real` is any real source of `fingerprinting.load_bank_images` (embedded name,
+  `real` is any real source of `artifact_job.load_bank_images` (embedded name,
   'tfds:<name>[:<split>]', a .npy/.npz, an image folder); for a zoo it defaults to the zoo's
   own real dataset, and a different one is an error (artifacts would be measured against the
   wrong manifold). The generated images are listed, not read.
   """
-  from fpjax import artifact_io
-  from fpjax import fingerprinting
+  from fpjax import artifact_job
   if not isinstance(gm, str) or not os.path.isdir(gm):
     raise UserInputError(f'--gm {gm!r}: not a directory (expected a zoo workdir or an '
                          'image-folder root)')
   tags = None
   zoo_json = os.path.join(gm, 'zoo.json')
   if os.path.exists(zoo_json):
-    meta = artifact_io.load_json(zoo_json)
+    meta = fileio.load_json(zoo_json)
     tags = {m['name']: dict(m['tags']) for m in meta['models']}
     if real is not None and real != meta['real']:
       raise UserInputError(f'{zoo_json}: the zoo was trained on real {meta["real"]!r}, '
@@ -272,11 +274,11 @@ def load_gm(gm: str, real: str | None = None, *, name: str | None = None) -> GMD
     if real is None:
       raise UserInputError(f'{gm} has no zoo.json: give the real dataset (--real) it imitates')
     name = name or os.path.basename(os.path.normpath(gm))
-  bank = fingerprinting.load_bank_images(real)
+  bank = artifact_job.load_bank_images(real)
   # Files the listing refuses (names, symlinks out of the folder) are left out quietly here:
   # the artifact job lists them in its bad_inputs.jsonl (or stops, under --on_bad_input=fail).
-  quiet = artifact_io.BadInputs(gm, 'skip', write=False, echo=False)
-  source = fingerprinting.open_generated(gm, bank.shape[1:], quiet)
+  quiet = BadInputs(gm, 'skip', write=False, echo=False)
+  source = artifact_job.open_generated(gm, bank.shape[1:], quiet)
   return GMData(name, os.path.abspath(gm), real, list(source.class_names), source,
                 tuple(bank.shape[1:]), len(bank), tags)
 
@@ -287,9 +289,8 @@ def real_training_set(real: str):
   Labels: the embedded sets' digits, a TFDS dataset's 'label', a .npz's 'labels' entry, an
   image folder's class folders (when there are at least two); a .npy has none.
   """
-  from fpjax import artifact_io
   from fpjax import data as data_lib
-  from fpjax import fingerprinting
+  from fpjax import artifact_job
   if real in data_lib.REAL_NAMES:
     r = data_lib.load_real(real)
     return r.train_images, r.train_labels
@@ -298,13 +299,13 @@ def real_training_set(real: str):
     images, labels = data_lib.load_tfds(name, split or 'train')
     return images, labels if len(np.unique(labels)) > 1 else None
   if real.endswith('.npz'):
-    arrays = artifact_io.load_array(real)
+    arrays = fileio.load_array(real)
     labels = arrays.get('labels')
-    return fingerprinting.load_bank_images(real), None if labels is None else np.asarray(labels)
+    return artifact_job.load_bank_images(real), None if labels is None else np.asarray(labels)
   if os.path.isdir(real):
     s = data_lib.load_image_folder(real)
     return s.images, s.labels if len(s.class_names) > 1 else None
-  return fingerprinting.load_bank_images(real), None
+  return artifact_job.load_bank_images(real), None
 
 
 # ----------------------------------------------------------------------------- spaces, stores
@@ -330,7 +331,7 @@ def make_encoders(names, real: str, *, workdir: str, encoder_steps: dict | None 
   this function would train (the demo saves that training, about 35 s on 2 CPU cores).
   """
   import jax
-  from fpjax import fingerprinting
+  from fpjax import artifact_job
   from fpjax.models import encoders
   out, data = {}, None
   for n in names:
@@ -353,7 +354,7 @@ def make_encoders(names, real: str, *, workdir: str, encoder_steps: dict | None 
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(same, tmp)
         os.replace(tmp, path)
-      fingerprinting.barrier(f'encoder {path}')
+      artifact_job.barrier(f'encoder {path}')
       logging.info('encoder %s: copied the zoo reference\'s %s', n, same)
       out[n] = path
       continue
@@ -371,7 +372,7 @@ def make_encoders(names, real: str, *, workdir: str, encoder_steps: dict | None 
                  time.time() - t0)
     if jax.process_index() == 0:
       enc.save(path)
-    fingerprinting.barrier(f'encoder {path}')  # process 0 has written what the others read
+    artifact_job.barrier(f'encoder {path}')  # process 0 has written what the others read
     out[n] = path
   return out
 
@@ -380,7 +381,6 @@ def _zoo_reference_encoder(reference: str | None, kind: str, real: str, steps: i
                            seed: int) -> str | None:
   """The zoo reference's encoder folder of this kind when it is the encoder make_encoders would
   train (same real source, steps and seed; fpjax.zoo.quality stamps them), else None."""
-  from fpjax import artifact_io
   from fpjax.models import encoders
   if not reference:
     return None
@@ -390,7 +390,7 @@ def _zoo_reference_encoder(reference: str | None, kind: str, real: str, steps: i
     return None
   if steps is None:
     steps = encoders.PRESETS['quick'][f'{kind}_steps']
-  return folder if artifact_io.load_json(stamp) == {'real': real, 'seed': seed,
+  return folder if fileio.load_json(stamp) == {'real': real, 'seed': seed,
                                                     'steps': steps} else None
 
 
@@ -415,20 +415,19 @@ def store_dir(workdir: str, gm: GMData, space: str, encoder: str | None = None,
 def artifact_store(gm: GMData, space: str, workdir: str, *, encoder: str | None = None,
                    names=('nn',), artifact_kwargs: dict | None = None):
   """The complete artifact store of (gm, gm.real, space) holding every key of
-  `estimator_keys(names)`: `fingerprinting.compute_artifacts` runs first (it returns at once for
+  `estimator_keys(names)`: `artifact_job.compute_artifacts` runs first (it returns at once for
   a complete store of the same configuration, resumes a partial one and refuses one of another
   configuration)."""
-  from fpjax import artifact_io
-  from fpjax import fingerprinting
+  from fpjax import artifact_job
   d = store_dir(workdir, gm, space, encoder, names)
   kwargs = dict(artifact_kwargs or {})
   if encoder is not None:
     kwargs['encoder'] = encoder
   t0 = time.time()
-  fresh = not artifact_io.is_complete(d)
-  fingerprinting.compute_artifacts(gm.real, gm.path, d, space=space,
+  fresh = not store_lib.is_complete(d)
+  artifact_job.compute_artifacts(gm.real, gm.path, d, space=space,
                                    estimators=estimator_keys(names), **kwargs)
-  store = artifact_io.ArtifactStore.open(d)
+  store = store_lib.ArtifactStore.open(d)
   logging.info('artifacts of %s in %s: %s store %s (%d rows, estimators %s) in %.1fs', gm.name,
                space, 'computed' if fresh else 'reused', d, store.num_rows,
                ','.join(store.estimators), time.time() - t0)

@@ -12,10 +12,11 @@ import time
 from absl import logging
 import numpy as np
 
-from fpjax.analysis import metrics
-from fpjax.analysis import protocols
-from fpjax.artifact_io import UserInputError
-from fpjax.analysis import report as report_lib
+from fpjax.evals import metrics
+from fpjax.evals import protocols
+from fpjax.errors import UserInputError
+from fpjax import fileio
+from fpjax import report as report_lib
 
 # The demo's sizing (issue 10): everything after the zoos is meant to take at most 4.5 minutes
 # on 2 quiet CPU cores (timings in the README). Measured in process CPU seconds (2 cores shared
@@ -133,7 +134,7 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
   written by `fpjax.compute_artifacts` in WORKDIR/artifacts/<gm name>/<space>/<estimators> and
   computed first when missing (a complete store is reused, a partial one resumed); every table
   streams over the stores, so neither all images nor all artifacts are ever in RAM. The
-  protocol (splits, inner-validation selection, intervals) is in `fpjax.analysis.protocols`.
+  protocol (splits, inner-validation selection, intervals) is in `fpjax.evals.protocols`.
 
   Args:
     gm: zoo workdir (has zoo.json), image-folder root `root/<model>/*.png`, or a GMData.
@@ -338,7 +339,6 @@ def evaluate(gm, real=None, workdir: str = '/tmp/fpjax_eval', *, spaces=protocol
 def _figures(feats, t1, fig_dir, max_rows: int, seed: int) -> dict:
   """Figures of split 0: confusion matrices (the probe on each space's first estimator, the
   best baseline), the embedding of the validation artifacts, mean artifacts and spectra."""
-  from fpjax import artifact_io
   files = {}
   names = feats.gm.class_names
   k = len(names)
@@ -371,7 +371,7 @@ def _figures(feats, t1, fig_dir, max_rows: int, seed: int) -> dict:
       continue
     # The store's FingerprintStats of its first estimator, streamed over every row when the
     # store was written.
-    st = artifact_io.load_array(store.stats_path)
+    st = fileio.load_array(store.stats_path)
     files[f'mean_artifact_{s}'] = report_lib.plot_mean_artifacts(
         os.path.join(fig_dir, f'mean_artifact_{s}.png'), st, names,
         f'mean {s.upper()} {store.estimators[0]} artifact per model')

@@ -36,7 +36,7 @@ import os
 
 import numpy as np
 
-from fpjax import artifact_io
+from fpjax import fileio
 from fpjax.estimators import CONTROL  # the control rows' estimator: the classifier on φ(x)
 
 
@@ -108,7 +108,7 @@ def write_json(path: str, rows, config: dict | None = None, timings: dict | None
     missing = set(ROW_FIELDS) - set(r)
     if missing:
       raise ValueError(f'tables.json row {i} lacks fields {sorted(missing)}')
-  artifact_io.save_json(path, obj, sort_keys=False)
+  fileio.save_json(path, obj, sort_keys=False)
   return obj
 
 
@@ -766,7 +766,7 @@ def report_markdown(rows, gm, config: dict, timings: dict, files: dict, workdir:
             f'{config.get("artifact_stores", "")}; `input` rows use φ(x) itself. SL/SSL '
             'encoders are trained on the real images (no pretrained weights).',
             '- Intervals: ' + str(config.get('diff') or 'paired bootstrap 95 % percentile '
-                                  'intervals (`fpjax.analysis.metrics.paired_bootstrap`)')
+                                  'intervals (`fpjax.evals.metrics.paired_bootstrap`)')
             + '; each split\'s validation images are resampled with replacement, the same '
             'images for both rows; significant = the interval excludes 0.',
             '- FDR: trace(S_B)/trace(S_W) (`fpjax.stats.fdr_from_moments`) of the validation '

@@ -20,7 +20,7 @@ same model deterministically and they save it together; a resumed run loads it, 
 
 The job is three steps around the batch loop: `_restore` (open or resume the work directory),
 `_checkpoint` (make what is computed durable) and `_write_outputs` (fingerprints, index.json and
-the COMPLETE marker, written last; format in fpjax/artifact_io.py).
+the COMPLETE marker, written last; format in fpjax/store/artifact_store.py).
 
 Resuming: each batch's rows are written to the store as soon as they are projected. Every
 `checkpoint_every` batches (and on SIGTERM, on --on_bad_input=fail, and when a batch fails on a
@@ -59,13 +59,15 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fpjax import artifact_io
+from fpjax.errors import UserInputError
+from fpjax.data.bad_inputs import BadInputs
+from fpjax import fileio
+from fpjax import store as store_lib
 from fpjax import data
 from fpjax import estimators as estimators_lib
 from fpjax import parallel
 from fpjax import progress as progress_lib
 from fpjax import spaces as spaces_lib
-from fpjax.artifact_io import BadInputs, UserInputError
 from fpjax.manifold import Manifold
 from fpjax.stats import FingerprintStats
 
@@ -90,7 +92,7 @@ def load_bank_images(real: str, bad_inputs: BadInputs | None = None) -> np.ndarr
     name, _, split = real[len("tfds:"):].partition(":")
     return data.load_tfds(name, split or "train")[0]
   if real.endswith((".npy", ".npz")):
-    return artifact_io.load_images(real)
+    return fileio.load_images(real)
   if os.path.isdir(real):
     return data.load_image_folder(real, bad_inputs=bad_inputs, stage="real").images
   raise UserInputError(f"--real {real!r}: not one of {list(data.REAL_NAMES)}, 'tfds:<name>', a "
@@ -104,13 +106,13 @@ def open_generated(gm: str, image_shape, bad_inputs: BadInputs | None = None
     raise UserInputError(f"--gm {gm!r}: not a directory (a zoo workdir or an image-folder root).")
   zoo_json = os.path.join(gm, "zoo.json")
   if os.path.isfile(zoo_json):
-    meta = artifact_io.load_json(zoo_json)
+    meta = fileio.load_json(zoo_json)
     try:
-      names = [artifact_io.check_name(m["name"], f"{zoo_json}: model name") for m in meta["models"]]
+      names = [fileio.check_name(m["name"], f"{zoo_json}: model name") for m in meta["models"]]
     except (KeyError, TypeError) as e:
       raise UserInputError(f"{zoo_json}: no 'models' list of {{'name': ...}} entries: {e}") from e
     root = os.path.join(gm, "images")
-    artifact_io.check_inside(root, gm)
+    fileio.check_inside(root, gm)
     return data.ImageFolderSource(root, image_shape, class_names=sorted(names),
                                   bad_inputs=bad_inputs)
   return data.ImageFolderSource(gm, image_shape, bad_inputs=bad_inputs)
@@ -196,7 +198,7 @@ class _Job:
   k: int            # neighbours searched per image (0: no search)
   autoencoder: object | None  # the 'learned' estimator's ManifoldAutoencoder
   pipe: data.Pipeline
-  writer: artifact_io.ArtifactWriter
+  writer: store_lib.ArtifactWriter
   manager: ocp.CheckpointManager
   bad: BadInputs
   other_bad: int  # files skipped before the batch loop (bank folder, listing)
@@ -307,9 +309,9 @@ def _write_outputs(job: _Job, run: _RunState, t0: float) -> dict:
              "bad_inputs": job.other_bad + bad_rows, "seconds": time.perf_counter() - t0}
   if jax.process_index() == 0:
     for key, final in finals.items():
-      artifact_io.save_npz(artifact_io.stats_path(job.workdir, key), **final)
-    artifact_io.save_json(os.path.join(job.workdir, "fingerprint", "summary.json"), summary)
-    artifact_io.write_index(
+      fileio.save_npz(store_lib.stats_path(job.workdir, key), **final)
+    fileio.save_json(os.path.join(job.workdir, "fingerprint", "summary.json"), summary)
+    store_lib.write_index(
         job.workdir, config=job.config, space=job.config["space"], k=job.k,
         estimators=job.keys,
         embedding_shape=job.manifold.embedding_shape, class_names=job.source.class_names,
@@ -317,7 +319,7 @@ def _write_outputs(job: _Job, run: _RunState, t0: float) -> dict:
                                         for f in job.source.files],
         num_bad_rows=bad_rows, chunk_rows=job.pipe.local_batch_size,
         process_count=jax.process_count())
-    artifact_io.save_json(os.path.join(job.workdir, artifact_io.COMPLETE),
+    fileio.save_json(os.path.join(job.workdir, store_lib.COMPLETE),
                           {"rows": len(job.source), "bad_rows": bad_rows, "time": time.time()})
   barrier("compute_artifacts complete")
   if jax.process_index() == 0:
@@ -340,7 +342,7 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   Args:
     real: the real bank (see `load_bank_images`).
     gm: generated images, a zoo workdir or an image-folder root (`open_generated`).
-    workdir: output folder (format in fpjax/artifact_io.py); rerun with it to resume.
+    workdir: output folder (format in fpjax/store/artifact_store.py); rerun with it to resume.
     space: embedding space 'rgb' | 'freq' | 'dct' | 'sl' | 'ssl'.
     encoder: for 'sl'/'ssl', the path of a saved fpjax Encoder (`fpjax.models.load_encoder`).
     estimators: manifold estimators whose artifacts the store holds, in this order: keys
@@ -378,7 +380,7 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   chief = jax.process_index() == 0
   space_arg = resolve_space(space, encoder)
   bad = BadInputs(workdir, on_bad_input, prefix="compute_artifacts")
-  complete = artifact_io.is_complete(workdir)
+  complete = store_lib.is_complete(workdir)
   # Every process reads the bank and lists the folder; process 0 alone reports and records the
   # files they skip (none again for a finished run).
   quiet = BadInputs(workdir, on_bad_input, write=False, echo=False)
@@ -393,12 +395,12 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   if encoder:
     config["encoder"] = os.path.abspath(encoder)
   if complete:
-    done = artifact_io.load_json(os.path.join(workdir, "artifacts", "index.json"))["config"]
+    done = fileio.load_json(os.path.join(workdir, "artifacts", "index.json"))["config"]
     if done != config:
       raise UserInputError(f"{workdir} holds a finished run with another configuration "
                            f"({done}); use another --workdir.")
     logging.info("compute_artifacts: %s is already complete; nothing to do.", workdir)
-    return dict(artifact_io.load_json(os.path.join(workdir, "fingerprint", "summary.json")),
+    return dict(fileio.load_json(os.path.join(workdir, "fingerprint", "summary.json")),
                 workdir=workdir)
   manager = ocp.CheckpointManager(
       os.path.join(workdir, "checkpoints"),
@@ -432,11 +434,11 @@ def compute_artifacts(real: str, gm: str, workdir: str, *, space: str = "rgb",
   pipe = data.make_pipeline(source, batch_size=batch, drop_remainder=False, prefetch=prefetch,
                             num_threads=num_threads)
   if meta is None and chief:
-    artifact_io.ArtifactWriter.create(workdir, len(source), pipe.local_batch_size,
+    store_lib.ArtifactWriter.create(workdir, len(source), pipe.local_batch_size,
                                       manifold.embedding_shape, k, config["estimators"])
   barrier("compute_artifacts store created")  # and the bad-input list trimmed
   job = _Job(workdir, config, source, manifold, ests, k, autoencoder, pipe,
-             artifact_io.ArtifactWriter.open(workdir, k, config["estimators"]), manager, bad,
+             store_lib.ArtifactWriter.open(workdir, k, config["estimators"]), manager, bad,
              other_bad)
   run = _restore(job, meta)
   basis = None
@@ -493,7 +495,7 @@ def _project(job: _Job, run: _RunState, local: dict, basis, distance_max):
   errors = local.get("error")
   bad = valid & (errors != "") if errors is not None else np.zeros_like(valid)
   good = valid & ~bad
-  labels = np.where(good, local["label"], artifact_io.BAD_LABEL).astype(np.int32)
+  labels = np.where(good, local["label"], store_lib.BAD_LABEL).astype(np.int32)
   emb = spaces_lib.embed(local["image"], job.manifold.space, batch_size=4096)
   rows = {}
   neighbours = d2 = None
@@ -530,7 +532,7 @@ def _project(job: _Job, run: _RunState, local: dict, basis, distance_max):
                                       minlength=job.num_models) for n in norms])
   for key, artifact in zip(job.keys, artifacts):
     artifact[~good] = 0.0
-    rows[artifact_io.artifact_field(key)] = artifact
+    rows[store_lib.artifact_field(key)] = artifact
   rows["label"] = labels
   n = int(valid.sum())  # real rows are a prefix of the block: rows[0] .. rows[0] + n - 1
   rows = {f: a[:n] for f, a in rows.items()}

@@ -13,7 +13,7 @@ bank is made (only bn, [rows] f32, is transposed to [GROUP, groups] in XLA). Not
 [q, rows] is ever written; the running top-c merge is left to XLA (lax.top_k) outside:
 ``manifold._scan_tiles`` calls this kernel for each bank tile (autotune variant 'mosaic_gpu').
 
-Why not the fused kernel of fpjax.pallas_search: under Mosaic GPU a pallas_call stages its
+Why not the fused kernel of fpjax.knn.pallas_fused: under Mosaic GPU a pallas_call stages its
 blocks whole in shared memory, and a bank block with its full feature dimension does not fit
 (smem 1.0-2.1 MB asked, 227 KB available, docs/accelerators.md); here the feature dimension is
 pipelined through shared memory instead (64 features a step, 4 steps in flight: 135 KB).
