@@ -18,6 +18,7 @@ setuptools.setup(
         "tensorstore>=0.1.60",  # the artifact store's zarr arrays (also pulled in by orbax)
         "numpy>=1.26",
         "absl-py>=2.1",
+        "ml_collections>=0.1.1",  # configs as data (fpjax/configs), --config flags
         "tensorflow-datasets>=4.9.7",
         "grain>=0.2.10",
         "pillow>=10",

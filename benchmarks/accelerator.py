@@ -1,7 +1,7 @@
 r"""Issue 9's targets on one accelerator, in one command (at most ~8 minutes on one GPU).
 
 Parts (--parts, default all):
-  tests  the kernel-touching tests (pytest: test_manifold, test_pallas_search, test_stats,
+  tests  the kernel-touching tests (pytest: test_manifold, test_knn_pallas_fused, test_stats,
          test_precision if present, test_multidevice), pass/fail and wall time;
   knn    certified k-NN at the issue's sizes: fpjax exact and fast against PyTorch brute
          force (float32 and bfloat16 matmul + argmin; when torch is importable), 1,024
@@ -47,9 +47,9 @@ SIZES = [("1M x 784 digits", "digits", 1_000_000, 784, 32_768),
 SMALL_SIZES = [("4k x 784 digits", "digits", 4_000, 784, 512),
                ("2k x 3072 digits", "digits", 2_000, 3072, 256),
                ("4k x 784 uniform", "uniform", 4_000, 784, 256)]
-TESTS = ["tests/test_manifold.py", "tests/test_pallas_search.py", "tests/test_mosaic_gpu_search.py",
-         "tests/test_stats.py",
-         "tests/test_precision.py", "tests/test_multidevice.py"]
+TESTS = ["tests/test_manifold.py", "tests/test_knn_pallas_fused.py", "tests/test_knn_mosaic_gpu.py",
+         "tests/test_knn_index.py", "tests/test_stats.py", "tests/test_precision.py",
+         "tests/test_multidevice.py"]
 CHECKED = 1024  # queries of each method checked against float64
 
 

@@ -11,10 +11,10 @@ TPU slice (v5e-8, v6e-8: the bank sharded over the 8 chips, every number per chi
    candidate's block_q), checked against a count by hand here, and its arithmetic intensity
    against the chip's ridge point (peak bf16 flop/s over HBM bytes/s);
 2. XLA's cost model (`compiled.cost_analysis()`) for the XLA-scan program
-   (`manifold.search_program`, `Config('xla', 2048)`). XLA's cost analysis counts a while
+   (`scan.search_program`, `Config('xla', 2048)`). XLA's cost analysis counts a while
    loop's body once, so the scan over bank tiles shows up as one tile step; the table scales
    it: flops and bytes = whole program + (steps - 1) x one step (one step compiled on its own
-   from `manifold._scan_tiles` over a one-tile slice), XLA's time = steps x one step's time
+   from `scan.scan_tiles` over a one-tile slice), XLA's time = steps x one step's time
    (the loop alone). Also printed: one step's bytes by operand, and its top-c merge alone;
 3. the same for a bare bf16 matmul + `lax.top_k(k=1)` per chip (queries x bank slice, f32
    accumulation, the 8 per-chip winners merged);
@@ -56,7 +56,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fpjax import aot
 from fpjax.knn import autotune
-from fpjax import manifold
+from fpjax.knn import scan
 from fpjax.knn import pallas_fused
 from fpjax import parallel
 
@@ -141,7 +141,7 @@ def pallas_configs(backend, n_q, rows):
 
 def kernel_cost(t, cfg, n_q, rows, dim):
   """The kernel's cost estimate at configuration `cfg`, checked against the count by hand."""
-  c = min(max(manifold.CANDIDATE_GROUPS, 2 * K), rows // manifold.GROUP)
+  c = min(max(scan.CANDIDATE_GROUPS, 2 * K), rows // scan.GROUP)
   # On NVIDIA the kernel pads D with zeros to a multiple of dim_block, and its cost estimate
   # (made after the padding) counts the padded D; on TPU it takes D whole.
   kdim = dim if cfg.dim_block is None else -(-dim // cfg.dim_block) * cfg.dim_block
@@ -175,10 +175,10 @@ def bare_program(mesh):
 
 
 def step_program(mesh, c):
-  """One step of the XLA scan: `manifold._scan_tiles` over a one-tile slice per chip."""
+  """One step of the XLA scan: `scan.scan_tiles` over a one-tile slice per chip."""
   def body(qc, qs, bank, mu, bn):
-    return manifold._scan_tiles(qc, qs, bank, mu, bn, tile=TILE, c=c,  # pylint: disable=protected-access
-                                search_dtype=jnp.bfloat16, precision=None)
+    return scan.scan_tiles(qc, qs, bank, mu, bn, tile=TILE, c=c,
+                           search_dtype=jnp.bfloat16, precision=None)
   return jax.jit(jax.shard_map(
       body, mesh=mesh,
       in_specs=(P(parallel.DATA, None), P(parallel.DATA, None), P(parallel.BANK, None), P(),
@@ -286,7 +286,7 @@ def bench(target, dim, bank_rows, n_q, log):
   # The Pallas program at the first candidate; if it does not compile, the next ones in the
   # autotuner's order (it drops those that do not compile) until one does.
   for i, cfg in enumerate(configs):
-    fn = manifold.search_program(mesh, k=K, config=cfg, search_dtype=jnp.bfloat16)
+    fn = scan.search_program(mesh, k=K, config=cfg, search_dtype=jnp.bfloat16)
     compiled = _compile(log, f"Pallas program {_cfg(cfg)}", target, mesh, fn, *args)
     if compiled is None:
       out.setdefault("pallas_not_compiled", []).append(_cfg(cfg))
@@ -305,10 +305,10 @@ def bench(target, dim, bank_rows, n_q, log):
     return out
 
   # 2. The XLA scan: whole program (loop body counted once) and one step on its own.
-  fn = manifold.search_program(mesh, k=K, config=autotune.Config("xla", TILE),
-                               search_dtype=jnp.bfloat16)
+  fn = scan.search_program(mesh, k=K, config=autotune.Config("xla", TILE),
+                           search_dtype=jnp.bfloat16)
   compiled = _compile(log, "XLA-scan program", target, mesh, fn, *args)
-  c = min(max(manifold.CANDIDATE_GROUPS, 2 * K), rows // manifold.GROUP)
+  c = min(max(scan.CANDIDATE_GROUPS, 2 * K), rows // scan.GROUP)
   step = _compile(log, "one XLA-scan step", target, mesh, step_program(mesh, c),
                   sds(mesh, (n_q, dim), P(parallel.DATA, None)),
                   sds(mesh, (n_q, dim), P(parallel.DATA, None), jnp.bfloat16),
@@ -334,9 +334,9 @@ def bench(target, dim, bank_rows, n_q, log):
       out["xla_scan"] = dict(s, steps=steps)
     # The step's running top-c merge alone (XLA lowers it to a sort of [q, c + groups]): its
     # share of a step in XLA's model.
-    merge = _compile(log, f"one step's top_k({c} of {c + TILE // manifold.GROUP})", target, mesh,
+    merge = _compile(log, f"one step's top_k({c} of {c + TILE // scan.GROUP})", target, mesh,
                      topk_program(mesh, c),
-                     sds(mesh, (n_q, c + TILE // manifold.GROUP), P(parallel.DATA, None)))
+                     sds(mesh, (n_q, c + TILE // scan.GROUP), P(parallel.DATA, None)))
     if merge is not None:
       out["xla_scan_step_topk"] = summarize(costs(merge), t)
 

@@ -116,7 +116,7 @@ def bench_size(dim, n_bank, n_query, repeats, data="digits"):
     t0 = time.perf_counter()
     manifold = fpjax.Manifold.from_embeddings(bank, **kw)
     jax.block_until_ready(manifold.mean)
-    build = time.perf_counter() - t0  # with the reduced search's build (fpjax.manifold)
+    build = time.perf_counter() - t0  # with the reduced search's build (fpjax.knn.reduced)
     out = {}
 
     def run(manifold=manifold, out=out):

@@ -63,7 +63,7 @@ def main():
     for s in range(0, len(decoded) - b + 1, b):
       t = time.perf_counter()
       p = manifold.project(decoded[s:s + b], batch_size=b)
-      np.asarray(p.artifact), np.asarray(p.distance), np.asarray(p.index)
+      np.asarray(p.artifact), np.asarray(p.sq_distance), np.asarray(p.index)
       times.append(time.perf_counter() - t)
     kernel_rates.append(b / statistics.median(times[1:]))
 

@@ -5,7 +5,7 @@ alternating the two (full first on even repeats, reduced first on odd ones), on 
 banks of benchmarks/knn.py, it times:
 
   build   the constructor (`Manifold.from_embeddings`): the full-space build places the bank;
-          the reduced one also runs the randomized SVD and reduces the bank (fpjax.manifold).
+          the reduced one also runs the randomized SVD and reduces the bank (fpjax.knn.reduced).
   ready   build + compiling the search kernel of the first call (default query batch), which
           both searches need before their first answer: the like-for-like comparison.
   cold    every compilation cache emptied before each build (`jax.clear_caches()`); warm: not.
@@ -37,7 +37,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import fpjax
-from fpjax import manifold as manifold_lib
+from fpjax.knn import reduced as reduced_lib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from knn import digits_like  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -68,7 +68,7 @@ def build_once(bank, reduced, cold):
   """(build, ready) as (wall, cpu) pairs, and the manifold."""
   if cold:
     jax.clear_caches()
-    manifold_lib._reduce_fn.cache_clear()  # pylint: disable=protected-access
+    reduced_lib.reduce_fn.cache_clear()
   start = _clock()
   m = fpjax.Manifold.from_embeddings(bank, search_dim="auto" if reduced else None)
   jax.block_until_ready(m.mean)
@@ -80,7 +80,7 @@ def build_once(bank, reduced, cold):
   args = (q, m.bank, m.mean, np.int32(0), np.int32(m.size))
   if reduced:
     args += (m.placement.search_rows + m._reduced,)
-  m._search_fn(manifold_lib.PRECISIONS[m.precision], reduced).lower(*args).compile()
+  m._search_fn(jnp.bfloat16, reduced, k=1).lower(*args).compile()
   return build, _since(start), m
 
 
@@ -96,7 +96,7 @@ def search_speed(bank, queries):
       m = ms[kind]
       m.stats = dict.fromkeys(m.stats, 0)
       start = _clock()
-      index, _ = m.search(queries)
+      _, index = m.search(queries, 1)
       answers[kind] = np.asarray(index)
       if i:  # the first call compiles the fallback stages
         times[kind].append(_since(start))

@@ -16,14 +16,20 @@ runs: compilation, checkpoints and set-up are the same in both runs and cancel.
 Prints a table and one JSON line.
 """
 import argparse
-import dataclasses
 import json
 import os
 import statistics
 import tempfile
 import time
 
+from absl import logging
+import jax
 import numpy as np
+
+from fpjax.attribution import Attributor, LinearProbe
+from fpjax.data import load_real
+from fpjax.models import train_encoder, training
+from fpjax.zoo import recipes, train
 
 
 def _median_time(fn, repeats):
@@ -42,29 +48,13 @@ def per_step(run, short, long, repeats):
   return max(t_long - t_short, 0.0) / (long - short)
 
 
-def main():
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--scan_steps", type=int, default=None,
-                      help="steps per dispatch of the scanned path (default: fpjax's accelerator value)")
-  parser.add_argument("--only", default="", help="comma-separated subset of the workloads")
-  parser.add_argument("--tiny", action="store_true", help="tiny sizes (a smoke test)")
-  args = parser.parse_args()
-
-  import jax
-  from absl import logging
-  from fpjax.attribution import Attributor, LinearProbe
-  from fpjax.data import load_real
-  from fpjax.models import train_encoder, training
-  from fpjax.zoo import recipes, train
-  logging.set_verbosity(logging.WARNING)
-
-  scan = args.scan_steps or training.ACCELERATOR_STEPS_PER_DISPATCH
-  real = load_real("digits" if args.tiny else "mnist5k")
+def _workloads(tiny: bool) -> dict:
+  """name -> (run(n, S), short n, long n, steps per unit of n)."""
+  real = load_real("digits" if tiny else "mnist5k")
   imgs, labels = real.train_images, real.train_labels
   rng = np.random.default_rng(0)
   tmp = tempfile.mkdtemp(prefix="fpjax-bench-loops-")
-  short, long = (4, 12) if args.tiny else (20, 120)
+  short, long = (4, 12) if tiny else (20, 120)
   quick = recipes.PRESETS["quick"]
 
   def zoo_train(name):
@@ -72,14 +62,14 @@ def main():
 
     def run(n, S):
       # The loop under test only: no GAN decoder pretraining (its VAE steps time like a VAE's).
-      p = dataclasses.replace(quick, steps={r.family: n}, chunk=n, gan_pretrain_steps=0)
+      p = recipes.replace_preset(quick, steps={r.family: n}, chunk=n, gan_pretrain_steps=0)
       train.train(r, p, imgs, 0, os.path.join(tmp, f"{name}-{S}-{n}-{time.time_ns()}"),
                   per_dispatch=S, real_labels=labels)
     return run
 
   def zoo_sample(n, S):
     r = next(x for x in recipes.DEFAULT_ZOO if x.name == "ddpm_nearest_gn_silu_ancestral")
-    p = dataclasses.replace(quick, ancestral_steps=n)
+    p = recipes.replace_preset(quick, ancestral_steps=n)
     modules = train.build_modules(r, p, imgs.shape[1:], 0, num_classes=10)  # guided, as the zoo
     train.sample(r, p, modules, 100, 1, imgs.shape[1:], per_dispatch=S)
 
@@ -88,7 +78,7 @@ def main():
       train_encoder(kind, imgs, labels, steps=n, seed=0, per_dispatch=S)
     return run
 
-  nfeat = 512 if args.tiny else 4096
+  nfeat = 512 if tiny else 4096
   feats = rng.normal(size=(nfeat, 784)).astype(np.float32)
   fy = rng.integers(0, 8, nfeat)
   art = rng.normal(size=(nfeat // 2, 28, 28, 1)).astype(np.float32)
@@ -102,16 +92,32 @@ def main():
 
   steps_per_epoch_probe = max(1, nfeat // 256)
   steps_per_epoch_att = max(1, (nfeat // 2) // 64)
-  workloads = {
+  return {
       # name: (run(n, S), short n, long n, steps per unit of n)
       "zoo train gan": (zoo_train("gan_tconv_bn_relu_ns"), short, long, 1),
       "zoo train ddpm": (zoo_train("ddpm_nearest_gn_silu_ancestral"), short, long, 1),
       "zoo sample ddpm": (zoo_sample, short // 2, long // 2, 1),
       "encoder sl": (encoder("sl"), short, long, 1),
       "encoder ssl": (encoder("ssl"), short // 2, long // 2, 1),
-      "probe": (probe, 1 if args.tiny else 2, 2 if args.tiny else 22, steps_per_epoch_probe),
-      "attributor": (attributor, 1, 2 if args.tiny else 4, steps_per_epoch_att),
+      "probe": (probe, 1 if tiny else 2, 2 if tiny else 22, steps_per_epoch_probe),
+      "attributor": (attributor, 1, 2 if tiny else 4, steps_per_epoch_att),
   }
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--scan_steps", type=int, default=None,
+                      help="steps per dispatch of the scanned path (default: fpjax's "
+                           "accelerator value)")
+  parser.add_argument("--only", default="", help="comma-separated subset of the workloads")
+  parser.add_argument("--tiny", action="store_true", help="tiny sizes (a smoke test)")
+  args = parser.parse_args()
+
+  logging.set_verbosity(logging.WARNING)
+  scan = args.scan_steps or training.ACCELERATOR_STEPS_PER_DISPATCH
+  workloads = _workloads(args.tiny)
+
   only = [w.strip() for w in args.only.split(",") if w.strip()]
   rows = {}
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s) "

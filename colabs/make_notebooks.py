@@ -72,7 +72,7 @@ print(real.train_images.shape, images.shape, names)'''),
            "the distance and the artifact of every image."),
     ("code", '''manifold = fpjax.Manifold.from_images(real.train_images, space='rgb')
 proj = manifold.project(images)
-artifact, distance = np.asarray(proj.artifact), np.asarray(proj.distance)[:, 0]
+artifact, distance = np.asarray(proj.artifact), np.sqrt(np.asarray(proj.sq_distance)[:, 0])
 for k, name in enumerate(names):
   print(f'{name:12s} mean distance to the manifold {distance[labels == k].mean():.3f}')'''),
     ("code", '''fig, ax = plt.subplots(3, len(names), figsize=(2 * len(names), 6))
@@ -118,7 +118,7 @@ stats = FingerprintStats.init(len(names), manifold.embedding_shape,
                               distance_edges=np.linspace(0, 16, 65))
 for s in range(0, len(images), 128):
   p = manifold.project(images[s:s + 128])
-  stats = stats.update(p.artifact, p.distance, labels[s:s + 128])
+  stats = stats.update(p.artifact, np.sqrt(p.sq_distance), labels[s:s + 128])
 fp = stats.finalize()
 print('count per model', fp['count'], ' FDR', round(float(fp['fdr']), 3))'''),
     ("code", '''fig, ax = plt.subplots(2, len(names), figsize=(2 * len(names), 4))
@@ -150,8 +150,8 @@ AT_SCALE = [
     ("md", "# Your data at scale: image folders, TFDS, a device mesh, several hosts\n"
            "The `compute_artifacts` job streams generated images from disk through a grain "
            "pipeline into the sharded k-NN kernel, checkpoints as it goes (rerun to resume) and "
-           "writes artifacts to a zarr store (each process its own rows) plus per-model fingerprint statistics; "
-           "bad files are listed in `bad_inputs.jsonl` and skipped."),
+           "writes artifacts to a zarr store (each process its own rows) plus per-model "
+           "fingerprint statistics; bad files are listed in `bad_inputs.jsonl` and skipped."),
     ("code", INSTALL),
     ("code", TOY_MODELS + '''
 import json, tempfile
@@ -175,7 +175,8 @@ print(sorted(os.listdir(gm)))'''),
 print(mesh.shape, jax.devices())
 bank_on_mesh = fpjax.Manifold.from_images(real.train_images, 'rgb', mesh=mesh)'''),
     ("md", "## 3. The streaming, resumable job\nSame as `python -m fpjax.bin.compute_artifacts "
-           "--real=digits --gm=GM --workdir=OUT`. Interrupt it and run it again: it resumes."),
+           "--workdir=OUT --config.gm=GM --config.real=digits` (the keys: "
+           "`fpjax/configs/compute_artifacts.py`). Interrupt it and run it again: it resumes."),
     ("code", '''out = os.path.join(root, 'out')
 summary = artifact_job.compute_artifacts('digits' if SMALL else 'mnist5k', gm, out,
                                            batch_size=64, checkpoint_every=2, log_every_s=1)
@@ -190,20 +191,22 @@ print(open(os.path.join(out, 'metrics.jsonl')).readline())'''),
     ("md", "## 4. Several hosts\nEvery process runs the same command with its own `--process_id` "
            "(on Cloud TPU / SLURM the three flags can be left out: JAX detects the cluster). Each "
            "process reads its own share of the images and writes its own rows of the store.\n```\n"
-           "python -m fpjax.bin.compute_artifacts --real=mnist5k --gm=GM --workdir=OUT \\\n"
+           "python -m fpjax.bin.compute_artifacts --workdir=OUT --config.gm=GM \\\n"
            "  --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0   # on host 0\n"
-           "python -m fpjax.bin.compute_artifacts --real=mnist5k --gm=GM --workdir=OUT \\\n"
+           "python -m fpjax.bin.compute_artifacts --workdir=OUT --config.gm=GM \\\n"
            "  --coordinator_address=HOST0:1234 --num_processes=2 --process_id=1   # on host 1\n"
            "```\nThe work directory must be on storage every host sees."),
     ("md", "## 5. Evaluate: manifold estimators, input controls, intervals\n"
            "`fpjax.bin.evaluate` computes (or reuses) one store per space holding every "
            "estimator's candidates and the input control (φ(x) itself), then Tables 1-3, the "
-           "open set and paired-bootstrap intervals over `--splits` train/validation splits; each "
+           "open set and paired-bootstrap intervals over `splits` train/validation splits; each "
            "split chooses the estimator's hyperparameters and the probe's l2 and epochs on an "
            "inner split of its own training part.\n```\n"
-           "python -m fpjax.bin.evaluate --gm=GM --real=mnist5k --workdir=EVAL \\\n"
-           "  --estimators=all --splits=3 --baselines=all\n"
-           "```\n`EVAL/tables.json` holds one row per space × estimator × classifier (the "
+           "python -m fpjax.bin.evaluate --workdir=EVAL --config.gm=GM --config.real=mnist5k \\\n"
+           "  --config.estimators=all --config.splits=3 --config.baselines=all\n"
+           "```\nor, from Python, `fpjax.evals.evaluate({'gm': GM, 'estimators': 'all'}, EVAL)` "
+           "(the keys and their defaults: `fpjax/configs/evaluate.py`). `EVAL/tables.json` "
+           "holds one row per space × estimator × classifier (the "
            "`estimator` field; `input` for the controls), the choices per split "
            "(`estimator_params`, `probe_l2`) and the `diff` rows with their 95 % intervals."),
 ]

@@ -10,6 +10,7 @@ before without everyone paying for scikit-learn, grain, flax, optax and orbax at
 """
 import importlib
 
+from fpjax import knn
 from fpjax import parallel
 from fpjax import stats
 from fpjax.manifold import Manifold, Projection
@@ -28,7 +29,6 @@ _LAZY = {
     "errors": ("fpjax.errors", None),
     "fileio": ("fpjax.fileio", None),
     "store": ("fpjax.store", None),
-    "knn": ("fpjax.knn", None),
     "artifact_job": ("fpjax.artifact_job", None),
     "estimators": ("fpjax.estimators", None),
     "progress": ("fpjax.progress", None),
@@ -47,7 +47,7 @@ _LAZY = {
 }
 
 __all__ = ["Manifold", "Projection", "SPACES", "as_float_images", "embed", "FingerprintStats",
-           "fisher_discriminant_ratio", "parallel", "stats", *_LAZY]
+           "fisher_discriminant_ratio", "knn", "parallel", "stats", *_LAZY]
 
 
 # Names of the layout before the redesign (0.1): refused with what to use instead.

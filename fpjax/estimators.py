@@ -23,16 +23,24 @@ one sharded k-NN search returns, or a model of the bank:
              estimated manifold.
   input      (the control, no manifold) p = 0: the artifact is φ(x) itself.
 
-The k-neighbour estimators are jitted functions of (queries [n, D], neighbour rows [n, k, D],
-squared distances [n, k]) in float32, every dot product at lax.Precision.HIGHEST (GPUs default
-to TF32); `Estimator.point` and `artifacts` are the entry points. An `Estimator` is a name with
-its hyperparameters and a `key` ('knn_mean-k10') that names its artifact array in the store;
-`grid(name)` lists the candidates an evaluation chooses from on an inner validation split.
+Distances: every argument named d2 holds SQUARED Euclidean distances (FAISS's convention).
+
+Shapes: `Estimator.point` and `artifacts` (the entry points; `artifacts` is the one call the
+manifold makes) take queries [n, *embedding_shape], rows [n, j, *embedding_shape] (j >= k,
+nearest first) and d2 [n, j], flat or image-shaped alike, and return [n, *embedding_shape]; the
+formulas below (`knn_mean_point`, `local_pca_point(s)`, `kernel_point`) take the flattened
+[n, D], [n, k, D], [n, k]. All are float32, every dot product at lax.Precision.HIGHEST (GPUs
+default to TF32), and traceable under jit, vmap and lax.scan (their checks are on shapes and
+dtypes only). An `Estimator` is a name with its hyperparameters and a `key` ('knn_mean-k10')
+that names its artifact array in the store; `grid(name)` lists the candidates an evaluation
+chooses from on an inner validation split; `parse_estimators` and `resolve` read flag values
+(eager, host).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 
 import jax
@@ -52,17 +60,22 @@ _F32_EPS = 2.0 ** -24
 HIGHEST = lax.Precision.HIGHEST
 # Names whose estimate uses the k nearest bank rows (nn: the nearest one).
 _NEIGHBOUR_NAMES = ("nn", "knn_mean", "local_pca", "kernel")
+# Names that average k >= 2 of them (k required; with k = 1 each would be nn).
+_AVERAGING_NAMES = ("knn_mean", "local_pca", "kernel")
 
 
 @dataclasses.dataclass(frozen=True)
 class Estimator:
   """A manifold estimator (or the control) with its hyperparameters; see the module doc.
 
-  name: one of ESTIMATORS or CONTROL; k: neighbours used (nn: 1; learned, input: unused, 1);
-  m: local_pca's principal directions; bandwidth: kernel's h / d_k.
+  name: one of ESTIMATORS or CONTROL. k: the neighbours it averages, required (>= 2) for
+  knn_mean, local_pca and kernel (with k = 1 each is 'nn'); nn, learned and input take no k
+  (it reads 1). m: local_pca's principal directions (>= 1). bandwidth: kernel's h / d_k (> 0).
+  A frozen, hashable value: usable as a static argument of jax.jit.
+  Raises UserInputError on a missing or invalid hyperparameter.
   """
   name: str
-  k: int = 1
+  k: int | None = None
   m: int | None = None
   bandwidth: float | None = None
 
@@ -72,13 +85,18 @@ class Estimator:
                            f"bandwidth={self.bandwidth}): {why}")
     if self.name not in NAMES:
       raise UserInputError(f"unknown estimator {self.name!r}; expected one of {list(NAMES)}.")
-    if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
-      bad("k must be a positive integer")
-    object.__setattr__(self, "k", int(self.k))
-    if self.name in ("nn", "learned", CONTROL) and self.k != 1:
+    if self.name in _AVERAGING_NAMES:
+      if self.k is None:
+        bad(f"needs k, the number of neighbours (e.g. {grid(self.name)[0].key!r})")
+      if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
+        bad("k must be a positive integer")
+      if self.k == 1:
+        bad("k=1 uses the nearest row only, which is the estimator 'nn': use Estimator('nn')")
+    elif self.k not in (None, 1):
       bad("takes no k")
+    object.__setattr__(self, "k", 1 if self.k is None else int(self.k))
     if self.name == "local_pca":
-      if not isinstance(self.m, (int, np.integer)) or self.m < 1:
+      if not isinstance(self.m, (int, np.integer)) or isinstance(self.m, bool) or self.m < 1:
         bad("local_pca needs m >= 1 principal directions")
       object.__setattr__(self, "m", int(self.m))
     elif self.m is not None:
@@ -127,7 +145,7 @@ class Estimator:
       where = "" if name == key else f" in {key!r}"
       raise UserInputError(f"unknown estimator {name!r}{where}; expected one of "
                            f"{list(NAMES)} (or a key such as 'knn_mean-k10').")
-    if name in ("knn_mean", "local_pca", "kernel") and "k" not in params:
+    if name in _AVERAGING_NAMES and "k" not in params:
       raise UserInputError(f"estimator key {key!r}: {name} needs k (e.g. {grid(name)[0].key!r}).")
     est = cls(name, **params)
     if est.key != key:  # one spelling per estimator: 'knn_mean-k010' is refused
@@ -135,48 +153,118 @@ class Estimator:
     return est
 
   def point(self, queries, rows=None, d2=None, autoencoder=None) -> jax.Array:
-    """The manifold point p [n, D] of queries [n, D] (module doc).
+    """The manifold point p(x) of each query (module doc), float32 [n, *embedding_shape].
 
-    rows [n, j, D] and d2 [n, j] (j >= k): the nearest bank rows and their squared distances,
-    nearest first, for the k-neighbour estimators; autoencoder: the trained
-    `ManifoldAutoencoder` for 'learned'.
+    Traceable (jit, vmap, lax.scan): every check below is on shapes and dtypes.
+
+    Args:
+      queries: floating embeddings φ(x) [n, *embedding_shape] (flat [n, D] or image-shaped
+        [n, H, W, C]; the formulas run on the flattened rows and the shape is restored).
+      rows: floating [n, j, *embedding_shape], j >= k: each query's nearest bank rows, nearest
+        first (nn, knn_mean, local_pca, kernel).
+      d2: [n, j] the SQUARED Euclidean distances to those rows (kernel needs them; the others
+        ignore them, but a given d2 must have that shape).
+      autoencoder: the trained `ManifoldAutoencoder` of 'learned'.
+    Raises:
+      UserInputError: integer (not embedded) inputs, mismatched shapes, fewer than k rows,
+        a missing autoencoder.
     """
-    queries = jnp.asarray(queries, jnp.float32)
+    queries = _embedding(queries, "queries")
+    shape = queries.shape
     if self.name == CONTROL:
       return jnp.zeros_like(queries)
     if self.name == "learned":
       if autoencoder is None:
-        raise ValueError("the 'learned' estimator needs its trained autoencoder")
+        raise UserInputError("the 'learned' estimator needs its trained autoencoder "
+                             "(autoencoder=)")
+      if math.prod(autoencoder.input_shape) != math.prod(shape[1:]):
+        raise UserInputError(f"the autoencoder takes {tuple(autoencoder.input_shape)}; got "
+                             f"queries of shape {tuple(shape)}")
       # The autoencoder takes the space's own shape ([n, H, W, C] for image spaces).
-      points = autoencoder.reconstruct(queries.reshape((-1,) + autoencoder.input_shape))
-      return points.reshape(queries.shape)
-    if rows is None or rows.shape[1] < self.k:
-      raise ValueError(f"{self.key} needs the {self.k} nearest bank rows; got "
-                       f"{None if rows is None else rows.shape[1]}")
-    rows = jnp.asarray(rows, jnp.float32)[:, :self.k]
-    d2 = jnp.asarray(d2, jnp.float32)[:, :self.k]
+      points = autoencoder.reconstruct(queries.reshape((-1,) + tuple(autoencoder.input_shape)))
+      return points.reshape(shape)
+    rows, d2 = _neighbour_inputs(self.key, self.k, queries, rows, d2)
+    n = shape[0]
+    flat_q = queries.reshape(n, -1)
+    flat_rows = rows[:, :self.k].reshape(n, self.k, -1)
+    d2 = None if d2 is None else d2[:, :self.k]
     if self.name == "nn":
-      return rows[:, 0]
-    if self.name == "knn_mean":
-      return knn_mean_point(queries, rows, d2)
-    if self.name == "local_pca":
-      return local_pca_point(queries, rows, d2, m=self.m)
-    return kernel_point(queries, rows, d2, jnp.float32(self.bandwidth))
+      p = flat_rows[:, 0]
+    elif self.name == "knn_mean":
+      p = knn_mean_point(flat_q, flat_rows, d2)
+    elif self.name == "local_pca":
+      p = local_pca_point(flat_q, flat_rows, d2, m=self.m)
+    else:
+      if d2 is None:
+        raise UserInputError(f"{self.key} needs d2, the squared distances [n, j] to the rows")
+      p = kernel_point(flat_q, flat_rows, d2, jnp.float32(self.bandwidth))
+    return p.reshape(shape)
+
+
+def _embedding(a, what: str) -> jax.Array:
+  """a as float32 [n, ...] (n >= 0, at least 2-D); integer inputs are refused: images must be
+  embedded (fpjax.embed) before they are projected."""
+  dtype = getattr(a, "dtype", None)
+  if dtype is None:
+    a = np.asarray(a)
+    dtype = a.dtype
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise UserInputError(f"{what} must be floating embeddings; got dtype {dtype} (embed images "
+                         f"first with fpjax.embed)")
+  if len(a.shape) < 2:
+    raise UserInputError(f"{what} must be [n, *embedding_shape]; got shape {tuple(a.shape)}")
+  return jnp.asarray(a, jnp.float32)
+
+
+def _neighbour_inputs(key: str, k: int, queries, rows, d2):
+  """rows [n, j >= k, *embedding_shape] and d2 [n, j] (or None) checked against queries."""
+  n, emb = queries.shape[0], tuple(queries.shape[1:])
+  if rows is None:
+    raise UserInputError(f"{key} needs rows [n, j >= {k}, *embedding_shape], the nearest bank "
+                         f"rows of each query")
+  rows = _embedding(rows, "rows")
+  if rows.shape[0] != n or tuple(rows.shape[2:]) != emb:
+    raise UserInputError(f"rows must be [n={n}, j, {', '.join(map(str, emb))}] to match queries "
+                         f"{tuple(queries.shape)}; got {tuple(rows.shape)}")
+  if rows.shape[1] < k:
+    raise UserInputError(f"{key} needs the {k} nearest bank rows; got {rows.shape[1]}")
+  if d2 is not None:
+    d2 = _embedding(d2, "d2 (squared distances)")
+    if tuple(d2.shape) != tuple(rows.shape[:2]):
+      raise UserInputError(f"d2, the squared distances, must be [n, j] = {tuple(rows.shape[:2])} "
+                           f"like rows; got {tuple(d2.shape)}")
+  return rows, d2
+
+
+def _check_flat(queries, rows, d2) -> None:
+  """The formulas' shape rule: queries [n, D], rows [n, k, D], d2 [n, k] or None."""
+  ok = (queries.ndim == 2 and rows.ndim == 3 and rows.shape[0] == queries.shape[0]
+        and rows.shape[2] == queries.shape[1]
+        and (d2 is None or tuple(d2.shape) == tuple(rows.shape[:2])))
+  if not ok:
+    raise UserInputError(
+        f"the formulas take flat queries [n, D], rows [n, k, D] and d2 [n, k]; got "
+        f"{tuple(queries.shape)}, {tuple(rows.shape)}, {None if d2 is None else tuple(d2.shape)}"
+        f" (Estimator.point and artifacts take embedding-shaped arrays)")
 
 
 # ------------------------------------------------------------------------------ the formulas
 
 
 @jax.jit
-def knn_mean_point(queries, rows, d2):
-  """p = (1/k) Σ_j b_j. rows [n, k, D] -> [n, D]."""
+def knn_mean_point(queries, rows, d2=None):
+  """p = (1/k) Σ_j b_j: queries [n, D], rows [n, k, D], d2 [n, k] squared distances (unused)
+  -> [n, D]. Flat arrays (`Estimator.point` flattens); jitted, traceable."""
+  _check_flat(queries, rows, d2)
   del queries, d2
   return jnp.mean(rows, axis=1)
 
 
-def local_pca_point(queries, rows, d2, *, m):
-  """p = μ + V Vᵀ (q − μ): μ the mean of the k rows, V [D, m'] the top-m right singular vectors
-  of the centred rows C = [b_j − μ] [k, D] whose singular value passes the rank test below.
+def local_pca_point(queries, rows, d2=None, *, m):
+  """p = μ + V Vᵀ (q − μ) for queries [n, D], rows [n, k, D] (d2 [n, k], squared distances,
+  unused) -> [n, D]; flat arrays, traceable. μ the mean of the k rows, V [D, m'] the top-m
+  right singular vectors of the centred rows C = [b_j − μ] [k, D] whose singular value passes
+  the rank test below.
 
   V comes from an orthonormal basis Q [D, k] of Cᵀ's columns (`_orthonormal_columns`),
   R = Qᵀ Cᵀ and the SVD of the small R = U S Wᵀ:
@@ -189,10 +277,12 @@ def local_pca_point(queries, rows, d2, *, m):
 
 
 @functools.partial(jax.jit, static_argnames="ms")
-def local_pca_points(queries, rows, d2, *, ms):
-  """`local_pca_point` for each m of `ms` at the same k (rows [n, k, D]): μ, Q and the SVD of R
-  do not depend on m, so they are computed once and each m only truncates U (the grid has two
-  m at k = 20; the factorisation is most of the cost). Returns a tuple of [n, D], one per m."""
+def local_pca_points(queries, rows, d2=None, *, ms):
+  """`local_pca_point` for each m of `ms` at the same k (queries [n, D], rows [n, k, D]; d2
+  unused): μ, Q and the SVD of R do not depend on m, so they are computed once and each m only
+  truncates U (the grid has two m at k = 20; the factorisation is most of the cost). Returns a
+  tuple of [n, D], one per m. Jitted, traceable."""
+  _check_flat(queries, rows, d2)
   del d2
   k, dim = rows.shape[1], rows.shape[2]
   mu = jnp.mean(rows, axis=1)
@@ -244,7 +334,12 @@ def _orthonormal_columns(a):
 
 @jax.jit
 def kernel_point(queries, rows, d2, bandwidth):
-  """p = Σ_j w_j b_j, w = softmax(−(d_j² − d_1²) / (2h²)), h = bandwidth · d_k."""
+  """p = Σ_j w_j b_j, w = softmax(−(d_j² − d_1²) / (2h²)), h = bandwidth · d_k.
+
+  queries [n, D] (unused), rows [n, k, D], d2 [n, k] the SQUARED distances to the rows,
+  bandwidth a scalar -> [n, D]. Flat arrays (`Estimator.point` flattens); jitted, traceable.
+  """
+  _check_flat(queries, rows, d2)
   del queries
   d2 = jnp.maximum(d2, 0.0)
   h2 = jnp.square(bandwidth) * d2[:, -1:]
@@ -258,30 +353,42 @@ def kernel_point(queries, rows, d2, bandwidth):
 
 
 def artifacts(estimators, queries, rows=None, d2=None, autoencoder=None) -> dict:
-  """{key: φ(x) − p(x)} of each estimator for embedded queries [n, *shape] (same shape out).
+  """{key: artifact φ(x) − p(x)} of each estimator: the one call the manifold makes.
 
-  rows [n, j, *shape] / d2 [n, j]: the j >= max(neighbours) nearest bank rows of each query.
+  Traceable (jit, vmap, lax.scan): the checks are on shapes and dtypes only.
+
+  Args:
+    estimators: Estimator objects or keys ('nn', 'knn_mean-k10', ...), in the order wanted.
+    queries: floating embeddings φ(x) [n, *embedding_shape].
+    rows: [n, j, *embedding_shape], j >= max(e.neighbours): each query's nearest bank rows,
+      nearest first (needed by nn, knn_mean, local_pca, kernel).
+    d2: [n, j] the SQUARED Euclidean distances to those rows (needed by kernel).
+    autoencoder: the trained `ManifoldAutoencoder` (needed by learned).
+  Returns:
+    a dict key -> float32 [n, *embedding_shape], in the order of `estimators`.
+  Raises:
+    UserInputError: an unknown key, integer (not embedded) inputs, mismatched shapes, too few
+      rows, a missing d2 or autoencoder.
   """
-  queries = jnp.asarray(queries, jnp.float32)
+  if isinstance(estimators, (str, Estimator)):
+    estimators = [estimators]
+  estimators = [e if isinstance(e, Estimator) else Estimator.from_key(e) for e in estimators]
+  queries = _embedding(queries, "queries")
   shape = queries.shape
   flat = queries.reshape(shape[0], -1)
-  flat_rows = None if rows is None else jnp.asarray(rows, jnp.float32).reshape(
-      rows.shape[0], rows.shape[1], -1)
   points = {}
   # local_pca: one factorisation per k, shared by every m at that k (`local_pca_points`).
   pca = [e for e in estimators if e.name == "local_pca"]
   for k in dict.fromkeys(e.k for e in pca):
     at_k = [e for e in pca if e.k == k]
-    if flat_rows is None or flat_rows.shape[1] < k:
-      raise ValueError(f"{at_k[0].key} needs the {k} nearest bank rows; got "
-                       f"{None if flat_rows is None else flat_rows.shape[1]}")
-    got = local_pca_points(flat, flat_rows[:, :k], jnp.asarray(d2, jnp.float32)[:, :k],
-                           ms=tuple(e.m for e in at_k))
-    points.update(zip(at_k, got))
+    rows, d2 = _neighbour_inputs(at_k[0].key, k, queries, rows, d2)
+    got = local_pca_points(flat, rows[:, :k].reshape(shape[0], k, -1),
+                           None if d2 is None else d2[:, :k], ms=tuple(e.m for e in at_k))
+    points.update((e, p.reshape(shape)) for e, p in zip(at_k, got))
   out = {}
   for est in estimators:
-    p = points[est] if est in points else est.point(flat, flat_rows, d2, autoencoder)
-    out[est.key] = (flat - p).reshape(shape)
+    p = points[est] if est in points else est.point(queries, rows, d2, autoencoder)
+    out[est.key] = queries - p
   return out
 
 

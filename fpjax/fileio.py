@@ -2,7 +2,8 @@
 
 Readers never unpickle: `load_array` reads .npy/.npz with allow_pickle=False and checks the
 header against the file size before allocating anything, so a corrupt or hostile file gives a
-UserInputError naming the file instead of a crash, a huge allocation or code execution.
+BadInputError (a UserInputError) naming the file instead of a crash, a huge allocation or code
+execution.
 JSON and .npz files are written to a temporary name in the same folder and renamed into place
 (`os.replace` is atomic), so a reader never sees half a file under a final name.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fpjax.errors import UserInputError
+from fpjax.errors import BadInputError, UserInputError
 
 # Refuse arrays larger than this unless the caller raises the limit: a tiny file whose header
 # (or zip entry) claims terabytes is a decompression bomb, not data.
@@ -61,7 +62,7 @@ def load_json(path: str) -> Any:
 
 
 def check_inside(path: str, root: str) -> str:
-  """Real path of `path`; ValueError if it (through symlinks) leaves `root`."""
+  """Real path of `path`; UserInputError if it (through symlinks) leaves `root`."""
   real, real_root = os.path.realpath(path), os.path.realpath(root)
   if os.path.commonpath([real, real_root]) != real_root:
     raise UserInputError(f"{path}: resolves to {real}, outside the data root {real_root}; refused.")
@@ -77,29 +78,36 @@ def check_name(name: str, what: str = "model name") -> str:
   return name
 
 
+def _refused(path: str, reason: str) -> BadInputError:
+  """A user file the readers refuse (stage 'load')."""
+  return BadInputError(path, reason, "load")
+
+
 def _npy_header(f, path: str):
   try:
     version = np.lib.format.read_magic(f)
   except ValueError as e:
-    raise UserInputError(f"{path}: not a .npy array (wrong magic bytes): {e}") from e
+    raise _refused(path, f"not a .npy array (wrong magic bytes): {e}") from e
   try:
     if version == (1, 0):
       shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
     elif version == (2, 0):
       shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
     else:
-      shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # pylint: disable=protected-access
+      # pylint: disable-next=protected-access
+      shape, fortran, dtype = np.lib.format._read_array_header(f, version)
   except (ValueError, SyntaxError) as e:
-    raise UserInputError(f"{path}: corrupt .npy header: {e}") from e
+    raise _refused(path, f"corrupt .npy header: {e}") from e
   return shape, fortran, np.dtype(dtype)
 
 
 def _check_dtype(dtype: np.dtype, path: str) -> None:
   if dtype.hasobject:
-    raise UserInputError(f"{path}: holds Python objects (dtype {dtype}); loading it would unpickle "
-                     "arbitrary code, refused (allow_pickle stays off). Save plain numeric arrays.")
+    raise _refused(path, f"holds Python objects (dtype {dtype}); loading it would unpickle "
+                         "arbitrary code, refused (allow_pickle stays off). Save plain numeric "
+                         "arrays.")
   if dtype.kind not in "biuf":
-    raise UserInputError(f"{path}: dtype {dtype} is not a numeric array dtype.")
+    raise _refused(path, f"dtype {dtype} is not a numeric array dtype.")
 
 
 def _load_npy(path: str, max_bytes: int) -> np.ndarray:
@@ -109,33 +117,34 @@ def _load_npy(path: str, max_bytes: int) -> np.ndarray:
     _check_dtype(dtype, path)
     need = math.prod(shape) * dtype.itemsize
     if need > max_bytes:
-      raise UserInputError(f"{path}: header claims shape {shape} of {dtype} = {need} bytes, over the "
-                       f"limit of {max_bytes} bytes; refused (pass max_bytes to raise it).")
+      raise _refused(path, f"header claims shape {shape} of {dtype} = {need} bytes, over the "
+                           f"limit of {max_bytes} bytes; refused (pass max_bytes to raise "
+                           "it).")
     have = size - f.tell()
     if have != need:
-      raise UserInputError(f"{path}: header claims shape {shape} of {dtype} = {need} bytes but the "
-                       f"file holds {have}; truncated or corrupt.")
+      raise _refused(path, f"header claims shape {shape} of {dtype} = {need} bytes but the "
+                           f"file holds {have}; truncated or corrupt.")
   try:
     return np.load(path, allow_pickle=False)
   except (ValueError, OSError) as e:
-    raise UserInputError(f"{path}: unreadable .npy: {e}") from e
+    raise _refused(path, f"unreadable .npy: {e}") from e
 
 
 def _load_npz(path: str, max_bytes: int) -> dict[str, np.ndarray]:
   try:
     zf = zipfile.ZipFile(path)
   except (zipfile.BadZipFile, OSError) as e:
-    raise UserInputError(f"{path}: not a .npz archive (wrong magic or corrupt zip): {e}") from e
+    raise _refused(path, f"not a .npz archive (wrong magic or corrupt zip): {e}") from e
   out = {}
   with zf:
     total = 0
     for info in zf.infolist():
       total += info.file_size
       if total > max_bytes:
-        raise UserInputError(f"{path}: archive expands to over {max_bytes} bytes (entry "
-                         f"{info.filename}); decompression bomb refused.")
+        raise _refused(path, f"archive expands to over {max_bytes} bytes (entry "
+                             f"{info.filename}); decompression bomb refused.")
       if not info.filename.endswith(".npy"):
-        raise UserInputError(f"{path}: entry {info.filename!r} is not a .npy array.")
+        raise _refused(path, f"entry {info.filename!r} is not a .npy array.")
       name = f"{path}[{info.filename[:-4]}]"
       try:
         with zf.open(info) as f:
@@ -143,61 +152,61 @@ def _load_npz(path: str, max_bytes: int) -> dict[str, np.ndarray]:
           _check_dtype(dtype, name)
           need = math.prod(shape) * dtype.itemsize
           if need + f.tell() != info.file_size:
-            raise UserInputError(f"{name}: header claims {need} bytes but the entry holds "
-                             f"{info.file_size - f.tell()}; corrupt.")
+            raise _refused(name, f"header claims {need} bytes but the entry holds "
+                                 f"{info.file_size - f.tell()}; corrupt.")
         with zf.open(info) as f:
           out[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
       except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise UserInputError(f"{name}: corrupt archive entry: {e}") from e
+        raise _refused(name, f"corrupt archive entry: {e}") from e
   return out
 
 
 def load_array(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES, root: str | None = None):
   """Reads a .npy (-> ndarray) or .npz (-> dict of ndarrays) without ever unpickling.
 
-  Every problem is a ValueError naming the file: missing, not a regular file, a symlink out of
-  `root` (when given), wrong magic, corrupt or truncated header, object (pickled) arrays,
-  non-numeric dtypes, sizes over `max_bytes` (decompression bombs).
+  Every problem is a BadInputError naming the file (`path`): missing, not a regular file, wrong
+  magic, corrupt or truncated header, object (pickled) arrays, non-numeric dtypes, sizes over
+  `max_bytes` (decompression bombs); a symlink out of `root` (when given) is a UserInputError.
   """
   path = os.fspath(path)
   if root is not None:
     check_inside(path, root)
   if not os.path.exists(path):
-    raise UserInputError(f"{path}: no such file.")
+    raise _refused(path, "no such file.")
   if not os.path.isfile(path):
-    raise UserInputError(f"{path}: not a regular file.")
+    raise _refused(path, "not a regular file.")
   if path.endswith(".npy"):
     return _load_npy(path, max_bytes)
   if path.endswith(".npz"):
     return _load_npz(path, max_bytes)
-  raise UserInputError(f"{path}: expected a .npy or .npz file.")
+  raise _refused(path, "expected a .npy or .npz file.")
 
 
 def load_images(path: str, **kwargs) -> np.ndarray:
   """Images [N, H, W, C] from a .npy (or the 'images' entry of a .npz), checked.
 
   uint8 (0-255) or float in [0, 1], C in {1, 3}; NaN/Inf or out-of-range values are a
-  ValueError naming the file and the first bad image.
+  BadInputError naming the file and the first bad image.
   """
   a = load_array(path, **kwargs)
   if isinstance(a, dict):
     if "images" not in a:
-      raise UserInputError(f"{path}: .npz has no 'images' entry (has {sorted(a)}).")
+      raise _refused(path, f".npz has no 'images' entry (has {sorted(a)}).")
     a = a["images"]
   if a.ndim != 4 or a.shape[-1] not in (1, 3) or a.shape[0] == 0:
-    raise UserInputError(f"{path}: expected images [N, H, W, C] with C in {{1, 3}} and N > 0; got "
-                     f"shape {a.shape}.")
+    raise _refused(path, f"expected images [N, H, W, C] with C in {{1, 3}} and N > 0; got "
+                         f"shape {a.shape}.")
   if a.dtype == np.uint8:
     return a
   if a.dtype.kind != "f":
-    raise UserInputError(f"{path}: images must be uint8 or float in [0, 1]; got dtype {a.dtype}.")
+    raise _refused(path, f"images must be uint8 or float in [0, 1]; got dtype {a.dtype}.")
   flat = a.reshape(a.shape[0], -1)
   bad = ~np.all(np.isfinite(flat), axis=1)
   if bad.any():
-    raise UserInputError(f"{path}: {int(bad.sum())} image(s) hold NaN or Inf, first at row "
-                     f"{int(np.flatnonzero(bad)[0])}.")
+    raise _refused(path, f"{int(bad.sum())} image(s) hold NaN or Inf, first at row "
+                         f"{int(np.flatnonzero(bad)[0])}.")
   out = (flat.min(axis=1) < 0) | (flat.max(axis=1) > 1)
   if out.any():
-    raise UserInputError(f"{path}: float images must lie in [0, 1]; row {int(np.flatnonzero(out)[0])} "
-                     f"spans [{flat[out].min():.3g}, {flat[out].max():.3g}].")
+    raise _refused(path, f"float images must lie in [0, 1]; row {int(np.flatnonzero(out)[0])} "
+                         f"spans [{flat[out].min():.3g}, {flat[out].max():.3g}].")
   return a.astype(np.float32)

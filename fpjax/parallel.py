@@ -1,7 +1,8 @@
 """Device meshes, multi-host start-up and host -> global array helpers.
 
 One mesh helper for the whole package: axis 'data' splits queries (and training
-batches), axis 'bank' splits the rows of the real bank.
+batches), axis 'bank' splits the rows of the real bank. The search also takes users' own
+``jax.make_mesh`` meshes (Explicit or Auto axes, other names: fpjax.knn.placement.check_mesh).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad input: refused with a ValueError naming the file, or skipped and listed as documented.
+"""Bad input: refused with an error naming the file, or skipped and listed as documented.
 
 Array/zoo cases: tests/data/bad_inputs/ (make_bad_inputs.py). Image-file cases reuse
 tests/data/bad_images/ (made by helper-data's tests/data/make_bad_images.py). The binary is run
@@ -6,6 +6,8 @@ as a user runs it (a subprocess) and judged by its exit status, stderr and files
 """
 import json
 import os
+import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -14,11 +16,12 @@ import sys
 import numpy as np
 import pytest
 
-from fpjax.errors import BadInputError
-from fpjax.data.bad_inputs import BAD_INPUTS, read_bad_inputs
+from fpjax import artifact_job
+from fpjax import data
 from fpjax import fileio
 from fpjax import store as store_lib
-from fpjax import artifact_job
+from fpjax.data.bad_inputs import BAD_INPUTS, read_bad_inputs
+from fpjax.errors import BadInputError, StoreError, UserInputError
 from test_fingerprinting import make_gm
 from test_fingerprinting import read_rows
 
@@ -27,32 +30,52 @@ BAD = os.path.join(HERE, "data", "bad_inputs")
 BAD_IMAGES = os.path.join(HERE, "data", "bad_images")
 
 
-@pytest.mark.parametrize("name, problem", [
-    ("nan.npy", "hold NaN or Inf, first at row 2"),
-    ("out_of_range.npy", "must lie in \\[0, 1\\]"),
-    ("pickled.npy", "Python objects.*allow_pickle stays off"),
-    ("pickled.npz", "Python objects"),
-    ("wrong_magic.npy", "wrong magic"),
-    ("truncated.npy", "truncated or corrupt"),
-    ("bomb.npy", "over the limit"),
-    ("bomb.npz", "decompression bomb"),
-    ("strings.npy", "not a numeric"),
-    ("wrong_rank.npy", "expected images \\[N, H, W, C\\]"),
-    ("missing.npy", "no such file"),
+def _decode_reason(path):
+  """The reason fpjax.data gives for an image file it cannot decode (what the job lists)."""
+  root = os.path.dirname(os.path.dirname(path))
+  source = data.ImageFolderSource(root, (8, 8, 1),
+                                  bad_inputs=data.BadInputs(root, write=False, echo=False))
+  return source[source.files.index(path)]["error"]
+
+
+_PICKLE = ("holds Python objects (dtype object); loading it would unpickle arbitrary code, "
+           "refused (allow_pickle stays off). Save plain numeric arrays.")
+
+
+# The one place that pins the exact line of each kind of refused array file (None: the reason
+# ends with the library's own words, which are not ours to pin).
+@pytest.mark.parametrize("name, entry, reason", [
+    ("nan.npy", "", "1 image(s) hold NaN or Inf, first at row 2."),
+    ("out_of_range.npy", "", "float images must lie in [0, 1]; row 0 spans [0.00822, 2.99]."),
+    ("pickled.npy", "", _PICKLE),
+    ("pickled.npz", "[obj]", _PICKLE),
+    ("wrong_magic.npy", "", None),
+    ("truncated.npy", "", "header claims shape (4, 8, 8, 1) of float32 = 1024 bytes but the "
+                          "file holds 448; truncated or corrupt."),
+    ("bomb.npy", "", "header claims shape (1000000, 256, 256, 3) of float32 = 786432000000 "
+                     "bytes, over the limit of 1048576 bytes; refused (pass max_bytes to raise "
+                     "it)."),
+    ("bomb.npz", "", "archive expands to over 1048576 bytes (entry images.npy); decompression "
+                     "bomb refused."),
+    ("strings.npy", "", "dtype <U1 is not a numeric array dtype."),
+    ("wrong_rank.npy", "", "expected images [N, H, W, C] with C in {1, 3} and N > 0; got shape "
+                           "(4, 8, 8)."),
+    ("missing.npy", "", "no such file."),
 ])
-def test_bad_arrays_refused_naming_the_file(name, problem):
+def test_bad_arrays_refused_naming_the_file(name, entry, reason):
   path = os.path.join(BAD, name)
-  with pytest.raises(ValueError, match=problem) as e:
+  with pytest.raises(BadInputError) as e:
     fileio.load_images(path, max_bytes=1 << 20)
-  assert path in str(e.value)
+  assert (e.value.path, e.value.stage) == (path + entry, "load")
+  if reason is not None:
+    assert str(e.value) == f"{path}{entry}: {reason}"
 
 
 def test_good_array_and_pickle_never_loaded(monkeypatch):
   assert fileio.load_images(os.path.join(BAD, "good_float.npy")).shape == (4, 8, 8, 1)
-  import pickle
   monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
   monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
-  with pytest.raises(ValueError):
+  with pytest.raises(BadInputError):
     fileio.load_array(os.path.join(BAD, "pickled.npy"))
 
 
@@ -60,27 +83,29 @@ def test_symlink_out_of_root_refused(tmp_path):
   root = tmp_path / "data"
   os.makedirs(root)
   os.symlink(os.path.join(BAD, "good_float.npy"), root / "link.npy")
-  with pytest.raises(ValueError, match="outside the data root") as e:
+  with pytest.raises(UserInputError) as e:
     fileio.load_array(str(root / "link.npy"), root=str(root))
-  assert "link.npy" in str(e.value)
+  assert str(e.value).startswith(str(root / "link.npy"))
+  assert fileio.load_array(str(root / "link.npy")).shape == (4, 8, 8, 1)  # no root: read
   gm = tmp_path / "gm"
   make_gm(gm, n=2)
   os.symlink(os.path.join(BAD_IMAGES, "conversions", "grey", "grey.png"), gm / "noisy" / "x.png")
-  with pytest.raises(ValueError, match="outside the root") as e:
+  with pytest.raises(BadInputError) as e:
     artifact_job.open_generated(str(gm), (8, 8, 1))
-  assert "x.png" in str(e.value)
+  assert (e.value.path, e.value.stage) == (str(gm / "noisy" / "x.png"), "list")
 
 
 @pytest.mark.parametrize("case", ["zoo_dotdot_name", "zoo_separator_name"])
 def test_zoo_model_name_with_path_refused(case):
-  with pytest.raises(ValueError, match="not a safe file name") as e:
+  with pytest.raises(UserInputError) as e:
     artifact_job.open_generated(os.path.join(BAD, case), (8, 8, 1))
-  assert "zoo.json" in str(e.value)
+  assert str(e.value).startswith(os.path.join(BAD, case, "zoo.json"))
 
 
 def test_dotdot_model_folder_refused():
-  with pytest.raises(ValueError, match="'a..b'"):
+  with pytest.raises(UserInputError) as e:
     artifact_job.open_generated(os.path.join(BAD_IMAGES, "dotdot_name"), (8, 8, 1))
+  assert str(e.value).startswith(os.path.join(BAD_IMAGES, "dotdot_name", "a..b"))
 
 
 def test_npy_bank_with_cmyk_jpeg_and_16bit_png_converted(tmp_path):
@@ -96,10 +121,11 @@ def test_npy_bank_with_cmyk_jpeg_and_16bit_png_converted(tmp_path):
 
 def test_decompression_bomb_png_skipped_or_refused(tmp_path):
   bank, gm = os.path.join(BAD, "good_float.npy"), os.path.join(BAD_IMAGES, "bomb")
-  with pytest.raises(BadInputError, match="decompression") as e:
+  with pytest.raises(BadInputError) as e:
     artifact_job.compute_artifacts(bank, gm, str(tmp_path / "fail"), batch_size=8,
-                                     on_bad_input="fail")
-  assert "x_bomb.png" in str(e.value) and e.value.path.endswith("x_bomb.png")
+                                   on_bad_input="fail")
+  assert (e.value.path, e.value.stage) == (os.path.join(gm, "good", "x_bomb.png"), "decode")
+  assert e.value.reason.startswith(_decode_reason(e.value.path))
   out = artifact_job.compute_artifacts(bank, gm, str(tmp_path / "skip"), batch_size=8)
   store = store_lib.ArtifactStore.open(out["workdir"])
   assert store.files == ["good/0.png", "good/1.png"] and out["bad_inputs"] == 1
@@ -107,9 +133,10 @@ def test_decompression_bomb_png_skipped_or_refused(tmp_path):
 
 
 def test_nan_bank_refused(tmp_path):
-  with pytest.raises(ValueError, match="nan.npy"):
+  with pytest.raises(BadInputError) as e:
     artifact_job.compute_artifacts(os.path.join(BAD, "nan.npy"), os.path.join(BAD_IMAGES, "bomb"),
-                                     str(tmp_path))
+                                   str(tmp_path))
+  assert e.value.path == os.path.join(BAD, "nan.npy")
 
 
 def test_bad_file_mid_run_fail_keeps_work_and_resumes_after_fix(tmp_path):
@@ -120,9 +147,9 @@ def test_bad_file_mid_run_fail_keeps_work_and_resumes_after_fix(tmp_path):
   shutil.copy(os.path.join(BAD_IMAGES, "truncated", "good", "x_truncated.png"), bad)
   out = tmp_path / "out"
   kw = dict(batch_size=4, checkpoint_every=100, log_every_s=0.0, on_bad_input="fail")
-  with pytest.raises(ValueError, match="truncated") as e:
+  with pytest.raises(BadInputError) as e:
     artifact_job.compute_artifacts("digits", str(gm), str(out), **kw)
-  assert str(bad) in str(e.value)
+  assert (e.value.path, e.value.stage) == (str(bad), "decode")
   assert os.listdir(out / "checkpoints") == ["5"]  # the 5 batches before the bad file survive
   assert [x["row"] for x in read_bad_inputs(str(out))] == [22]
   bad.write_bytes(good)  # fix the file and rerun: resumes where it stopped
@@ -139,22 +166,33 @@ def test_tampered_store_refused(tmp_path):
   out = tmp_path / "out"
   artifact_job.compute_artifacts("digits", str(gm), str(out), batch_size=4, basis_dim=0)
   os.remove(out / "artifacts" / "label" / "1")  # rows 4-7: never written, as far as zarr knows
-  with pytest.raises(ValueError, match="row 4 was never written"):
+  # The one place that pins the exact line of each kind of unreadable store.
+  label = str(out / "artifacts" / "label")
+  with pytest.raises(StoreError) as e:
     store_lib.ArtifactStore.open(str(out))
-  index = json.load(open(out / "artifacts" / "index.json"))
-  fileio.save_json(str(out / "artifacts" / "index.json"), dict(index, format="other/1"))
-  with pytest.raises(ValueError, match="format 'other/1'"):
+  assert e.value.path == label
+  assert str(e.value) == f"{label}: row 4 was never written; the store is incomplete."
+  index_json = str(out / "artifacts" / "index.json")
+  index = json.load(open(index_json))
+  fileio.save_json(index_json, dict(index, format="other/1"))
+  with pytest.raises(StoreError) as e:
     store_lib.ArtifactStore.open(str(out))
-  with pytest.raises(ValueError, match="no COMPLETE marker"):
+  assert e.value.path == index_json
+  assert str(e.value) == (f"{index_json}: format 'other/1', expected "
+                          f"'{store_lib.FORMAT}'; recompute the artifacts.")
+  with pytest.raises(StoreError) as e:
     store_lib.ArtifactStore.open(str(tmp_path))
+  assert e.value.path == str(tmp_path / "COMPLETE")
+  assert str(e.value) == (f"{tmp_path}: no COMPLETE marker: not a finished compute_artifacts "
+                          "run (rerun compute_artifacts with this --workdir to finish it).")
 
 
 # ------------------------------------------------------------------------------ the binary
 
-BAD_FILES = [("truncated", "x_truncated.png", "noisy", "truncated or corrupt"),
-             ("bomb", "x_bomb.png", "noisy", "decompression bomb"),
-             ("zero_byte", "x_empty.png", "shifted", "zero-byte"),
-             ("unreadable", "x_garbage.png", "washed", "unreadable image")]
+BAD_FILES = [("truncated", "x_truncated.png", "noisy"),
+             ("bomb", "x_bomb.png", "noisy"),
+             ("zero_byte", "x_empty.png", "shifted"),
+             ("unreadable", "x_garbage.png", "washed")]
 
 
 def make_bad_gm(root):
@@ -162,7 +200,7 @@ def make_bad_gm(root):
   bad paths (absolute)."""
   make_gm(root, n=12)
   paths = []
-  for case, name, model, _ in BAD_FILES:
+  for case, name, model in BAD_FILES:
     paths.append(os.path.join(root, model, name))
     shutil.copy(os.path.join(BAD_IMAGES, case, "good", name), paths[-1])
   link = os.path.join(root, "washed", "y_link.png")
@@ -178,8 +216,11 @@ def _binary(gm, out, *extra):
 
 
 def _user_lines(stderr):
-  """stderr without absl's log lines (they start with a level letter and a date)."""
-  return [l for l in stderr.splitlines() if l and not (l[0] in "IWEF" and l[1:5].isdigit())]
+  """stderr without absl's log lines (they start with a level letter and a date) and the
+  progress bar's (its updates and the blanks it clears a line with)."""
+  return [l for l in stderr.splitlines() if l.strip()
+          and not (l[0] in "IWEF" and l[1:5].isdigit())
+          and not re.match(r"compute_artifacts: +\d+%\|", l)]
 
 
 def test_binary_skips_and_lists_bad_files(tmp_path):
@@ -188,24 +229,24 @@ def test_binary_skips_and_lists_bad_files(tmp_path):
   res = _binary(gm, tmp_path / "out")
   assert res.returncode == 0, res.stderr[-3000:]
   assert "Traceback" not in res.stderr
-  lines = _user_lines(res.stderr)
-  assert len(lines) == len(bad), lines  # one line per bad file, nothing else
-  for path in bad:
-    assert sum(path in l for l in lines) == 1, (path, lines)
-  assert all(l.startswith("compute_artifacts: skipped bad input") for l in lines)
   listed = read_bad_inputs(str(tmp_path / "out"))
   assert sorted(e["path"] for e in listed) == sorted(bad)
+  # One line per bad file, nothing else (the one pinned line of a skipped file).
+  assert sorted(_user_lines(res.stderr)) == sorted(
+      f"compute_artifacts: skipped bad input ({e['stage']}): {e['path']}: {e['reason']}"
+      for e in listed)
   stages = {os.path.basename(e["path"]): e["stage"] for e in listed}
-  assert stages["y_link.png"] == "list" and stages["x_bomb.png"] == "decode"
-  for case, name, _, reason in BAD_FILES:
-    assert reason in next(e["reason"] for e in listed if e["path"].endswith(name))
+  assert stages == {"x_truncated.png": "decode", "x_bomb.png": "decode",
+                    "x_empty.png": "decode", "x_garbage.png": "decode", "y_link.png": "list"}
+  for e in (e for e in listed if e["stage"] == "decode"):
+    assert e["reason"] == _decode_reason(e["path"]), e
   store = store_lib.ArtifactStore.open(str(tmp_path / "out"))
   good = sorted(os.path.relpath(os.path.join(d, f), gm) for d, _, fs in os.walk(gm) for f in fs
                 if os.path.join(d, f) not in bad)
   assert store.files == good and store.num_rows == 36 and len(store.artifact) == 36
   assert (store.labels >= 0).all() and np.isfinite(store.distance).all()
   assert store.summary["bad_inputs"] == 5 and [m["count"] for m in store.summary["models"]] == [12] * 3
-  assert "5 bad inputs skipped" in res.stderr.strip().splitlines()[-1]
+  assert "(36 images, 3 models, 1 estimators, 5 bad inputs skipped," in res.stderr
   # The good rows equal a run on a folder without the bad files.
   for path in bad:
     os.remove(path)
@@ -223,9 +264,13 @@ def test_binary_fail_policy_stops_with_one_line(tmp_path):
   res = _binary(gm, tmp_path / "out", "--on_bad_input=fail")
   assert res.returncode == 2, res.stderr[-3000:]
   assert "Traceback" not in res.stderr
-  last = _user_lines(res.stderr)[-1]
-  assert last.startswith("compute_artifacts: error: ") and "--on_bad_input=fail" in last
-  assert "x_truncated.png: truncated or corrupt image" in last  # rows 12, 13: batch 1
+  # Rows 12 (x_bomb) and 13 (x_truncated) are in batch 1: both listed, the last one named.
+  listed = read_bad_inputs(str(tmp_path / "out"))
+  assert [(os.path.basename(e["path"]), e["row"]) for e in listed] == [
+      ("x_bomb.png", 12), ("x_truncated.png", 13)]
+  assert _user_lines(res.stderr)[-1] == (  # the one pinned line of this error kind
+      f"compute_artifacts: error: {listed[1]['path']}: {listed[1]['reason']} "
+      "(--on_bad_input=fail; use --on_bad_input=skip to skip and list bad files)")
   assert os.listdir(tmp_path / "out" / "checkpoints") == ["1"]  # batch 0 is kept
   assert not store_lib.is_complete(str(tmp_path / "out"))
 
@@ -256,13 +301,16 @@ def test_binary_refusals_exit_2(tmp_path):
   gm = tmp_path / "gm"
   os.makedirs(gm / "only")
   shutil.copy(os.path.join(BAD_IMAGES, "unreadable", "good", "x_garbage.png"), gm / "only")
-  for extra, message in [((), "no readable image"),
-                         (("--real=nope",), "--real 'nope': not one of"),
-                         (("--estimators=nn,bogus",), "unknown estimator 'bogus'"),
-                         (("--estimators=knn_mean-k5", "--k=2"), "need the 5 nearest bank rows"),
-                         (("--estimators=knn_mean-k05",), "write it 'knn_mean-k5'"),
-                         (("--k=zz",), "flag --k=zz")]:
+  # Each refusal is one line naming what the user gave (its wording is not pinned here).
+  for extra, given in [((), str(gm)),  # no readable image
+                       (("--real=nope",), "'nope'"),
+                       (("--estimators=nn,bogus",), "'bogus'"),
+                       (("--estimators=knn_mean-k5", "--k=2"), "k=2"),
+                       (("--estimators=knn_mean-k05",), "'knn_mean-k05'"),
+                       (("--k=zz",), "zz")]:
     res = _binary(gm, tmp_path / "out", *extra)
     assert res.returncode == 2, (extra, res.stderr[-3000:])
     assert "Traceback" not in res.stderr
-    assert message in _user_lines(res.stderr)[-1], (extra, res.stderr[-2000:])
+    last = _user_lines(res.stderr)[-1]
+    assert last.startswith("compute_artifacts: error: ") and given in last, (extra, last)
+    assert not store_lib.is_complete(str(tmp_path / "out"))

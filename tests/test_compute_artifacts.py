@@ -1,95 +1,106 @@
-"""The compute_artifacts binary: SIGKILL mid-run, rerun, outputs equal an uninterrupted run (three
-estimators in one store: their artifacts and statistics too)."""
+"""The compute_artifacts binary: killed mid-run (SIGKILL) or preempted (SIGTERM, exit 143), then
+rerun: the outputs equal an uninterrupted run's (three estimators in one store: their artifacts
+and statistics too). The interruptions come from the job's own `on_batch` hook at a chosen
+batch, so nothing depends on how fast the machine is."""
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
+import pytest
 
 from fpjax import fileio
+from fpjax import progress
 from fpjax import store as store_lib
 from test_fingerprinting import make_gm
 from test_fingerprinting import same_outputs
+from test_multihost import _cmd
+from test_multihost import _free_port
 
 FLAGS = ["--real=digits", "--batch_size=8", "--checkpoint_every=2", "--space=rgb",
          "--estimators=nn,knn_mean-k3,input"]
-# The killed run is slowed down (0.4 s per batch) so the kill lands between checkpoints.
-SLOW = textwrap.dedent("""
-    import functools, sys, time
+# The binary, with the job's on_batch hook sending this process `signal` once `batch` batches
+# are committed (after batch 2's checkpoint, before batch 4's: the kill lands between them).
+STOP_AT = textwrap.dedent("""
+    import functools, os, signal, sys
     from fpjax import artifact_job
     from fpjax.bin import compute_artifacts
     from fpjax.bin import flags
-    artifact_job.compute_artifacts = functools.partial(
-        artifact_job.compute_artifacts, on_batch=lambda done: time.sleep(0.4))
+    sig, batch = getattr(signal, sys.argv.pop(1)), int(sys.argv.pop(1))
+    def stop(done):
+      if done == batch:
+        os.kill(os.getpid(), sig)
+    artifact_job.compute_artifacts = functools.partial(artifact_job.compute_artifacts,
+                                                       on_batch=stop)
     flags.run(compute_artifacts.main)
 """)
 
 
-def _binary(gm, out, prefix=None):
-  cmd = prefix or [sys.executable, "-m", "fpjax.bin.compute_artifacts"]
+def _binary(gm, out, stop=None):
+  cmd = [sys.executable, "-m", "fpjax.bin.compute_artifacts"]
+  if stop is not None:
+    cmd = [sys.executable, "-c", STOP_AT, *stop]
   return cmd + FLAGS + [f"--gm={gm}", f"--workdir={out}"]
 
 
-def _env():
-  return dict(os.environ, JAX_PLATFORMS="cpu")
+def _run(cmd, **kw):
+  return subprocess.run(cmd, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                        text=True, timeout=300, **kw)
 
 
-def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
-  gm = tmp_path / "gm"
-  make_gm(gm, n=20)  # 60 images, 8 batches of 8
-  clean = subprocess.run(_binary(gm, tmp_path / "clean"), env=_env(), capture_output=True,
-                         text=True, timeout=300)
+@pytest.fixture(scope="module")
+def gm_and_clean(tmp_path_factory):
+  """60 images (8 batches of 8) and an uninterrupted run of the binary on them."""
+  tmp = tmp_path_factory.mktemp("binary")
+  make_gm(tmp / "gm", n=20)
+  clean = _run(_binary(tmp / "gm", tmp / "clean"))
   assert clean.returncode == 0, clean.stderr[-3000:]
+  return tmp / "gm", tmp / "clean"
 
+
+def _steps(workdir):
+  return [r["step"] for r in progress.read_metrics(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(gm_and_clean, tmp_path):
+  gm, clean = gm_and_clean
   out = tmp_path / "killed"
-  slow = subprocess.Popen(_binary(gm, out, [sys.executable, "-c", SLOW, "x"]), env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  ckpt = out / "checkpoints"
-  deadline = time.time() + 240
-  # Kill right after the first checkpoint is finished, while batches 3-4 are being computed.
-  while time.time() < deadline and not (ckpt.exists() and "2" in os.listdir(ckpt)):
-    time.sleep(0.05)
-    assert slow.poll() is None, "the slowed run ended before it could be killed"
-  time.sleep(0.5)
-  slow.send_signal(signal.SIGKILL)
-  slow.wait(timeout=30)
+  killed = _run(_binary(gm, out, ("SIGKILL", "3")))
+  assert killed.returncode == -9, killed.stderr[-3000:]
   assert not store_lib.is_complete(str(out))
+  assert os.listdir(out / "checkpoints") == ["2"]  # batch 3's rows written, not checkpointed
 
-  rerun = subprocess.run(_binary(gm, out), env=_env(), capture_output=True, text=True, timeout=300)
+  rerun = _run(_binary(gm, out))
   assert rerun.returncode == 0, rerun.stderr[-3000:]
-  assert "resuming" in rerun.stderr and "at batch 0/" not in rerun.stderr
-
-  same_outputs(tmp_path / "clean", out)
+  # The rerun resumed after batch 2 (its first metrics line is batch 3's), not from the start.
+  assert _steps(out) == [1, 2, 3, 3, 4, 5, 6, 7, 8]
+  same_outputs(clean, out)
   store = store_lib.ArtifactStore.open(str(out))
   assert store.estimators == ["nn", "knn_mean-k3", "input"] and store.k == 3
   assert not any(n.startswith(".tmp-") for n in os.listdir(out / "artifacts"))
 
 
-def test_sigterm_exits_143_with_checkpoint(tmp_path):
-  gm = tmp_path / "gm"
-  make_gm(gm, n=20)
+def test_sigterm_exits_143_with_checkpoint_then_resumes(gm_and_clean, tmp_path):
+  gm, clean = gm_and_clean
   out = tmp_path / "out"
-  slow = subprocess.Popen(_binary(gm, out, [sys.executable, "-c", SLOW, "x"]), env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  while time.time() < deadline and not (out / "metrics.jsonl").exists():
-    time.sleep(0.05)
-  slow.send_signal(signal.SIGTERM)
-  err = slow.communicate(timeout=120)[1]
-  assert slow.returncode == 143, err[-3000:]
-  assert "rerun with the same --workdir" in err
-  steps = os.listdir(out / "checkpoints")
-  assert steps and not store_lib.is_complete(str(out))  # resuming it: test_fingerprinting
+  term = _run(_binary(gm, out, ("SIGTERM", "3")))
+  assert term.returncode == 143, term.stderr[-3000:]
+  assert "Traceback" not in term.stderr
+  # The signal came after batch 3: the processes agree on stopping at the next batch boundary
+  # check, after committing batch 4, and checkpoint it (batch 2's is kept too).
+  assert sorted(os.listdir(out / "checkpoints")) == ["2", "4"]
+  assert not store_lib.is_complete(str(out))
+  rerun = _run(_binary(gm, out))
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert _steps(out) == [1, 2, 3, 4, 5, 6, 7, 8]  # nothing redone, nothing lost
+  same_outputs(clean, out)
 
 
 def test_two_processes_with_estimators_equal_one(tmp_path):
   """Two processes (4 CPU devices each) with a search, a learned and the control estimator equal
   one process: each trains the same autoencoder and they save it together; every estimator's
   rows and statistics agree."""
-  from test_multihost import _cmd, _free_port
   gm = tmp_path / "gm"
   make_gm(gm, n=8)
   est = ["--estimators=nn,knn_mean-k3,learned,input"]
@@ -105,7 +116,8 @@ def test_two_processes_with_estimators_equal_one(tmp_path):
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for p, o in zip(procs, outs):
     assert p.returncode == 0, o[-3000:]
-  assert all("trained the 'learned' autoencoder" in o for o in outs)
+  # Each process logs its own training (the one pinned line of that step).
+  assert all("compute_artifacts: trained the 'learned' autoencoder" in o for o in outs)
   assert os.path.isdir(tmp_path / "two" / "autoencoder")
   one, two = (store_lib.ArtifactStore.open(str(tmp_path / d)) for d in ("one", "two"))
   assert one.estimators == two.estimators == ["nn", "knn_mean-k3", "learned", "input"]

@@ -1,25 +1,25 @@
 """End to end on a tiny zoo: Tables 1-3, Table 2 (a self pair), open set, figures, report.
 
-Sized to run in a few minutes on 2 shared CPU cores: the 'tiny' zoo (4 models x 32 samples of
-8x8 'digits'), 2 splits, three spaces, two estimators and the input control, three baselines,
-one probe l2 and epochs candidate, a narrow attributor for 2 epochs. The artifacts come from the
-stores compute_artifacts writes under WORKDIR/artifacts/<gm>/<space>/<estimators>.
+The configuration is fpjax/configs/tiny.py: the 'tiny' zoo (4 models x 32 samples of 8x8
+'digits'), 2 splits, three spaces, two estimators and the input control, three baselines, one
+probe l2 candidate, a narrow attributor for 2 epochs. The artifacts come from the stores
+compute_artifacts writes under WORKDIR/artifacts/<gm>/<space>/<estimators>. The binaries
+themselves run in tests/test_bin_*.py.
 """
 import dataclasses
 import json
 import os
 import shutil
 
-from absl import flags
 import numpy as np
 import pytest
 
+from fpjax import configs
 from fpjax import evals
 from fpjax.data.bad_inputs import read_bad_inputs
 from fpjax import store as store_lib
 from fpjax import zoo
 from fpjax.evals import metrics
-from fpjax.evals import protocols
 
 
 @pytest.fixture(scope='module')
@@ -29,21 +29,22 @@ def tiny_zoo(tmp_path_factory):
   return root
 
 
-FAST = dict(cfg={'attributor': dict(widths=(8, 16, 32), epochs=2, milestones=(1, 2)),
-                 'selection': dict(l2=(1e-4,), max_epochs=30, patience=5)},
-            encoder_steps={'sl': 10, 'ssl': 5})
+def tiny(**changes):
+  """configs/tiny.py with `changes`."""
+  config = configs.get_config('tiny')
+  config.update(changes)
+  return config
 
 
+@pytest.mark.slow
 def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures(tiny_zoo, capsys):
   out = str(tiny_zoo)
-  ev = evals.run_demo(out, preset='tiny', real='digits', cross_reals=(),
-                         spaces=('rgb', 'freq', 'sl'), splits=2, estimators=('nn', 'knn_mean'),
-                         estimator_spaces=('rgb', 'sl'),
-                         baselines=('Durall20', 'Marra19', 'Marra18'), **FAST)
+  ev = evals.run_demo(configs.get_config('tiny'), out)   # reuses the complete OUT/zoo
   printed = capsys.readouterr().out
-  assert 'Table 1' in printed and 'Table 3' in printed and 'Open set' in printed
   for name in ('tables.md', 'tables.json', 'report.md'):
     assert os.path.getsize(os.path.join(out, name)) > 0
+  with open(os.path.join(out, 'tables.md')) as f:
+    assert f.read().strip() in printed                  # the tables printed are those written
   with open(os.path.join(out, 'tables.json')) as f:
     obj = json.load(f)
   rows = obj['rows']
@@ -119,11 +120,14 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
              if c['estimator'] == 'knn_mean' and c['split'] == 0}
   assert all(r['estimator_params'] == [knn_key[r['space']]] for r in t3 + op
              if r['estimator'] == 'knn_mean')
+  assert obj['config']['baselines'] == ['Durall20', 'Marra19', 'Marra18']
+  assert obj['config']['cfg']['attributor'] == dict(widths=[8, 16, 32], epochs=2,
+                                                    milestones=[1, 2])
   demo = obj['config']['demo']     # what ran and what was left out, in words (also in the report)
-  assert any(x.startswith('Table 1, the attributor: ') for x in demo['ran'])
-  assert 'Baselines: Durall20, Marra19, Marra18.' in demo['ran']
-  assert any('knn_mean in FREQ' in x for x in demo['left_out'])
-  assert any(x.startswith('Baselines McClo18, ') for x in demo['left_out'])
+  # ran: the probe, the attributor, the baselines; left out: knn_mean in FREQ, the attributor on
+  # the other estimators, six baselines (no Table 2 here).
+  assert (len(demo['ran']), len(demo['left_out'])) == (3, 3)
+  assert demo['preset'] == 'tiny' and demo['zoo'] is None
   report = open(os.path.join(out, 'report.md')).read()
   for fig in ('confusion.png', 'embedding_pca.png', 'mean_artifact_rgb.png', 'spectra_rgb.png'):
     path = os.path.join(out, 'figures', fig)
@@ -132,6 +136,7 @@ def test_run_demo_reads_the_artifact_stores_and_writes_tables_report_and_figures
   assert not hasattr(evals, 'compute_artifacts')   # one artifact path
 
 
+@pytest.mark.slow
 def test_run_demo_builds_table2_zoos_while_table1_runs(tiny_zoo, tmp_path, monkeypatch):
   # Table 1 on the tiny zoo (given, reused); the two Table 2 zoos (two networks each, a few
   # steps, on the digits 0-4 and 5-9) are trained by one pool of workers started before Table 1.
@@ -142,9 +147,10 @@ def test_run_demo_builds_table2_zoos_while_table1_runs(tiny_zoo, tmp_path, monke
       encoder_steps=20)
   monkeypatch.setitem(recipes.PRESETS, 'mini', mini)
   out = str(tmp_path)
-  evals.run_demo(out, zoo=str(tiny_zoo / 'zoo'), cross_preset='mini', spaces=('rgb',),
-                    splits=1, estimators=('nn',), estimator_spaces=None, baselines=(),
-                    classifiers=('probe',), cross_baselines=('Durall20',), **FAST)
+  evals.run_demo(tiny(zoo=str(tiny_zoo / 'zoo'), cross_preset='mini',
+                      cross_reals='mnist5k_0to4,mnist5k_5to9', spaces='rgb', splits=1,
+                      estimators='nn', estimator_spaces='all', baselines='none',
+                      classifiers='probe', cross_baselines='Durall20'), out)
   with open(os.path.join(out, 'tables.json')) as f:
     obj = json.load(f)
   t2 = [r for r in obj['rows'] if r['table'] == '2']
@@ -157,28 +163,30 @@ def test_run_demo_builds_table2_zoos_while_table1_runs(tiny_zoo, tmp_path, monke
   for r in ('mnist5k_0to4', 'mnist5k_5to9'):
     meta = zoo.load_zoo(os.path.join(out, f'zoo_mini_{r}'))[1]
     assert meta['real'] == r and [m['name'] for m in meta['models']] == list(mini.recipes)
-  assert any(x.startswith('Table 2') for x in obj['config']['demo']['ran'])
+  assert len(obj['config']['demo']['ran']) == 3   # the probe, no baselines, Table 2
 
 
-def test_table2_and_the_binary_on_a_folder_with_a_bad_file_and_an_npy_real(tiny_zoo, tmp_path,
-                                                                           capfd, caplog):
+@pytest.mark.slow
+def test_table2_and_evaluate_on_a_folder_with_a_bad_file_and_an_npy_real(tiny_zoo, tmp_path,
+                                                                         capfd):
   from fpjax import data
-  from fpjax.bin import evaluate as evaluate_bin
+  from fpjax.evals.evaluate import settings  # fpjax.evals.evaluate is the function
   gm = evals.load_gm(str(tiny_zoo / 'zoo'))
   feats = evals.open_features(gm, {'rgb': None}, str(tmp_path / 'table2'))
+  cfg = settings(configs.get_config('tiny'), 'demo')['cfg']
   rows = evals.table2(feats, feats, evals.make_splits(feats.labels, 1),
-                         classifiers=('probe',), baselines=('Durall20',), cfg=FAST['cfg'])
+                      classifiers=('probe',), baselines=('Durall20',), cfg=cfg)
   assert [(r['method'], r['estimator']) for r in rows] == [
       ('ManiFPT', 'nn'), ('ManiFPT', 'input'), ('Durall20', None)]
   assert rows[0]['num_train'] == rows[0]['num_test'] == feats.num_rows == 4 * 32
   # A complete store is reused, not recomputed.
-  d = protocols.store_dir(str(tmp_path / 'table2'), gm, 'rgb')
+  d = evals.store_dir(str(tmp_path / 'table2'), gm, 'rgb')
   stamp = os.path.getmtime(os.path.join(d, store_lib.COMPLETE))
-  assert protocols.artifact_store(gm, 'rgb', str(tmp_path / 'table2')).num_rows == 4 * 32
+  assert evals.artifact_store(gm, 'rgb', str(tmp_path / 'table2')).num_rows == 4 * 32
   assert os.path.getmtime(os.path.join(d, store_lib.COMPLETE)) == stamp
 
-  # The binary on the plain image-folder layout (no zoo.json: no Table 3, --real required), with
-  # a truncated PNG (skipped by the artifact job, so no table reads it) and a .npy real source
+  # evaluate on the plain image-folder layout (no zoo.json: no Table 3, real required), with a
+  # truncated PNG (skipped by the artifact job, so no table reads it) and a .npy real source
   # (no labels: 'sl' is skipped with a note).
   folder = tmp_path / 'gm'
   shutil.copytree(tiny_zoo / 'zoo' / 'images', folder)
@@ -188,10 +196,8 @@ def test_table2_and_the_binary_on_a_folder_with_a_bad_file_and_an_npy_real(tiny_
   real = tmp_path / 'real.npy'
   np.save(real, data.load_real('digits').train_images)
   out = tmp_path / 'eval'
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(['evaluate', f'--gm={folder}', f'--real={real}', f'--workdir={out}',
-               '--spaces=dct,sl', '--splits=1', '--baselines=Marra19', '--classifiers=probe'])
-  evaluate_bin.main([])
+  evals.evaluate(dict(gm=str(folder), real=str(real), spaces='dct,sl', splits=1,
+                      baselines='Marra19', classifiers='probe'), str(out))
   obj = json.load(open(out / 'tables.json'))
   assert {r['table'] for r in obj['rows']} == {'1', 'diff', 'openset'}   # no tags: no Table 3
   assert obj['config']['real'] == str(real)
@@ -200,39 +206,22 @@ def test_table2_and_the_binary_on_a_folder_with_a_bad_file_and_an_npy_real(tiny_
   t1 = {r['method']: r for r in obj['rows'] if r['table'] == '1' and r['estimator'] != 'input'}
   assert t1['Marra19']['num_train'] + t1['Marra19']['num_test'] == 4 * 32
   assert 'zz_truncated.png' in capfd.readouterr().err   # one line from the artifact job
-  assert "space 'sl' skipped: the real source" in caplog.text
-  bad = read_bad_inputs(protocols.store_dir(str(out), evals.load_gm(
+  bad = read_bad_inputs(evals.store_dir(str(out), evals.load_gm(
       str(folder), str(real)), 'dct'))
   assert [os.path.basename(b['path']) for b in bad] == ['zz_truncated.png']
-  with pytest.raises(ValueError, match='give the real dataset'):
+  with pytest.raises(ValueError):   # an image folder needs its real dataset
     evals.load_gm(str(tiny_zoo / 'zoo' / 'images'))
 
 
-@pytest.mark.parametrize('binary', ['evaluate', 'demo'])
-@pytest.mark.parametrize('flag, message', [
-    ('--splits=0', '--splits: need at least 1 train/validation split, got 0'),
-    ('--estimators=nn,bogus', "--estimators: unknown estimator 'bogus'")])
-def test_binaries_refuse_bad_splits_and_estimators_in_one_line(binary, flag, message, tmp_path):
-  import subprocess
-  import sys
-  args = [sys.executable, '-m', f'fpjax.bin.{binary}', f'--workdir={tmp_path / "out"}', flag]
-  if binary == 'evaluate':
-    args.append(f'--gm={tmp_path}')
-  p = subprocess.run(args, capture_output=True, text=True, timeout=300)
-  assert p.returncode == 2, p.stderr
-  lines = p.stderr.strip().splitlines()
-  assert len(lines) == 1 and message in lines[0] and lines[0].startswith(f'{binary}: error: ')
-  assert not (tmp_path / 'out').exists()    # refused before anything was computed or written
-
-
+@pytest.mark.slow
 def test_the_study_copies_the_zoo_reference_sl_encoder_only_when_it_is_the_same_training(
     tiny_zoo, tmp_path):
   from fpjax.data import load_real
   from fpjax.models import encoders
   reference = str(tiny_zoo / 'zoo' / 'reference')
   steps = zoo.PRESETS['tiny'].encoder_steps  # what the tiny zoo's reference was trained with
-  got = protocols.make_encoders(['sl'], 'digits', workdir=str(tmp_path), zoo_reference=reference,
-                                encoder_steps={'sl': steps})
+  got = evals.make_encoders(['sl'], 'digits', workdir=str(tmp_path), zoo_reference=reference,
+                            encoder_steps={'sl': steps})
   assert os.path.exists(os.path.join(got['sl'], 'zoo_config.json'))  # copied, not trained
   real = load_real('digits')
   again = encoders.train_encoder('sl', real.train_images, real.train_labels, steps=steps, seed=0)
@@ -240,7 +229,7 @@ def test_the_study_copies_the_zoo_reference_sl_encoder_only_when_it_is_the_same_
   np.testing.assert_allclose(np.asarray(encoders.load_encoder(got['sl'])(x)),
                              np.asarray(again(x)), rtol=1e-5, atol=1e-5)
   # Other steps or another seed: a different encoder, trained here.
-  other = protocols.make_encoders(['sl'], 'digits', workdir=str(tmp_path),
-                                  zoo_reference=reference, encoder_steps={'sl': 3}, seed=1)
+  other = evals.make_encoders(['sl'], 'digits', workdir=str(tmp_path),
+                              zoo_reference=reference, encoder_steps={'sl': 3}, seed=1)
   assert other['sl'] != got['sl']
   assert not os.path.exists(os.path.join(other['sl'], 'zoo_config.json'))

@@ -60,15 +60,17 @@ def test_deterministic_and_save_load(kind, data, tmp_path):
   assert_close_features(np.asarray(small(x.astype(np.float32) / 255)), fa, cpu_atol=1e-5)
   assert_close_features(np.asarray(jax.jit(loaded)(x[:5].astype(np.float32) / 255)), fa[:5],
                         cpu_atol=1e-5)
-  with pytest.raises(ValueError, match='expects images of shape'):
+  with pytest.raises(ValueError) as e:
     loaded(np.zeros((2, 9, 9, 1), np.uint8))
+  assert '(2, 9, 9, 1)' in str(e.value)
 
 
 def test_sl_needs_labels(data):
-  with pytest.raises(ValueError, match='labels'):
+  with pytest.raises(ValueError):
     encoders.train_encoder('sl', data[0], steps=1)
-  with pytest.raises(ValueError, match="'sl' or 'ssl'"):
+  with pytest.raises(ValueError) as e:
     encoders.train_encoder('byol', data[0], steps=1)
+  assert "'byol'" in str(e.value)
 
 
 def test_user_encoder_checkpoint(tmp_path, monkeypatch):

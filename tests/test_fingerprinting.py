@@ -7,13 +7,21 @@ import signal
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
+import tensorstore
 
-from fpjax import fileio
-from fpjax import store as store_lib
-from fpjax import data
 from fpjax import artifact_job
+from fpjax import data
+from fpjax import estimators
+from fpjax import fileio
+from fpjax import manifold as manifold_lib
+from fpjax import models
 from fpjax import progress
 from fpjax import spaces
+from fpjax import store as store_lib
+from fpjax.errors import ConfigMismatchError, Preempted, StoreError, UserInputError
+from fpjax.models import autoencoder
+from test_estimators import REFS
 
 
 def make_gm(root, n=12, seed=0):
@@ -23,7 +31,8 @@ def make_gm(root, n=12, seed=0):
   x = real.test_images[:n].astype(np.float32)
   outs = [x + rng.normal(0, 20, x.shape), np.roll(x, 1, axis=1), x * 0.7 + 30]
   imgs = np.clip(np.concatenate(outs), 0, 255).astype(np.uint8)
-  data.save_image_folder(str(root), imgs, np.repeat(np.arange(3), n), ["noisy", "shifted", "washed"])
+  data.save_image_folder(str(root), imgs, np.repeat(np.arange(3), n),
+                         ["noisy", "shifted", "washed"])
   return imgs
 
 
@@ -37,6 +46,17 @@ def read_rows(workdir):
 def read_fingerprint(workdir):
   store = store_lib.ArtifactStore.open(str(workdir))
   return fileio.load_array(store.stats_path), store.summary
+
+
+class Injected(Exception):
+  """The failure the tests inject through the job's on_batch hook."""
+
+
+def fail_at(batch):
+  def hook(done):
+    if done == batch:
+      raise Injected(batch)
+  return hook
 
 
 def run(gm, out, **kw):
@@ -89,7 +109,8 @@ def test_matches_float64_bruteforce(gm, clean):
   assert store.num_rows == 36 and store.k == 1 and store.space == "rgb"
   assert store.class_names == ["noisy", "shifted", "washed"] and summary["bad_inputs"] == 0
   # The arrays are plain zarr: one chunk file per block of batch_size rows (one process).
-  assert json.load(open(clean / "artifacts" / "artifact" / "nn" / ".zarray"))["chunks"] == [8, 8, 8, 1]
+  zarray = json.load(open(clean / "artifacts" / "artifact" / "nn" / ".zarray"))
+  assert zarray["chunks"] == [8, 8, 8, 1]
   assert sorted(os.listdir(clean / "artifacts" / "label")) == [".zarray", "0", "1", "2", "3", "4"]
   assert not os.path.exists(os.path.join(clean, "checkpoints"))  # removed once COMPLETE
   records = progress.read_metrics(os.path.join(clean, "metrics.jsonl"))
@@ -115,14 +136,12 @@ def same_outputs(a, b):
 
 
 def test_failure_midway_then_resume_equals_clean_run(gm, clean, tmp_path):
-  def boom(done):
-    if done == 3:
-      raise RuntimeError("injected failure")
-  with pytest.raises(RuntimeError, match="injected"):
-    run(gm[0], tmp_path, on_batch=boom)
+  with pytest.raises(Injected):
+    run(gm[0], tmp_path, on_batch=fail_at(3))
   assert not store_lib.is_complete(str(tmp_path))
-  with pytest.raises(ValueError, match="COMPLETE"):
+  with pytest.raises(StoreError) as e:
     store_lib.ArtifactStore.open(str(tmp_path))  # a partial run is never read as complete
+  assert e.value.path == os.path.join(tmp_path, store_lib.COMPLETE)
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]  # failure checkpointed batch 3
   # A chunk written after the last checkpoint (e.g. killed while writing it) is rewritten.
   (tmp_path / "artifacts" / "artifact" / "nn" / "3.0.0.0").write_bytes(b"half a file")
@@ -136,8 +155,10 @@ def test_sigterm_checkpoints_and_resumes(gm, clean, tmp_path):
   def term(done):
     if done == 1:
       os.kill(os.getpid(), signal.SIGTERM)
-  with pytest.raises(artifact_job.Preempted):
+  with pytest.raises(Preempted) as e:
     run(gm[0], tmp_path, on_batch=term, checkpoint_every=100)
+  assert (e.value.workdir, e.value.batches_done) == (str(tmp_path), 2)
+  assert artifact_job.Preempted is Preempted  # the name importable where it was
   # The processes agree on stopping once per batch, before committing it: the signal that came
   # after batch 1 stops the job after batch 2 (no periodic checkpoint before batch 100).
   assert os.listdir(tmp_path / "checkpoints") == ["2"]
@@ -150,8 +171,9 @@ def test_finished_run_is_noop_and_config_change_refused(gm, clean):
   again = run(gm[0], clean)
   assert os.path.getmtime(clean / "COMPLETE") == before
   assert [m["count"] for m in again["models"]] == [12, 12, 12]
-  with pytest.raises(ValueError, match="another configuration"):
+  with pytest.raises(ConfigMismatchError) as e:
     run(gm[0], clean, space="freq")
+  assert e.value.workdir == str(clean)
 
 
 def test_other_spaces_k_and_host_streamed_bank(gm, tmp_path):
@@ -168,13 +190,13 @@ def test_zoo_workdir_as_gm(gm, tmp_path):
   zoo = tmp_path / "zoo"
   shutil.copytree(gm[0], zoo / "images")
   with open(zoo / "zoo.json", "w") as f:
-    json.dump({"real": "digits", "models": [{"name": n} for n in ["washed", "noisy", "shifted"]]}, f)
+    json.dump({"real": "digits",
+               "models": [{"name": n} for n in ["washed", "noisy", "shifted"]]}, f)
   out = run(zoo, tmp_path / "out", checkpoint_every=100)
   assert [m["name"] for m in out["models"]] == ["noisy", "shifted", "washed"]
 
 
 def test_tfds_real_bank(tmp_path):
-  import tensorflow_datasets as tfds
   gm = tmp_path / "gm"
   real = data.load_real("mnist5k")
   data.save_image_folder(str(gm), real.test_images[:6], np.array([0, 0, 0, 1, 1, 1]), ["a", "b"])
@@ -188,7 +210,6 @@ def test_tfds_real_bank(tmp_path):
 
 
 def test_encoder_space_against_float64(gm, tmp_path):
-  from fpjax import models
   real = data.load_real("digits")
   enc = models.train_encoder("ssl", real.train_images[:256], steps=2, batch_size=32)
   enc.save(str(tmp_path / "enc"))
@@ -203,10 +224,14 @@ def test_encoder_space_against_float64(gm, tmp_path):
   np.testing.assert_allclose(store.distance[:, 0], nearest, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(np.asarray(store.artifact), q - bank[store.index[:, 0]], atol=1e-4)
   assert store.embedding_shape == (bank.shape[1],)
-  with pytest.raises(ValueError, match="needs --encoder"):
+  with pytest.raises(UserInputError):  # an encoder space without an encoder
     run(gm[0], tmp_path / "x", space="sl")
-  with pytest.raises(ValueError, match="no such file"):
+  with pytest.raises(UserInputError) as e:
     run(gm[0], tmp_path / "x", space="sl", encoder=str(tmp_path / "missing"))
+  assert str(tmp_path / "missing") in str(e.value)
+  with pytest.raises(UserInputError):  # an encoder for a space that takes none
+    run(gm[0], tmp_path / "x", space="rgb", encoder=str(tmp_path / "enc"))
+  assert not os.path.exists(tmp_path / "x")  # refused before anything is written
 
 
 def test_store_reads_only_the_rows_asked_for(tmp_path):
@@ -218,7 +243,8 @@ def test_store_reads_only_the_rows_asked_for(tmp_path):
   writer = store_lib.ArtifactWriter.create(str(tmp_path), n, chunk, (2, 3), 1, ["nn"])
   for s in range(0, n, chunk):
     e = min(n, s + chunk)
-    writer.write(s, {"artifact/nn": art[s:e], "distance": np.arange(s, e, dtype=np.float32)[:, None],
+    writer.write(s, {"artifact/nn": art[s:e],
+                     "distance": np.arange(s, e, dtype=np.float32)[:, None],
                      "index": np.arange(s, e, dtype=np.int32)[:, None], "label": label[s:e]})
   writer.flush()
   store_lib.write_index(str(tmp_path), config={}, space="rgb", k=1, estimators=["nn"],
@@ -238,7 +264,7 @@ def test_store_reads_only_the_rows_asked_for(tmp_path):
   np.testing.assert_array_equal(a[2:7], art[good[2:7]])
   np.testing.assert_array_equal(a[np.array([0, 5, 10])], art[good[[0, 5, 10]]])
   np.testing.assert_array_equal(a[-1], art[good[-1]])
-  with pytest.raises(IndexError, match="sorted"):
+  with pytest.raises(IndexError):  # rows must be sorted (storage order)
     a[np.array([3, 1])]
   # Chunks outside the rows asked for are never read: garbage there does not matter.
   (tmp_path / "artifacts" / "artifact" / "nn" / "0.0.0").write_bytes(b"garbage")
@@ -250,15 +276,15 @@ def test_store_reads_only_the_rows_asked_for(tmp_path):
 def test_scattered_rows_read_in_bounded_pieces(tmp_path, monkeypatch):
   """A sorted sample of rows spread over the whole array is read piece by piece (each piece
   spans at most READ_SPAN_BYTES of rows) and equals numpy fancy indexing; bad rows hidden."""
-  import tensorstore as ts
   ref = np.random.default_rng(0).normal(size=(5000, 3, 2)).astype(np.float32)
-  arr = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(tmp_path / "a")},
-                 "metadata": {"shape": [5000, 3, 2], "chunks": [7, 3, 2], "dtype": "<f4"}},
-                create=True).result()
+  arr = tensorstore.open({
+      "driver": "zarr", "kvstore": {"driver": "file", "path": str(tmp_path / "a")},
+      "metadata": {"shape": [5000, 3, 2], "chunks": [7, 3, 2], "dtype": "<f4"}},
+      create=True).result()
   arr.write(ref).result()
   good = np.sort(np.random.default_rng(1).choice(5000, 4000, replace=False))
   rows = store_lib.LazyRows(arr, good)
-  monkeypatch.setattr(store_lib.artifact_store, "READ_SPAN_BYTES", 50 * 3 * 2 * 4)  # 50 rows a piece
+  monkeypatch.setattr(store_lib.rows, "READ_SPAN_BYTES", 50 * 3 * 2 * 4)  # 50 rows a piece
   spans = []
   real_read = rows._array.__getitem__
 
@@ -283,8 +309,6 @@ ESTIMATORS = "nn,knn_mean-k5,local_pca-k10-m2,kernel-k10-s0.5,input"
 
 
 def test_estimators_one_search_against_float64(gm, tmp_path):
-  from fpjax import estimators
-  from test_estimators import REFS
   _, imgs = gm
   out = run(gm[0], tmp_path, estimators=ESTIMATORS, checkpoint_every=100)
   store = store_lib.ArtifactStore.open(out["workdir"])
@@ -299,7 +323,8 @@ def test_estimators_one_search_against_float64(gm, tmp_path):
   rows, nd2 = bank[idx], np.take_along_axis(d2, idx, 1)
   np.testing.assert_allclose(store.distance, np.sqrt(nd2), rtol=1e-5, atol=1e-6)
   summary = store.summary
-  assert sorted(summary["estimators"]) == sorted(keys) and summary["models"] == summary["estimators"]["nn"]["models"]
+  assert sorted(summary["estimators"]) == sorted(keys)
+  assert summary["models"] == summary["estimators"]["nn"]["models"]
   for key in keys:
     est = estimators.Estimator.from_key(key)
     art = q - REFS[est.name](q, rows, nd2, est)
@@ -316,36 +341,36 @@ def test_estimators_one_search_against_float64(gm, tmp_path):
     assert stats["distance_hist"].sum() == 36
   np.testing.assert_array_equal(np.asarray(store.artifact), np.asarray(store.artifacts("nn")))
   assert store.stats_path == store.stats_path_of("nn")
-  with pytest.raises(ValueError, match="no artifacts of estimator 'learned'"):
+  with pytest.raises(UserInputError) as e:
     store.artifacts("learned")
+  assert "'learned'" in str(e.value)  # names the estimator this store lacks
   # The configuration includes the estimators: another set is refused.
-  with pytest.raises(ValueError, match="another configuration"):
+  with pytest.raises(ConfigMismatchError):
     run(gm[0], tmp_path, estimators="nn")
 
 
 def test_estimator_arguments_refused(gm, tmp_path):
-  with pytest.raises(ValueError, match="need the 10 nearest bank rows"):
+  with pytest.raises(UserInputError):  # knn_mean-k10 needs 10 neighbours
     run(gm[0], tmp_path, estimators="knn_mean-k10", k=3)
-  with pytest.raises(ValueError, match="unknown estimator 'pca'"):
+  run(gm[0], tmp_path / "k10", estimators="knn_mean-k10", k=10, basis_dim=0)  # enough
+  with pytest.raises(UserInputError) as e:
     run(gm[0], tmp_path, estimators=["nn", "pca"])
+  assert "'pca'" in str(e.value)
+  with pytest.raises(UserInputError):
+    run(gm[0], tmp_path, checkpoint_every=0)
   assert not os.path.exists(tmp_path / "artifacts")  # refused before anything is written
 
 
 def test_learned_and_input_need_no_search_and_resume(gm, tmp_path, monkeypatch):
-  from fpjax import manifold as manifold_lib
-  from fpjax.models import autoencoder
   _, imgs = gm
   searched = []
   real_search = manifold_lib.Manifold.project_embedded
   monkeypatch.setattr(manifold_lib.Manifold, "project_embedded",
                       lambda self, *a, **kw: searched.append(1) or real_search(self, *a, **kw))
 
-  def boom(done):
-    if done == 3:
-      raise RuntimeError("injected failure")
   kw = dict(estimators=["learned", "input"], basis_dim=4)
-  with pytest.raises(RuntimeError, match="injected"):
-    run(gm[0], tmp_path / "out", on_batch=boom, **kw)
+  with pytest.raises(Injected):
+    run(gm[0], tmp_path / "out", on_batch=fail_at(3), **kw)
   saved = tmp_path / "out" / "autoencoder"
   before = os.path.getmtime(saved)
   run(gm[0], tmp_path / "out", **kw)  # resumes: reuses the saved autoencoder

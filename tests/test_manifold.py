@@ -1,9 +1,11 @@
-"""The projection kernel against a float64 brute force and FAISS IndexFlatL2."""
+"""Manifold (the eager projection, its fallback ladder) and the kernel pieces it runs
+(fpjax.knn: scan, bounds, reduced, placement) against a float64 brute force and FAISS."""
 import faiss
 import numpy as np
 import pytest
 
 import fpjax
+from fpjax.knn import placement, reduced, scan
 from _precision_check import count_ops, default_precision_ops
 
 
@@ -40,23 +42,24 @@ def assert_same_neighbours(got_idx, got_dist, ref_idx, ref_dist, d2, rel=1e-5):
 def test_exact_matches_float64_on_random_data(k, rng):
   bank = rng.random((1500, 6, 6, 3)).astype(np.float32)
   queries = rng.random((300, 6, 6, 3)).astype(np.float32)
-  proj = fpjax.Manifold.from_images(bank, "rgb", k=k, tile=256).project(queries, batch_size=128)
+  proj = fpjax.Manifold.from_images(bank, "rgb", tile=256).project(queries, k=k, batch_size=128)
   ref_idx, ref_dist, d2 = brute_force(bank, queries, k)
-  ties = assert_same_neighbours(np.asarray(proj.index), np.asarray(proj.distance), ref_idx, ref_dist, d2)
+  ties = assert_same_neighbours(np.asarray(proj.index), np.sqrt(proj.sq_distance), ref_idx,
+                                ref_dist, d2)
   assert ties == 0  # continuous random data has no float32 ties
-  assert proj.index.dtype == np.int32 and proj.distance.dtype == np.float32
+  assert proj.index.dtype == np.int32 and proj.sq_distance.dtype == np.float32
 
 
 @pytest.mark.parametrize("space", ["rgb", "freq", "dct"])
 def test_exact_on_real_digits_matches_float64_and_faiss(space, mnist):
   images = mnist[0]
   bank_images, query_images = images[:3000], images[4000:4400]
-  manifold = fpjax.Manifold.from_images(bank_images, space, k=3)
-  proj = manifold.project(query_images)
+  manifold = fpjax.Manifold.from_images(bank_images, space)
+  proj = manifold.project(query_images, k=3)
   bank = np.asarray(fpjax.embed(bank_images, space))
   queries = np.asarray(fpjax.embed(query_images, space))
   ref_idx, ref_dist, d2 = brute_force(bank, queries, 3)
-  assert_same_neighbours(np.asarray(proj.index), np.asarray(proj.distance), ref_idx, ref_dist, d2)
+  assert_same_neighbours(np.asarray(proj.index), np.sqrt(proj.sq_distance), ref_idx, ref_dist, d2)
   # FAISS as an independent oracle for the nearest row.
   index = faiss.IndexFlatL2(bank[0].size)
   index.add(bank.reshape(len(bank), -1))
@@ -76,13 +79,13 @@ def test_artifact_is_embedding_minus_nearest(mnist):
   np.testing.assert_array_equal(np.asarray(proj.nearest), bank[idx])
   np.testing.assert_allclose(np.asarray(proj.artifact), queries - bank[idx], atol=1e-6)
   np.testing.assert_allclose(np.linalg.norm(np.asarray(proj.artifact).reshape(100, -1), axis=1),
-                             np.asarray(proj.distance)[:, 0], rtol=1e-5)
+                             np.sqrt(proj.sq_distance)[:, 0], rtol=1e-5)
 
 
 def test_real_bank_images_have_zero_artifact(mnist):
   bank = mnist[0][:500]
   proj = fpjax.Manifold.from_images(bank, "rgb").project(bank[:50])
-  np.testing.assert_array_equal(np.asarray(proj.distance)[:, 0], 0)
+  np.testing.assert_array_equal(np.asarray(proj.sq_distance)[:, 0], 0)
   assert not np.asarray(proj.artifact).any()
 
 
@@ -92,9 +95,9 @@ def test_neighbour_rows_match_numpy_indexing(device_bank_bytes, rng):
   # batches of 16 (3 batches, the last partly padding) share one compilation.
   bank = rng.random((700, 4, 4, 3)).astype(np.float32)
   queries = rng.random((37, 4, 4, 3)).astype(np.float32)
-  manifold = fpjax.Manifold.from_embeddings(bank, k=5, device_bank_bytes=device_bank_bytes)
+  manifold = fpjax.Manifold.from_embeddings(bank, device_bank_bytes=device_bank_bytes)
   assert manifold.placement.streamed == (device_bank_bytes is not None)
-  proj = manifold.project_embedded(queries, batch_size=16)
+  proj = manifold.project_embedded(queries, k=5, batch_size=16)
   ref_idx, _, _ = brute_force(bank, queries, 5)
   np.testing.assert_array_equal(np.asarray(proj.index), ref_idx)
   before = manifold._gather_fn()._cache_size() if device_bank_bytes is None else 0
@@ -121,7 +124,7 @@ def test_exact_ties_resolve_to_lowest_row(rng):
   bank = rng.random((300, 8)).astype(np.float32)
   bank[200] = bank[17]
   bank[250] = bank[17]
-  proj = fpjax.Manifold.from_embeddings(bank, k=3).project_embedded(bank[[17, 200]])
+  proj = fpjax.Manifold.from_embeddings(bank).project_embedded(bank[[17, 200]], k=3)
   np.testing.assert_array_equal(np.asarray(proj.index), [[17, 200, 250]] * 2)
 
 
@@ -136,116 +139,28 @@ def test_uncertified_queries_fall_back_to_float32(rng):
   proj = manifold.project_embedded(queries, batch_size=32)
   ref_idx, ref_dist, d2 = brute_force(bank, queries, 1)
   assert manifold.stats["float32"] > 0 and manifold.stats["direct"] > 0
-  assert_same_neighbours(np.asarray(proj.index), np.asarray(proj.distance), ref_idx, ref_dist, d2,
+  assert_same_neighbours(np.asarray(proj.index), np.sqrt(proj.sq_distance), ref_idx, ref_dist, d2,
                          rel=1e-4)
-
-
-def test_reduced_search_ranks_by_a_true_lower_bound(rng):
-  import jax.numpy as jnp
-  from fpjax import manifold as manifold_lib
-  # Large in-span coordinates and a small residual: the case where rounding of the
-  # projection, not the residual, decides whether the bound holds.
-  dim, r = 300, 20
-  basis = np.linalg.qr(rng.normal(size=(dim, r)))[0].astype(np.float32)
-  x = (100 * rng.normal(size=(200, r)) @ basis.T + 1e-3 * rng.normal(size=(200, dim)))
-  x = x.astype(np.float32)
-  orth = float(np.linalg.norm(basis.T.astype(np.float64) @ basis - np.eye(r))) + 1e-12
-  xj = jnp.asarray(x)
-  hat, pn, eta = (np.asarray(a, np.float64) for a in manifold_lib._reduce(
-      xj, jnp.sum(xj * xj, axis=1), jnp.asarray(basis), orth))
-  p, rho = hat[:, :r], hat[:, r]
-  xd = x.astype(np.float64)
-  bound = (p @ p.T + np.outer(rho, rho) + np.outer(eta, pn) + np.outer(pn, eta)
-           + orth * np.outer(pn, pn))
-  assert np.all(xd @ xd.T <= bound)
-  assert np.all(rho >= np.linalg.norm(xd - p @ basis.T.astype(np.float64), axis=1))
-
-
-@pytest.mark.parametrize("scale", [1.0, 1e6])
-def test_reduction_bounds_from_norms_hold_on_adversarial_rows(rng, scale):
-  # ρ and η come from ‖x‖² − ‖p‖² (one matmul), whose float32 cancellation the bound must
-  # absorb: rows exactly and almost inside span(V), almost orthogonal to it, zero, typical
-  # (2 % residual energy), at unit and at large norm; a basis ~1e-4 away from orthonormal.
-  import jax.numpy as jnp
-  from fpjax import manifold as manifold_lib
-  dim, r = 784, 255
-  q64 = np.linalg.qr(rng.normal(size=(dim, r)))[0]
-  basis = (q64 + 3e-7 * rng.normal(size=(dim, r))).astype(np.float32)
-  v = basis.astype(np.float64)
-  orth = float(np.linalg.norm(v.T @ v - np.eye(r))) * 1.01
-  assert 3e-5 < orth < 1e-3
-  inside = rng.normal(size=(64, r)) @ basis.T
-  outside = rng.normal(size=(64, dim))
-  outside -= outside @ q64 @ q64.T
-  typical = inside / 0.99 + 0.14 * outside * np.linalg.norm(inside, axis=1, keepdims=True) / (
-      np.linalg.norm(outside, axis=1, keepdims=True) * 0.99)
-  x = np.concatenate([inside, inside + 1e-4 * outside, inside + 1e-7 * outside, outside,
-                      outside + 1e-4 * inside, typical, np.zeros((2, dim))]) * scale
-  x = x.astype(np.float32)
-  xj = jnp.asarray(x)
-  hat, pn, eta = (np.asarray(a, np.float64) for a in manifold_lib._reduce(
-      xj, jnp.sum(xj * xj, axis=1), jnp.asarray(basis), orth))
-  p, rho = hat[:, :r], hat[:, r]
-  xd = x.astype(np.float64)
-  res = xd - p @ v.T  # the exact residual of the float32 p, in float64
-  true_rho = np.linalg.norm(res, axis=1)
-  assert np.all(rho >= true_rho)
-  assert np.all(eta >= np.linalg.norm(res @ v, axis=1))
-  assert np.all(pn >= np.linalg.norm(p, axis=1))
-  bound = (p @ p.T + np.outer(rho, rho) + np.outer(eta, pn) + np.outer(pn, eta)
-           + orth * np.outer(pn, pn))
-  assert np.all(xd @ xd.T <= bound)
-  # Not vacuous: the slack is a few γ·‖x‖², about 0.02‖x‖ for ρ here.
-  xn = np.linalg.norm(xd, axis=1)
-  assert np.all(rho <= true_rho + 0.05 * xn)
-  assert np.all(eta <= 2e-3 * xn)
-  rows = slice(5 * 64, 6 * 64)  # typical rows: ρ within 5 % of the true residual
-  assert np.all(rho[rows] <= 1.05 * true_rho[rows])
-
-
-@pytest.mark.parametrize("eps", [1e-3, 1e-5])
-def test_reduction_bound_holds_where_it_is_tight(rng, eps):
-  # V = Q(I + ε wwᵀ): VᵀV − I = (2ε + ε²) wwᵀ has rank one, so for rows along Qw the bound
-  # without its rounding terms is an equality (‖x‖² − ‖p‖² + o‖p‖² = ‖r_x‖² exactly) and
-  # only the float32 terms of ρ keep it above the true residual (without them, about half
-  # of these rows fail).
-  import jax.numpy as jnp
-  from fpjax import manifold as manifold_lib
-  dim, r = 3072, 8
-  q = np.linalg.qr(rng.normal(size=(dim, r)))[0]
-  w = rng.normal(size=r)
-  w /= np.linalg.norm(w)
-  basis = (q + eps * np.outer(q @ w, w)).astype(np.float32)
-  v = basis.astype(np.float64)
-  orth = float(np.linalg.norm(v.T @ v - np.eye(r))) + 1e-15
-  x = ((q @ w)[None, :] * rng.uniform(1, 100, size=(256, 1))).astype(np.float32)
-  xj = jnp.asarray(x)
-  hat, pn, eta = (np.asarray(a, np.float64) for a in manifold_lib._reduce(
-      xj, jnp.sum(xj * xj, axis=1), jnp.asarray(basis), orth))
-  p, rho = hat[:, :r], hat[:, r]
-  res = x.astype(np.float64) - p @ v.T
-  assert np.all(rho >= np.linalg.norm(res, axis=1))
-  assert np.all(eta >= np.linalg.norm(res @ v, axis=1))
 
 
 def test_reduced_search_is_exact_on_real_digits(mnist):
   bank_images, query_images = mnist[0][:3000], mnist[0][3000:3500]
-  full = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None)
+  full = fpjax.Manifold.from_images(bank_images, search_dim=None)
   assert full.basis is None
-  ref = full.project(query_images)
-  auto = fpjax.Manifold.from_images(bank_images, k=2)  # digits: the reduced search is chosen
+  ref = full.project(query_images, k=2)
+  auto = fpjax.Manifold.from_images(bank_images)  # digits: the reduced search is chosen
   assert auto.basis is not None and auto.basis.shape[1] < 784 // 2
-  got = auto.project(query_images)
+  got = auto.project(query_images, k=2)
   np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
-  np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
+  np.testing.assert_array_equal(np.asarray(got.sq_distance), np.asarray(ref.sq_distance))
   assert auto.stats["bfloat16"] <= 0.02 * auto.stats["queries"]  # nearly all certified
   # A crude 4-direction search certifies few answers; the fallback keeps them exact.
-  crude = fpjax.Manifold.from_images(bank_images, k=2, search_dim=4)
+  crude = fpjax.Manifold.from_images(bank_images, search_dim=4)
   assert crude.basis is not None
-  got = crude.project(query_images)
+  got = crude.project(query_images, k=2)
   assert crude.stats["bfloat16"] > 0
   np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
-  np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
+  np.testing.assert_array_equal(np.asarray(got.sq_distance), np.asarray(ref.sq_distance))
   with pytest.raises(ValueError, match="search_dim"):
     fpjax.Manifold.from_images(bank_images, search_dim=784)
 
@@ -256,8 +171,8 @@ def test_reduced_search_is_used_from_the_first_call(device_bank_bytes, mnist):
   # projection is a reduced search, with the full-space answers; with a resident bank its
   # kernel was compiled in the constructor too.
   bank_images, query_images = mnist[0][:2500], mnist[0][3000:3300]
-  ref = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None).project(query_images)
-  m = fpjax.Manifold.from_images(bank_images, k=2, device_bank_bytes=device_bank_bytes)
+  ref = fpjax.Manifold.from_images(bank_images, search_dim=None).project(query_images)
+  m = fpjax.Manifold.from_images(bank_images, device_bank_bytes=device_bank_bytes)
   assert m.placement.streamed == (device_bank_bytes is not None)
   assert m.basis is not None and m.basis.shape[1] < 784 // 2
   used = []  # per first-stage kernel call: was it the reduced search?
@@ -280,23 +195,22 @@ def test_reduced_search_is_used_from_the_first_call(device_bank_bytes, mnist):
   got = m.project(query_images)
   assert used and all(used)
   np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
-  np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
+  np.testing.assert_array_equal(np.asarray(got.sq_distance), np.asarray(ref.sq_distance))
   np.testing.assert_array_equal(np.asarray(got.artifact), np.asarray(ref.artifact))
 
 
 def test_failed_reduction_keeps_full_space_search(mnist, monkeypatch, caplog):
-  from fpjax import manifold as manifold_lib
   def fail(*args):
     raise MemoryError("no room for the search rows")
-  monkeypatch.setattr(manifold_lib, "_reduction", fail)
+  monkeypatch.setattr(reduced, "reduction", fail)
   bank_images, query_images = mnist[0][:1500], mnist[0][3000:3100]
-  m = fpjax.Manifold.from_images(bank_images, k=2)
+  m = fpjax.Manifold.from_images(bank_images)
   assert m.basis is None and m.reduce_consts is None
   assert "building the reduced search failed (MemoryError: no room" in caplog.text
-  ref = fpjax.Manifold.from_images(bank_images, k=2, search_dim=None).project(query_images)
-  got = m.project(query_images)
+  ref = fpjax.Manifold.from_images(bank_images, search_dim=None).project(query_images, k=2)
+  got = m.project(query_images, k=2)
   np.testing.assert_array_equal(np.asarray(got.index), np.asarray(ref.index))
-  np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(ref.distance))
+  np.testing.assert_array_equal(np.asarray(got.sq_distance), np.asarray(ref.sq_distance))
 
 
 def test_fast_mode_is_exact_on_real_digits(mnist):
@@ -309,11 +223,11 @@ def test_fast_mode_is_exact_on_real_digits(mnist):
 
 def test_bank_streamed_from_host_gives_same_answer(mnist):
   bank_images, query_images = mnist[0][:3000], mnist[0][3000:3300]
-  on_device = fpjax.Manifold.from_images(bank_images, k=2).project(query_images)
-  streamed_manifold = fpjax.Manifold.from_images(bank_images, k=2,
+  on_device = fpjax.Manifold.from_images(bank_images).project(query_images, k=2)
+  streamed_manifold = fpjax.Manifold.from_images(bank_images,
                                                  device_bank_bytes=700 * 784 * 4)
   assert streamed_manifold.bank is None and streamed_manifold.chunk_rows < 3000
-  streamed = streamed_manifold.project(query_images)
+  streamed = streamed_manifold.project(query_images, k=2)
   assert len(streamed_manifold._fns) <= 3  # one compiled kernel serves every chunk
   np.testing.assert_array_equal(np.asarray(streamed.index), np.asarray(on_device.index))
   np.testing.assert_array_equal(np.asarray(streamed.artifact), np.asarray(on_device.artifact))
@@ -323,8 +237,8 @@ def test_partial_last_chunk_has_no_duplicate_rows(rng):
   # The last streamed chunk holds fewer real groups than the kernel keeps.
   bank = rng.random((1010, 32)).astype(np.float32)
   queries = rng.random((40, 32)).astype(np.float32)
-  manifold = fpjax.Manifold.from_embeddings(bank, k=3, device_bank_bytes=496 * 32 * 4)
-  proj = manifold.project_embedded(queries)
+  manifold = fpjax.Manifold.from_embeddings(bank, device_bank_bytes=496 * 32 * 4)
+  proj = manifold.project_embedded(queries, k=3)
   ref_idx, ref_dist, d2 = brute_force(bank, queries, 3)
   np.testing.assert_array_equal(np.asarray(proj.index), ref_idx)
 
@@ -342,56 +256,17 @@ def test_principal_basis_is_orthonormal(mnist):
   np.testing.assert_allclose(basis.T @ basis, np.eye(8), atol=1e-4)
 
 
-def test_randomized_svd_matches_float64_svd(mnist):
-  from fpjax import manifold as manifold_lib
-  rows = mnist[0][:2000].reshape(2000, -1).astype(np.float32) / 255.0
-  basis, sv, total = manifold_lib._randomized_svd(rows, rank=16, n_iter=4, seed=0)
-  x = rows.astype(np.float64) - rows.mean(0, dtype=np.float64)
-  _, ref_sv, ref_vt = np.linalg.svd(x, full_matrices=False)
-  np.testing.assert_allclose(sv, ref_sv[:16], rtol=1e-2)
-  np.testing.assert_allclose(float(total), np.sum(x * x), rtol=1e-4)
-  # The top 8 directions span the same subspace: all principal angles small.
-  cosines = np.linalg.svd(np.asarray(basis, np.float64)[:, :8].T @ ref_vt[:8].T, compute_uv=False)
-  assert cosines.min() > 0.99
-  assert manifold_lib._orth_err(basis) < 1e-4
-
-
-
-def test_covariance_svd_matches_float64_svd_and_is_chosen_for_large_ranks(mnist):
-  from fpjax import manifold as manifold_lib
-  rows = mnist[0][:2000].reshape(2000, -1).astype(np.float32) / 255.0
-  basis, sv, total = manifold_lib._covariance_svd(rows, rank=300)
-  x = rows.astype(np.float64) - rows.mean(0, dtype=np.float64)
-  _, ref_sv, ref_vt = np.linalg.svd(x, full_matrices=False)
-  np.testing.assert_allclose(sv[:64], ref_sv[:64], rtol=1e-3)
-  np.testing.assert_allclose(float(total), np.sum(x * x), rtol=1e-4)
-  # The energy left outside the top r (what 'auto' chooses r by) matches to 1e-3 of the total.
-  np.testing.assert_allclose(np.cumsum(sv.astype(np.float64) ** 2) / total,
-                             np.cumsum(ref_sv[:300] ** 2) / np.sum(x * x), atol=1e-3)
-  cosines = np.linalg.svd(np.asarray(basis, np.float64)[:, :8].T @ ref_vt[:8].T, compute_uv=False)
-  assert cosines.min() > 0.999
-  assert manifold_lib._orth_err(basis) < 1e-4
-  # The dispatcher: the exact eigh for a rank near D/2 at D = 784 (the reduced search's), the
-  # randomized SVD for a small rank (principal_basis's).
-  exact = manifold_lib._top_directions(rows, rank=300, n_iter=1, seed=0)[0]
-  np.testing.assert_array_equal(exact, basis)
-  small = manifold_lib._top_directions(rows, rank=16, n_iter=4, seed=0)[0]
-  np.testing.assert_array_equal(small, manifold_lib._randomized_svd(rows, rank=16, n_iter=4,
-                                                                     seed=0)[0])
-
-
 def test_reduction_basis_is_deterministic_and_built_in_the_constructor(mnist):
   # The basis comes from a seeded host SVD of a fixed bank sample (run in a worker thread while
   # the bank is placed): every build of the same bank gets the same V, bit for bit.
-  from fpjax import manifold as manifold_lib
   bank = np.asarray(fpjax.embed(mnist[0][:3000], "rgb")).reshape(3000, -1)
-  m = fpjax.Manifold.from_embeddings(bank, k=2)
-  sample = manifold_lib._reduction_sample(bank, "auto")
-  np.testing.assert_array_equal(sample, bank[manifold_lib._sample_rows(3000, 4096, 0)])
-  basis, orth_err = manifold_lib._reduction_basis(sample, "auto")
+  m = fpjax.Manifold.from_embeddings(bank)
+  sample = reduced.reduction_sample(bank, "auto")
+  np.testing.assert_array_equal(sample, bank[placement.sample_rows(3000, 4096, 0)])
+  basis, orth_err = reduced.reduction_basis(sample, "auto")
   np.testing.assert_array_equal(np.asarray(m.basis), basis)
   assert float(m.reduce_consts.orth_err) == np.float32(orth_err)
-  np.testing.assert_array_equal(manifold_lib._reduction_basis(sample, "auto")[0], basis)
+  np.testing.assert_array_equal(reduced.reduction_basis(sample, "auto")[0], basis)
   # Its leading directions are the sample's principal ones (float64 SVD).
   x = sample.astype(np.float64) - sample.mean(0, dtype=np.float64)
   ref_vt = np.linalg.svd(x, full_matrices=False)[2]
@@ -400,8 +275,9 @@ def test_reduction_basis_is_deterministic_and_built_in_the_constructor(mnist):
 
 # ---- bad input -------------------------------------------------------------------------------
 def test_k_larger_than_bank(rng):
+  manifold = fpjax.Manifold.from_images(rng.random((5, 4, 4, 1)).astype(np.float32))
   with pytest.raises(ValueError, match="larger than the bank"):
-    fpjax.Manifold.from_images(rng.random((5, 4, 4, 1)).astype(np.float32), k=6)
+    manifold.project(rng.random((2, 4, 4, 1)).astype(np.float32), k=6)
 
 
 def test_empty_inputs(rng):
@@ -453,7 +329,7 @@ def test_kernel_memory_is_bank_plus_tile_not_queries_times_bank(search_dim):
     if search_dim:  # the reduced search: its rows, ‖b − μ‖², basis and constants
       assert manifold.basis is not None
       args += (manifold.placement.search_rows + manifold._reduced,)
-    compiled = manifold._search_fn(jnp.bfloat16, bool(search_dim)).lower(*args).compile()
+    compiled = manifold._search_fn(jnp.bfloat16, bool(search_dim), k=1).lower(*args).compile()
     analysis = compiled.memory_analysis()
     if analysis is None:
       pytest.skip("this backend reports no memory analysis")
@@ -472,22 +348,23 @@ def test_float32_products_name_highest_precision(mnist):
   import jax
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
-  from fpjax import manifold as manifold_lib, parallel
+  from fpjax import parallel
   from fpjax.knn import autotune
   bank = np.asarray(fpjax.embed(mnist[0][:1024], "rgb")).reshape(1024, -1)
-  m = fpjax.Manifold.from_embeddings(bank, k=2, tile=256, search_dim=63)
+  m = fpjax.Manifold.from_embeddings(bank, tile=256, search_dim=63)
   assert m.basis is not None
   q = jax.device_put(jnp.asarray(bank[:64]), NamedSharding(m.mesh, P("data", None)))
   full = (q, m.bank, m.mean, np.int32(0), np.int32(m.size))
-  reduced = full + (m.placement.search_rows + (m.basis, m.reduce_consts),)
+  reduced_args = full + (m.placement.search_rows + (m.basis, m.reduce_consts),)
   pallas = autotune.Config("pallas", 256, 64, interpret=True)
   programs = {
-      "float32 stage (XLA)": (m._search_fn(jnp.float32), full),
-      "float32 stage (Pallas)": (m._search_fn(jnp.float32, config=pallas), full),
-      "reduced bfloat16 stage (query reduction, re-rank)": (m._search_fn(jnp.bfloat16, True), reduced),
-      "direct stage": (m._search_fn(None), full),
+      "float32 stage (XLA)": (m._search_fn(jnp.float32, k=2), full),
+      "float32 stage (Pallas)": (m._search_fn(jnp.float32, config=pallas, k=2), full),
+      "reduced bfloat16 stage (query reduction, re-rank)": (m._search_fn(jnp.bfloat16, True, k=2),
+                                                             reduced_args),
+      "direct stage": (m._search_fn(None, k=2), full),
       "bank reduction": (jax.shard_map(
-          functools.partial(manifold_lib._reduce_slice, batch=256), mesh=m.mesh,
+          functools.partial(reduced.reduce_slice, batch=256), mesh=m.mesh,
           in_specs=(P(parallel.BANK, None),) + (P(),) * 5,
           out_specs=(P(parallel.BANK, None), P(parallel.BANK), P()), check_vma=False),
           (m.bank, m.mean, np.int32(0), np.int32(m.size), m.basis, np.float32(1e-6))),
@@ -502,13 +379,12 @@ def test_float32_products_name_highest_precision(mnist):
 
 @pytest.mark.parametrize("k", [1, 3, 40])
 def test_two_stage_rerank_same_as_full_rerank(k, rng, monkeypatch):
-  """The re-rank in two stages (fpjax.manifold._search) returns exactly what the re-rank of
+  """The re-rank in two stages (fpjax.knn.scan) returns exactly what the re-rank of
   every candidate group returns (distances, indices, certificates), with tied rows, padding
   and a batch of several chunks. 40 queries have 12 near-duplicate rows each, in 12 groups,
   closer than bfloat16 can tell apart: their nearest row is often in a group past the first
   stage's, so a second stage that skipped queries or chunks would change answers."""
   import jax.numpy as jnp
-  from fpjax import manifold as manifold_lib
   dim = 96
   bank = rng.uniform(size=(3000, dim)).astype(np.float32)
   bank[1500:1510] = bank[7]  # exact ties across groups
@@ -520,10 +396,11 @@ def test_two_stage_rerank_same_as_full_rerank(k, rng, monkeypatch):
   queries = np.concatenate([bank[[7, 0, 2999]], np.asarray(near),
                             rng.uniform(size=(213, dim))]).astype(np.float32)
   results = []
-  for first in (manifold_lib._RERANK_FIRST, 10 ** 6):  # 10**6: one stage, every group
-    monkeypatch.setattr(manifold_lib, "_RERANK_FIRST", first)
-    m = fpjax.Manifold.from_embeddings(bank, k=k, tile=512, search_dim=None)
-    results.append([np.asarray(a) for a in m._search_all(jnp.asarray(queries), jnp.bfloat16)])
+  for first in (scan.RERANK_FIRST, 10 ** 6):  # 10**6: one stage, every group
+    monkeypatch.setattr(scan, "RERANK_FIRST", first)
+    m = fpjax.Manifold.from_embeddings(bank, tile=512, search_dim=None)
+    results.append([np.asarray(a) for a in m._search_all(jnp.asarray(queries), jnp.bfloat16,
+                                                          k=k)])
   (d0, i0, ok0), (d1, i1, ok1) = results
   np.testing.assert_array_equal(i0, i1)
   np.testing.assert_array_equal(d0, d1)
@@ -534,15 +411,14 @@ def test_two_stage_rerank_same_as_full_rerank(k, rng, monkeypatch):
 
 
 def test_top_k_rows_one_matches_sort(rng):
-  """k = 1 by two minima (fpjax.manifold._top_k_rows) equals the sort of (distance, index)
+  """k = 1 by two minima (fpjax.knn.scan.top_k_rows) equals the sort of (distance, index)
   pairs, ties and inf rows included."""
   import jax.numpy as jnp
-  from fpjax import manifold as manifold_lib
   d = rng.integers(0, 4, (64, 24)).astype(np.float32)
   d[5] = np.inf
   d[6, ::2] = np.inf
   i = np.stack([rng.permutation(1000)[:24] for _ in range(64)]).astype(np.int32)
-  got = manifold_lib._top_k_rows(jnp.asarray(d), jnp.asarray(i), k=1)
+  got = scan.top_k_rows(jnp.asarray(d), jnp.asarray(i), k=1)
   order = np.lexsort((i, d), axis=1)[:, :1]
   np.testing.assert_array_equal(np.asarray(got[0]), np.take_along_axis(d, order, 1))
   np.testing.assert_array_equal(np.asarray(got[1]), np.take_along_axis(i, order, 1))

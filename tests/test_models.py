@@ -41,8 +41,9 @@ def test_attributor_learns_separable_images(tmp_path):
   att.save(str(tmp_path / 'att'))
   loaded = Attributor.load(str(tmp_path / 'att'))
   np.testing.assert_array_equal(loaded.predict_proba(x[160:]), att.predict_proba(x[160:]))
-  with pytest.raises(ValueError, match='per-sample shape'):
+  with pytest.raises(ValueError) as e:
     loaded.predict(x[:, :4])
+  assert str(x.shape[1:]) in str(e.value) and str(x[:, :4].shape[1:]) in str(e.value)
 
 
 def test_attributor_mlp_on_vectors():
@@ -57,7 +58,7 @@ def test_attributor_mlp_on_vectors():
 
 def test_attributor_nonfinite_loss_is_a_clear_error():
   x, y = _toy_images(64)
-  with pytest.raises(NonFiniteLossError, match='non-finite|nan|inf'):
+  with pytest.raises(NonFiniteLossError):
     Attributor(widths=(4, 4, 4), lr=1e30, weight_decay=0.0, epochs=3, batch_size=16,
                optimizer='sgd').fit(x, y)
 

@@ -1,4 +1,6 @@
-"""Sharded results equal single-device results (8 simulated CPU devices, own process)."""
+"""Sharded results equal single-device results (8 simulated CPU devices, own process): the
+Manifold on meshes from parallel.make_mesh and on users' jax.make_mesh meshes (2x2, 1x4,
+Explicit and Auto axes, any axis names), and the traceable fpjax.knn.search on them."""
 import os
 import subprocess
 import sys

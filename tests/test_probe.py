@@ -1,9 +1,11 @@
 """LinearProbe against scikit-learn's LogisticRegression on the same standardized features."""
 import numpy as np
+import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from fpjax.attribution import LinearProbe
+from fpjax.attribution import Attributor, LinearProbe
+from fpjax.errors import UserInputError
 
 
 def _blobs(seed=0, n=2000, k=5, d=20):
@@ -67,10 +69,48 @@ def test_early_stopping_on_given_validation_rows_never_trains_on_them():
   for f, labels in zip(fits, (y, relabelled)):
     h = f.history_
     assert f.score(x[val], labels[val]) == h['val_accuracy'][h['best_epoch']]
-  for rows, message in (([400], 'outside'), (np.arange(400), 'no training rows')):
-    try:
+  for rows in ([400], np.arange(400)):  # outside the rows; no training rows left
+    with pytest.raises(ValueError):
       LinearProbe(epochs=1).fit(x, y, val_rows=rows)
-    except ValueError as e:
-      assert message in str(e)
-    else:
-      raise AssertionError(f'val_rows {rows} accepted')
+
+
+@pytest.mark.parametrize('options', [dict(epochs=0), dict(epochs=-1), dict(epochs=2.5),
+                                     dict(batch_size=0), dict(batch_size=True), dict(lr=0.0),
+                                     dict(val_fraction=1.0), dict(patience=0)])
+def test_options_that_would_do_something_else_are_refused(options):
+  with pytest.raises(UserInputError):
+    LinearProbe(**options)
+  with pytest.raises(UserInputError):
+    Attributor(**options)
+  with pytest.raises(UserInputError):
+    LinearProbe(l2=-1.0)
+
+
+def test_the_pinned_option_error_line():
+  with pytest.raises(UserInputError) as e:
+    LinearProbe(epochs=0)
+  assert str(e.value) == 'LinearProbe: epochs must be an integer >= 1; got 0'
+
+
+@pytest.mark.parametrize('labels', [
+    np.array([0.0, 1.0, 2.0] * 20),           # float labels (were truncated)
+    np.array([0, 1, 0.5] * 20),
+    np.array([True, False, True] * 20),
+    np.array([0, 1, 2] * 19 + [0, -1, 1]),    # the store's bad-row label
+    np.array([0, 1, 2] * 19),                 # 57 labels for 60 rows
+    np.zeros(60, int),                        # one class
+])
+def test_bad_labels_are_refused_by_probe_and_attributor(labels):
+  x = np.random.default_rng(0).normal(size=(60, 2, 2, 1)).astype(np.float32)
+  with pytest.raises(UserInputError):
+    LinearProbe(epochs=1).fit(x, labels)
+  with pytest.raises(UserInputError):
+    Attributor(epochs=1).fit(x, labels)
+
+
+def test_score_needs_one_label_per_row():
+  x, y = _blobs(n=90, k=3, d=4)
+  probe = LinearProbe(epochs=2).fit(x, y)
+  assert 0.0 <= probe.score(x, y) <= 1.0
+  with pytest.raises(UserInputError):
+    probe.score(x, y[:50])

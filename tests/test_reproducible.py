@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+import pytest
 
 from fpjax import fileio
 from fpjax import store
@@ -26,9 +27,11 @@ from fpjax import report
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny demo configuration (tests/test_demo.py), one split, two estimators (knn_mean's
 # candidates chosen on the inner validation split) and the input control.
-FLAGS = ['--spaces=rgb,sl', '--splits=1', '--estimators=nn,knn_mean', '--attributor_estimators=nn',
-         '--baselines=Durall20,Marra18', '--classifiers=probe,attributor', '--attributor_epochs=2',
-         '--encoder_steps=10']
+FLAGS = ['--config.spaces=rgb,sl', '--config.splits=1', '--config.estimators=nn,knn_mean',
+         '--config.attributor_estimators=nn', '--config.baselines=Durall20,Marra18',
+         '--config.classifiers=probe,attributor', '--config.cfg.attributor.epochs=2',
+         '--config.cfg.attributor.milestones=(1, 1)', '--config.encoder_steps.sl=10',
+         '--config.encoder_steps.ssl=10']
 TAGS = [dict(family='gan', upsampling='nearest', loss='hinge'),
         dict(family='gan', upsampling='transposed', loss='hinge'),
         dict(family='vae', upsampling='nearest', loss='elbo'),
@@ -54,7 +57,7 @@ def _tiny_zoo(root):
 
 
 def _evaluate(gm, workdir):
-  out = subprocess.run([sys.executable, '-m', 'fpjax.bin.evaluate', f'--gm={gm}',
+  out = subprocess.run([sys.executable, '-m', 'fpjax.bin.evaluate', f'--config.gm={gm}',
                         f'--workdir={workdir}'] + FLAGS,
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -73,6 +76,7 @@ def _without_timings(obj):
   return obj
 
 
+@pytest.mark.slow
 def test_two_fresh_processes_write_identical_tables(tmp_path):
   gm = tmp_path / 'zoo'
   _tiny_zoo(str(gm))

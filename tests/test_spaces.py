@@ -5,10 +5,12 @@ import pytest
 import scipy.fft
 
 import fpjax
+from fpjax.errors import UserInputError
 
 
 def _float(images):
-  return images.astype(np.float64) / 255.0 if images.dtype == np.uint8 else images.astype(np.float64)
+  x = images.astype(np.float64)
+  return x / 255.0 if images.dtype == np.uint8 else x
 
 
 def reference(images, space):
@@ -70,18 +72,50 @@ def test_callable_space_plugs_in(mnist):
   np.testing.assert_allclose(out, mnist[0][:4].reshape(4, -1)[:, :10] / 255.0 * 2.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((2, 8, 8), np.uint8), r"\[N, H, W, C\]"),
-    (np.zeros((2, 8, 8, 2), np.uint8), "1 or 3 channels"),
-    (np.zeros((0, 8, 8, 1), np.uint8), "empty"),
-    (np.full((2, 8, 8, 1), 200.0, np.float32), r"\[0, 1\]"),
-    (np.zeros((2, 8, 8, 1), np.int64), "dtype"),
-])
-def test_bad_images_are_refused(bad, message):
-  with pytest.raises(ValueError, match=message):
-    fpjax.embed(bad, "rgb")
+@pytest.mark.parametrize("bad", [
+    np.zeros((2, 8, 8), np.uint8),                # no channel axis
+    np.zeros((2, 8, 8, 2), np.uint8),             # 2 channels
+    np.zeros((2, 8, 8, 4), np.uint8),             # RGBA
+    np.zeros((0, 8, 8, 1), np.uint8),             # empty
+    np.full((2, 8, 8, 1), 200.0, np.float32),     # floats in 0-255
+    np.full((2, 8, 8, 1), -3.0, np.float32),      # embeddings (log-magnitudes), not images
+    np.zeros((2, 8, 8, 1), np.int64),             # integer dtype other than uint8
+    np.zeros((2, 8, 8, 1), bool),
+    np.zeros((2, 64), np.float32),                # flat embeddings
+], ids=range(9))
+@pytest.mark.parametrize("space", ["rgb", "freq", "dct"])
+def test_bad_images_are_refused(bad, space):
+  with pytest.raises(UserInputError):
+    fpjax.embed(bad, space)
 
 
-def test_unknown_space():
-  with pytest.raises(ValueError, match="unknown embedding space"):
-    fpjax.embed(np.zeros((1, 4, 4, 1), np.uint8), "wavelet")
+def test_the_pinned_image_error_line():
+  with pytest.raises(UserInputError) as e:
+    fpjax.embed(np.zeros((2, 8, 8, 1), np.int64), "rgb")
+  assert str(e.value) == "images must be uint8 (0-255) or float in [0, 1]; got dtype int64"
+
+
+def test_unknown_space_bad_batch_size_and_bad_encoder_are_refused():
+  x = np.zeros((3, 4, 4, 1), np.uint8)
+  with pytest.raises(UserInputError):
+    fpjax.embed(x, "wavelet")
+  for batch_size in (0, -1, 1.5):
+    with pytest.raises(UserInputError):
+      fpjax.embed(x, "rgb", batch_size=batch_size)
+  with pytest.raises(UserInputError):  # one feature vector for the whole batch
+    fpjax.embed(x, lambda im: im.reshape(1, -1))
+  with pytest.raises(UserInputError):
+    fpjax.embed(x, lambda im: im.sum(), batch_size=2)
+
+
+@pytest.mark.parametrize("space", ["rgb", "freq", "dct"])
+def test_embed_traces_under_jit_and_scan(space, mnist):
+  x = mnist[0][:8]
+  eager = np.asarray(fpjax.embed(x, space))
+  jitted = np.asarray(jax.jit(lambda im: fpjax.embed(im, space))(x))
+  _, scanned = jax.lax.scan(lambda c, im: (c, fpjax.embed(im, space)), 0,
+                            x.reshape(2, 4, 28, 28, 1))
+  keep = eager > np.log(1e-2) if space != "rgb" else np.ones_like(eager, bool)
+  np.testing.assert_allclose(jitted[keep], eager[keep], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(scanned).reshape(eager.shape)[keep], eager[keep],
+                             rtol=1e-5, atol=1e-5)

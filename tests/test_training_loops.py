@@ -9,7 +9,6 @@ Streaming: the probe and the attributor must accept a lazy array-like and never 
 whole; a wrapper that records every read and refuses anything but short contiguous slices
 stands in for an on-disk array.
 """
-import dataclasses
 
 from flax import nnx
 import jax
@@ -78,7 +77,7 @@ def test_zoo_training_and_sampling_scanned_equal_loop_and_resume(tmp_path):
   """A VAE without normalisation (every parameter has a real gradient) and DDPM sampling."""
   real = load_real('digits')
   r = next(x for x in recipes.DEFAULT_ZOO if x.name == 'vae_pshuffle_none_lrelu_beta2')
-  p = dataclasses.replace(recipes.PRESETS['tiny'], steps={'vae': 12}, chunk=6)
+  p = recipes.replace_preset(recipes.PRESETS['tiny'], steps={'vae': 12}, chunk=6)
   m1, steps1, loss1 = train.train(r, p, real.train_images, 3, str(tmp_path / 's1'),
                                   per_dispatch=1)
   # 4 steps per dispatch: groups 4, 2 inside each 6-step chunk (checkpoint boundary).
@@ -99,7 +98,7 @@ def test_zoo_training_and_sampling_scanned_equal_loop_and_resume(tmp_path):
     np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=2e-4, err_msg=str(k))
   assert np.quantile(diffs, 0.99) < 2e-6, np.quantile(diffs, 0.99)
   # Interrupted after the first chunk and resumed, scanned: the same as uninterrupted, scanned.
-  half = dataclasses.replace(p, steps={'vae': 6})
+  half = recipes.replace_preset(p, steps={'vae': 6})
   train.train(r, half, real.train_images, 3, str(tmp_path / 'r'), per_dispatch=4)
   mr, _, lossr = train.train(r, p, real.train_images, 3, str(tmp_path / 'r'), per_dispatch=4)
   assert lossr == loss5
@@ -108,7 +107,7 @@ def test_zoo_training_and_sampling_scanned_equal_loop_and_resume(tmp_path):
     np.testing.assert_array_equal(c[k], b[k], err_msg=str(k))
 
   d = next(x for x in recipes.DEFAULT_ZOO if x.name == 'ddpm_nearest_gn_silu_ancestral')
-  pd = dataclasses.replace(recipes.PRESETS['tiny'], ancestral_steps=7)
+  pd = recipes.replace_preset(recipes.PRESETS['tiny'], ancestral_steps=7)
   unet = train.build_modules(d, pd, real.image_shape, 0, num_classes=10)  # guided sampling
   # Zero-initialised output layer: perturb every parameter so the U-Net computes something.
   params = nnx.state(unet['unet'], nnx.Param)

@@ -13,8 +13,10 @@ from sklearn import mixture
 
 from fpjax import zoo
 from fpjax.data import load_real
+from fpjax.errors import ConfigMismatchError, UserInputError
 from fpjax.zoo import build as zoo_build
 from fpjax.zoo import models, quality, recipes, train
+from fpjax.zoo.families import diffusion, vae as vae_family
 
 TAG_KEYS = {'family', 'upsampling', 'normalization', 'nonlinearity', 'loss', 'sampler'}
 
@@ -128,7 +130,8 @@ def test_frechet_distance_closed_form():
   want = np.trace(c1) + np.trace(c2) - 2 * tr_sqrt
   np.testing.assert_allclose(quality.frechet_distance(np.zeros(6), c1, np.zeros(6), c2), want,
                              rtol=1e-8)
-  assert quality.frechet_distance(mu1, np.diag(var1), mu1, np.diag(var1)) == pytest.approx(0, abs=1e-9)
+  assert quality.frechet_distance(mu1, np.diag(var1), mu1, np.diag(var1)) == pytest.approx(
+      0, abs=1e-9)
   # gaussian_stats: float64 mean and unbiased covariance.
   f = rng.normal(size=(50, 4)).astype(np.float32)
   mu, cov = quality.gaussian_stats(f)
@@ -142,8 +145,9 @@ def test_zoo_rebuild_is_a_noop_and_config_is_checked(tiny_zoo):
   before = os.stat(path).st_mtime_ns
   assert zoo.build_zoo(workdir, preset='tiny', real='digits', seed=0, progress=False) == meta
   assert os.stat(path).st_mtime_ns == before
-  with pytest.raises(ValueError, match='another workdir'):
+  with pytest.raises(ConfigMismatchError) as e:
     zoo.build_zoo(workdir, preset='tiny', real='digits', seed=1, progress=False)
+  assert e.value.workdir == workdir and os.stat(path).st_mtime_ns == before
 
 
 def test_zoo_samples_near_manifold_and_diverse(tiny_zoo):
@@ -190,7 +194,7 @@ def test_flow_is_invertible_with_exact_log_determinant(normalization, permutatio
 def test_briefly_trained_flows_sample_digits(tmp_path, name):
   real = load_real('digits')
   r = next(x for x in recipes.DEFAULT_ZOO if x.name == name)
-  p = dataclasses.replace(recipes.PRESETS['tiny'], steps={'flow': 400})
+  p = recipes.replace_preset(recipes.PRESETS['tiny'], steps={'flow': 400})
   modules, _, bpd = train.train(r, p, real.train_images, 0, str(tmp_path))
   samples = train.sample(r, p, modules, 200, 1, real.image_shape)
   distance = quality.ManifoldDistance(real.train_images)
@@ -206,8 +210,8 @@ def test_briefly_trained_flows_sample_digits(tmp_path, name):
 def test_training_is_deterministic_and_resumes(tmp_path):
   real = load_real('digits')
   r = [x for x in recipes.DEFAULT_ZOO if x.family == 'gan'][0]
-  p = dataclasses.replace(recipes.PRESETS['tiny'], steps={'gan': 40}, chunk=20)
-  half = dataclasses.replace(p, steps={'gan': 20})
+  p = recipes.replace_preset(recipes.PRESETS['tiny'], steps={'gan': 40}, chunk=20)
+  half = recipes.replace_preset(p, steps={'gan': 20})
   m1, _, loss1 = train.train(r, p, real.train_images, 3, str(tmp_path / 'a'))
   train.train(r, half, real.train_images, 3, str(tmp_path / 'b'))  # "interrupted" at step 20
   m2, steps, loss2 = train.train(r, p, real.train_images, 3, str(tmp_path / 'b'))
@@ -224,14 +228,17 @@ def test_workdir_of_another_zoo_is_refused(tmp_path):
   with open(tmp_path / 'build.json', 'w') as f:
     json.dump({'real': 'digits', 'preset': 'tiny', 'seed': 0, 'num_samples': 32,
                'image_shape': [8, 8, 1], 'recipe_hash': 'older-definition'}, f)
-  with pytest.raises(ValueError, match='another workdir'):
+  with pytest.raises(ConfigMismatchError) as e:
     zoo.build_zoo(str(tmp_path), preset='tiny', real='digits', seed=0, progress=False)
+  assert e.value.workdir == str(tmp_path)
   assert sorted(os.listdir(tmp_path)) == ['build.json']  # nothing trained or written
 
 
 def test_unknown_preset():
-  with pytest.raises(ValueError, match='unknown preset'):
+  with pytest.raises(UserInputError) as e:
     zoo.build_zoo('/nonexistent', preset='huge')
+  assert "'huge'" in str(e.value)
+  assert not os.path.exists('/nonexistent')
 
 
 @pytest.mark.parametrize('flag, message', [('--workers=0', 'workers must be >= 1, got 0'),
@@ -254,13 +261,17 @@ def test_worker_processes_train_as_this_process_and_a_failed_model_is_named(tmp_
   # Two networks in two worker processes, a few steps each (compiling dominates this test). The
   # VAE's 30 steps are no multiple of a chunk of 20: its training raises. Jobs finish longest
   # first, so the GAN's entry is written before the VAE's failure fails the build.
-  p = dataclasses.replace(
+  p = recipes.replace_preset(
       recipes.PRESETS['tiny'], name='mini', recipes=('gan_tconv_bn_relu_ns', 'vae_tconv_bn_relu'),
       steps={'gan': 40, 'vae': 30}, chunk=20, num_samples=8, classifier_steps=20,
       encoder_steps=20)
   monkeypatch.setitem(recipes.PRESETS, 'mini', p)
-  with pytest.raises(RuntimeError, match='model vae_tconv_bn_relu failed: ValueError: .*chunk'):
+  with pytest.raises(RuntimeError) as e:
     zoo.build_zoo(str(tmp_path / 'two'), preset='mini', real='digits', progress=False, workers=2)
+  # The failed model is named; the cause is the worker's ValueError (30 steps, chunk 20).
+  assert 'vae_tconv_bn_relu' in str(e.value) and 'gan_tconv_bn_relu_ns' not in str(e.value)
+  assert isinstance(e.value.__cause__, ValueError)
+  assert '30' in str(e.value.__cause__) and '20' in str(e.value.__cause__)
   assert not (tmp_path / 'two' / 'zoo.json').exists()
   with open(tmp_path / 'two' / 'models' / 'gan_tconv_bn_relu_ns.json') as f:
     entry = json.load(f)
@@ -272,7 +283,7 @@ def test_worker_processes_train_as_this_process_and_a_failed_model_is_named(tmp_
   for i, want in enumerate(mine['samples']):
     got = np.asarray(Image.open(tmp_path / 'two' / 'images' / gan[0].name / f'{i:06d}.png'))
     np.testing.assert_array_equal(got, want[..., 0])
-  with pytest.raises(ValueError, match='workers must be >= 1'):
+  with pytest.raises(UserInputError):
     zoo.build_zoo(str(tmp_path / 'two'), preset='mini', real='digits', progress=False, workers=0)
 
 
@@ -299,7 +310,7 @@ class _GaussianOracle(nnx.Module):
     self.T, self.target, self.num_classes = T, target, num_classes
 
   def __call__(self, x, t, y=None, **unused):  # the U-Net's call: (x, t, train=..., y=...)
-    a = train.ddpm_schedule(self.T)[t][:, None, None, None]
+    a = diffusion.ddpm_schedule(self.T)[t][:, None, None, None]
     m = GAUSS_M
     if y is not None:
       m = m + CLASS_SHIFT * jnp.where(y == self.num_classes, 0, y)[:, None, None, None]
@@ -313,15 +324,16 @@ CLASS_SHIFT = 0.02  # small: no sample reaches the sampler's x0 clipping at 1
 def _run_sampler(sampler, T, k, n=64, seed=0, target='eps', guidance=None, num_classes=0):
   """(x_T, x_0, the labels or None) of the zoo's sampler driven by the Gaussian oracle."""
   r = recipes.Recipe('toy', 'diffusion', loss=target, sampler=sampler)
-  p = dataclasses.replace(recipes.PRESETS['tiny'], diffusion_timesteps=T, ancestral_steps=k,
-                          ddim_steps=k, diffusion_guidance=guidance)
-  init, step, num = train._ddpm_sampler(r, p)
+  p = recipes.replace_preset(recipes.PRESETS['tiny'], diffusion_timesteps=T, ancestral_steps=k,
+                             ddim_steps=k, diffusion_guidance=guidance)
+  init, step, num = diffusion.ddpm_sampler(r, p)
   gdef, params, rest = nnx.split(_GaussianOracle(T, target, num_classes), nnx.Param, ...)
   (x_T, y), key = init(jax.random.key(seed), n, (8, 8, 1), num_classes)
   x = x_T
   for j in range(num):
     (x, y), _ = step((x, y), j, key, gdef, params, rest)
-  return np.asarray(x_T, np.float64), np.asarray(x, np.float64), None if y is None else np.asarray(y)
+  labels = None if y is None else np.asarray(y)
+  return np.asarray(x_T, np.float64), np.asarray(x, np.float64), labels
 
 
 def _respaced(T, k):
@@ -397,14 +409,15 @@ def test_classifier_free_guidance_extrapolates_the_class_conditional_output():
 def test_a_class_conditional_ddpm_trains_on_the_labels_and_refuses_to_train_without(tmp_path):
   real = load_real('digits')
   r = next(x for x in recipes.DEFAULT_ZOO if x.family == 'diffusion')
-  p = dataclasses.replace(recipes.PRESETS['tiny'], steps={'diffusion': 4}, chunk=4)
+  p = recipes.replace_preset(recipes.PRESETS['tiny'], steps={'diffusion': 4}, chunk=4)
   assert p.diffusion_guidance is not None  # the zoo's DDPMs are class-conditional
-  with pytest.raises(ValueError, match='give the real labels'):
+  with pytest.raises(ValueError):
     train.train(r, p, real.train_images, 0, str(tmp_path / 'a'))
+  assert not os.path.exists(tmp_path / 'a')  # refused before anything is trained or written
   mods, steps, loss = train.train(r, p, real.train_images, 0, str(tmp_path / 'b'),
                                   real_labels=real.train_labels)
   assert mods['unet'].num_classes == 10 and steps == 4 and np.isfinite(loss)
-  plain = dataclasses.replace(p, diffusion_guidance=None)
+  plain = recipes.replace_preset(p, diffusion_guidance=None)
   assert train.build_modules(r, plain, real.image_shape, 0, num_classes=10)['unet'].label is None
 
 
@@ -416,25 +429,44 @@ def test_diffusion_targets_give_back_x0_and_weight_it_by_min_snr():
   xt = np.sqrt(a) * x0 + np.sqrt(1 - a) * eps
   snr = ab / (1 - ab)
   args = [jnp.asarray(v, jnp.float32) for v in (x0, eps, ab)]
-  v, wv = (np.asarray(z, np.float64) for z in train.diffusion_target('v', *args))
+  v, wv = (np.asarray(z, np.float64) for z in diffusion.diffusion_target('v', *args))
   np.testing.assert_allclose(np.sqrt(a) * xt - np.sqrt(1 - a) * v, x0, atol=1e-5)
   np.testing.assert_allclose(wv, np.minimum(snr, 5.0) / (snr + 1), rtol=1e-3)
-  e, we = (np.asarray(z, np.float64) for z in train.diffusion_target('eps', *args))
+  e, we = (np.asarray(z, np.float64) for z in diffusion.diffusion_target('eps', *args))
   np.testing.assert_allclose(e, eps, atol=1e-6)
   np.testing.assert_allclose(we, np.minimum(snr, 5.0) / snr, rtol=1e-3)
-  with pytest.raises(ValueError, match='unknown diffusion loss'):
-    train.diffusion_target('x0', *args)
+  with pytest.raises(ValueError):
+    diffusion.diffusion_target('x0', *args)
 
 
 def test_min_snr_weights_match_the_formula():
   ab = _linear_alpha_bar64(1000)
   snr = ab / (1 - ab)
-  w = np.asarray(train.min_snr_weights(jnp.asarray(ab, jnp.float32), 5.0), np.float64)
+  w = np.asarray(diffusion.min_snr_weights(jnp.asarray(ab, jnp.float32), 5.0), np.float64)
   np.testing.assert_allclose(w, np.minimum(snr, 5.0) / snr, rtol=1e-3)  # float32 1 - a
   assert w[0] < 0.01 and w[-1] == 1.0  # clean steps down-weighted, noisy ones untouched
 
 
 # ----------------------------------------------------------------------------- VAE ex-post prior
+
+
+def _mixture_latents64(prior, key, n):
+  """n latents of a LatentMixture in float64 numpy from the draws its key gives: a component
+  by its log weights, then mean + Cholesky factor @ a standard normal draw."""
+  kc, kz = jax.random.split(key)
+  comp = np.asarray(jax.random.categorical(kc, prior.log_weights[...], shape=(n,)))
+  eps = np.asarray(jax.random.normal(kz, (n, prior.latent_dim)), np.float64)
+  means, chols = (np.asarray(v[...], np.float64) for v in (prior.means, prior.chols))
+  return means[comp] + np.einsum('nij,nj->ni', chols[comp], eps)
+
+
+def _assert_images_close(samples, images01):
+  """uint8 samples against float64 images in [0, 1]: equal after rounding, but for pixels a
+  float32 latent moved across a rounding boundary (at most one level)."""
+  want = np.clip(np.rint(images01 * 255), 0, 255)
+  assert samples.shape == want.shape and samples.dtype == np.uint8
+  diff = np.abs(samples.astype(np.int64) - want)
+  assert diff.max() <= 1 and np.mean(diff == 0) > 0.97, (diff.max(), np.mean(diff == 0))
 
 
 def test_vae_samples_from_its_fitted_prior():
@@ -443,13 +475,13 @@ def test_vae_samples_from_its_fitted_prior():
   p = recipes.PRESETS['tiny']
   vae = train.build_modules(r, p, real.image_shape, seed=0)['vae']  # untrained: any encoder will do
   k = vae.prior.log_weights.shape[0]
-  assert k == train.PRIOR_COMPONENTS > 1
-  train.fit_ex_post_prior(vae, real.train_images, seed=0)
+  assert k == vae_family.PRIOR_COMPONENTS > 1
+  vae_family.fit_ex_post_prior(vae, real.train_images, seed=0)
   # The mixture is the fit of one draw from q(z | x) per image, N(mu(x), exp(logvar(x))).
   mu, logvar = (np.asarray(v, np.float64)
                 for v in vae.encode(jnp.asarray(real.train_images, jnp.float32) / 255.0))
   draws = mu + np.exp(0.5 * logvar) * np.random.default_rng(0).standard_normal(mu.shape)
-  gm = mixture.GaussianMixture(k, covariance_type='full', reg_covar=train.PRIOR_REG,
+  gm = mixture.GaussianMixture(k, covariance_type='full', reg_covar=vae_family.PRIOR_REG,
                                max_iter=200, random_state=0).fit(draws)
   np.testing.assert_allclose(vae.prior.means[...], gm.means_, rtol=1e-3, atol=1e-3)
   np.testing.assert_allclose(np.exp(vae.prior.log_weights[...]), gm.weights_, rtol=1e-4)
@@ -461,11 +493,12 @@ def test_vae_samples_from_its_fitted_prior():
   z = np.asarray(jax.jit(vae.sample_latent, static_argnums=1)(jax.random.key(0), 20000), np.float64)
   np.testing.assert_allclose(z.mean(0), draws.mean(0), atol=0.05 * draws.std(0).max())
   np.testing.assert_allclose(z.var(0), draws.var(0) + 1e-4, rtol=0.1)
-  # And the zoo's samples are the decoded mixture latents (batch 0 uses fold_in(key(seed), 0)).
+  # And the zoo's samples are the decoder's mean images of mixture latents: the latents and the
+  # sigmoid recomputed in float64 numpy from batch 0's draws (fold_in(key(seed), 0)).
   samples = train.sample(r, p, {'vae': vae}, 16, 5, real.image_shape)
-  z = vae.sample_latent(jax.random.fold_in(jax.random.key(5), 0), 16)
-  mean = jax.nn.sigmoid(vae.decode_logits(z, train=False))
-  np.testing.assert_array_equal(samples, np.clip(np.rint(np.asarray(mean) * 255), 0, 255))
+  z = _mixture_latents64(vae.prior, jax.random.fold_in(jax.random.key(5), 0), 16)
+  logits = np.asarray(vae.decode_logits(jnp.asarray(z, jnp.float32), train=False), np.float64)
+  _assert_images_close(samples, 1 / (1 + np.exp(-logits)))
 
 
 # ----------------------------------------------------------------------------- GAN pretraining
@@ -474,13 +507,15 @@ def test_vae_samples_from_its_fitted_prior():
 def test_gan_starts_from_its_pretrained_decoder_and_samples_its_prior(tmp_path):
   real = load_real('digits')
   r = next(x for x in recipes.DEFAULT_ZOO if x.name == 'gan_tconv_bn_relu_ns')
-  p = dataclasses.replace(recipes.PRESETS['tiny'], steps={'gan': 20}, gan_pretrain_steps=40,
-                          chunk=20)
-  vae = train.pretrain_generator(r, p, real.train_images, 3, str(tmp_path / 'decoder'))
+  p = recipes.replace_preset(recipes.PRESETS['tiny'], steps={'gan': 20}, gan_pretrain_steps=40,
+                             chunk=20)
+  vae = train.pretrain(r, p, real.train_images, 3, str(tmp_path / 'first'))['vae']
+  assert os.path.isdir(tmp_path / 'first-decoder')
   # The VAE is the generator's decoder: same knobs, width and latent size, fitted prior.
   g = train.build_modules(r, p, real.image_shape, 3)['g']
   assert vae.latent_dim == g.latent_dim == p.latent_dim
-  assert vae.prior.log_weights.shape == g.prior.log_weights.shape == (train.PRIOR_COMPONENTS,)
+  assert vae.prior.log_weights.shape == g.prior.log_weights.shape == (
+      vae_family.PRIOR_COMPONENTS,)
   assert float(jnp.abs(vae.prior.means[...]).max()) > 0  # fitted, not N(0, I)
   g.start_from(vae)
   # Every latent decodes to the VAE's image (sigmoid(l) = (tanh(l / 2) + 1) / 2)...
@@ -499,11 +534,11 @@ def test_gan_starts_from_its_pretrained_decoder_and_samples_its_prior(tmp_path):
   np.testing.assert_array_equal(gen.prior.means[...], vae.prior.means[...])
   assert not np.allclose(gen.decoder.out.kernel[...], g.decoder.out.kernel[...])  # trained on
   samples = train.sample(r, p, mods, 16, 5, real.image_shape)
-  z = gen.sample_latent(jax.random.fold_in(jax.random.key(5), 0), 16)
-  img = (np.asarray(gen(z, train=False)) + 1) / 2
-  np.testing.assert_array_equal(samples, np.clip(np.rint(img * 255), 0, 255))
+  z = _mixture_latents64(gen.prior, jax.random.fold_in(jax.random.key(5), 0), 16)
+  logits = np.asarray(gen.decoder(jnp.asarray(z, jnp.float32), train=False), np.float64)
+  _assert_images_close(samples, (np.tanh(logits) + 1) / 2)
   # Without pretraining the generator samples N(0, I), as a plain GAN.
-  plain = dataclasses.replace(p, gan_pretrain_steps=0)
+  plain = recipes.replace_preset(p, gan_pretrain_steps=0)
   g0 = train.build_modules(r, plain, real.image_shape, 3)['g']
   assert g0.prior.log_weights.shape == (1,)
   np.testing.assert_array_equal(g0.prior.chols[...][0], np.eye(p.latent_dim))

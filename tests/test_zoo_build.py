@@ -1,10 +1,9 @@
 """build_zoos: several zoos from one pool of worker processes, yielded as each completes."""
-import dataclasses
 import json
 import multiprocessing
 import os
 import shutil
-import time
+import threading
 
 import numpy as np
 from PIL import Image
@@ -17,7 +16,7 @@ from fpjax.zoo import build as zoo_build
 from fpjax.zoo import quality, recipes
 
 # One GAN of a few steps on the 8x8 digits: compiling dominates.
-MINI = dataclasses.replace(
+MINI = recipes.replace_preset(
     recipes.PRESETS['tiny'], name='mini1', recipes=('gan_tconv_bn_relu_ns',),
     steps={'gan': 20}, chunk=20, num_samples=8, classifier_steps=20, encoder_steps=20)
 
@@ -25,7 +24,7 @@ MINI = dataclasses.replace(
 def test_zoos_of_one_pool_equal_zoos_built_one_by_one(tmp_path, monkeypatch):
   # Two zoos that differ in training length; the realism reference (the same for both: same
   # real data, seed and sizes) is trained once here and found in each workdir, as on resume.
-  longer = dataclasses.replace(MINI, name='mini2', steps={'gan': 40})
+  longer = recipes.replace_preset(MINI, name='mini2', steps={'gan': 40})
   monkeypatch.setitem(recipes.PRESETS, 'mini1', MINI)
   monkeypatch.setitem(recipes.PRESETS, 'mini2', longer)
   specs = [zoo.ZooSpec(str(tmp_path / 'pool' / name), name, 'digits')
@@ -63,15 +62,16 @@ def test_zoos_of_one_pool_equal_zoos_built_one_by_one(tmp_path, monkeypatch):
 def test_every_spec_is_checked_before_anything_is_written(tmp_path, monkeypatch):
   monkeypatch.setitem(recipes.PRESETS, 'mini1', MINI)
   good = zoo.ZooSpec(str(tmp_path / 'good'), 'mini1', 'digits')
-  with pytest.raises(UserInputError, match="unknown preset 'huge'"):
-    zoo.build_zoos([good, zoo.ZooSpec(str(tmp_path / 'bad'), 'huge', 'digits')])
-  with pytest.raises(UserInputError, match='num_samples must be >= 1'):
-    zoo.build_zoos([good, zoo.ZooSpec(str(tmp_path / 'bad'), 'mini1', 'digits',
-                                      num_samples=0)])
-  with pytest.raises(UserInputError, match='workers must be >= 1'):
-    zoo.build_zoos([good], workers=0)
-  with pytest.raises(UserInputError, match='two zoos in one workdir'):
-    zoo.build_zoos([good, dataclasses.replace(good, seed=1)])
+  # Each refusal names the value at fault.
+  for specs, workers, culprit in (
+      ([good, zoo.ZooSpec(str(tmp_path / 'bad'), 'huge', 'digits')], None, "'huge'"),
+      ([good, zoo.ZooSpec(str(tmp_path / 'bad'), 'mini1', 'digits', num_samples=0)], None,
+       'got 0'),
+      ([good], 0, 'got 0'),
+      ([good, zoo.ZooSpec(good.workdir, 'mini1', 'digits', seed=1)], None, good.workdir)):
+    with pytest.raises(UserInputError) as e:
+      zoo.build_zoos(specs, workers=workers)
+    assert culprit in str(e.value)
   assert not os.path.exists(good.workdir)
   # Closing before iterating trains nothing and leaves no zoo behind.
   zoo.build_zoos([good], progress=False, workers=1).close()
@@ -79,22 +79,37 @@ def test_every_spec_is_checked_before_anything_is_written(tmp_path, monkeypatch)
   assert os.listdir(os.path.join(good.workdir, 'models')) == []
 
 
+class PauseAfterFirstChunk:
+  """build_zoos' after_chunk hook: after a training's first checkpoint, tells the test and
+  blocks that training until its worker is terminated (a training that never ends by itself)."""
+
+  def __init__(self, paused):
+    self.paused = paused
+
+  def __call__(self, steps):
+    del steps
+    self.paused.release()
+    threading.Event().wait()
+
+
 def test_closing_early_stops_the_running_trainings_and_keeps_their_checkpoints(tmp_path,
                                                                               monkeypatch):
-  # A training far longer than the test: closing (an error, Ctrl-C) must not wait for it.
-  long = dataclasses.replace(MINI, name='long',
-                             recipes=('gan_tconv_bn_relu_ns', 'vae_tconv_bn_relu'),
-                             steps={'gan': 100000, 'vae': 100000}, chunk=100)
+  # Two trainings, each held at its first checkpoint (step 100 of 100000): closing (an error,
+  # Ctrl-C) must stop them rather than wait, and keep what they checkpointed.
+  long = recipes.replace_preset(MINI, name='long',
+                                recipes=('gan_tconv_bn_relu_ns', 'vae_tconv_bn_relu'),
+                                steps={'gan': 100000, 'vae': 100000}, chunk=100,
+                                gan_pretrain_steps=0)
   monkeypatch.setitem(recipes.PRESETS, 'long', long)
   spec = zoo.ZooSpec(str(tmp_path), 'long', 'digits')
-  ckpt = os.path.join(spec.workdir, 'checkpoints', 'gan_tconv_bn_relu_ns')
-  builds = zoo.build_zoos([spec], progress=False, workers=2)
-  for _ in range(600):   # until the GAN's worker has checkpointed its first chunk
-    if os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt)):
-      break
-    time.sleep(0.5)
+  paused = multiprocessing.get_context('spawn').Semaphore(0)
+  builds = zoo.build_zoos([spec], progress=False, workers=2,
+                          after_chunk=PauseAfterFirstChunk(paused))
+  for _ in range(2):  # both workers hold (a generous bound: a hang fails, a slow machine waits)
+    assert paused.acquire(timeout=1800)
   builds.close()
   assert multiprocessing.active_children() == []
-  steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()]
-  assert steps and max(steps) < 100000          # stopped mid-training, its last chunk kept
+  for name in long.recipes:
+    ckpt = os.path.join(spec.workdir, 'checkpoints', name)
+    assert [int(d) for d in os.listdir(ckpt) if d.isdigit()] == [100], name
   assert not os.path.exists(os.path.join(spec.workdir, 'zoo.json'))

@@ -27,6 +27,9 @@ x may be a numpy array or a lazy array-like (len, shape, dtype, contiguous slice
 it is never read whole: the shift/scale come from one streamed float64 pass, training
 minibatches from a shuffle buffer of ``buffer_blocks`` x ``block_rows`` rows, and
 predictions / features a slice at a time (see fpjax.models.training).
+
+Everything here is eager: host numpy in and out, with jitted training steps and prediction
+batches on the device mesh inside; none of it can be called under jit.
 """
 from __future__ import annotations
 
@@ -34,26 +37,24 @@ import jax
 import numpy as np
 import optax
 
+from fpjax.configs import defaults
+from fpjax.attribution.probe import accuracy, check_labels, check_options
+from fpjax.errors import UserInputError
 from fpjax.models import resnet, training
 
 # Embedding spaces whose coordinates are frequencies (fpjax.spaces): 'auto' gives them the MLP.
 SPECTRAL_SPACES = ('freq', 'dct')
 
-PRESETS = {
-    'paper': dict(arch='auto', widths=(16, 32, 64), blocks_per_stage=3, hidden=(256,),
-                  epochs=180, milestones=(100, 150), batch_size=36, lr=0.1, momentum=0.9,
-                  weight_decay=1e-4, optimizer='sgd', b1=0.9, b2=0.999, val_fraction=0.0,
-                  patience=None, activation='relu'),
-    'quick': dict(arch='auto', widths=(16, 32, 64), blocks_per_stage=1, hidden=(256,),
-                  epochs=15, milestones=(8, 12), batch_size=64, lr=0.05, momentum=0.9,
-                  weight_decay=1e-4, optimizer='sgd', b1=0.9, b2=0.999, val_fraction=0.0,
-                  patience=None, activation='relu'),
-}
+PRESETS = defaults.ATTRIBUTOR_PRESETS
 
 
 class Attributor:
-  """fit / predict / predict_proba / save / load, like LinearProbe.
+  """The paper's Model Attributor: fit / predict / predict_proba / score / save / load, like
+  LinearProbe (module doc). Eager.
 
+  ``preset``: 'quick' (default) or 'paper' (PRESETS); keyword overrides replace its options
+  (epochs and batch_size integers >= 1, lr > 0, 0 <= val_fraction < 1, patience None or >= 1;
+  UserInputError otherwise, ValueError for an unknown preset or option).
   ``space``: the embedding space the inputs come from ('rgb', 'freq', 'dct', 'sl', ...; None:
   unknown, treated as pixels); recorded in the checkpoint.
   ``arch``: 'auto' (MLP for vectors and for SPECTRAL_SPACES, ResNet for other [N,H,W,C]),
@@ -71,8 +72,12 @@ class Attributor:
       raise ValueError(f'unknown Attributor preset {preset!r}; expected one of {sorted(PRESETS)}')
     unknown = set(overrides) - set(PRESETS[preset])
     if unknown:
-      raise ValueError(f'Attributor: unknown options {sorted(unknown)}; known: {sorted(PRESETS[preset])}')
+      raise ValueError(f'Attributor: unknown options {sorted(unknown)}; known: '
+                       f'{sorted(PRESETS[preset])}')
     self.config = dict(PRESETS[preset], **overrides, preset=preset)
+    cfg = self.config
+    check_options('Attributor', epochs=cfg['epochs'], batch_size=cfg['batch_size'], lr=cfg['lr'],
+                  val_fraction=cfg['val_fraction'], patience=cfg['patience'])
     self.space = space
     self.mesh = mesh
     self.augment = augment
@@ -117,9 +122,9 @@ class Attributor:
   def _prepare(self, x):
     x = training.as_rows(x)
     if len(x.shape) < 2:
-      raise ValueError(f'Attributor: x must be [N, ...], got shape {tuple(x.shape)}')
+      raise UserInputError(f'Attributor: x must be [N, ...], got shape {tuple(x.shape)}')
     if self.model is not None and tuple(x.shape[1:]) != tuple(self.input_shape_):
-      raise ValueError(f'Attributor was fit on per-sample shape {tuple(self.input_shape_)}, '
+      raise UserInputError(f'Attributor was fit on per-sample shape {tuple(self.input_shape_)}, '
                        f'got {tuple(x.shape[1:])}')
     return x
 
@@ -129,8 +134,14 @@ class Attributor:
     return training.MappedRows(x, lambda a: (a.astype(np.float32) - shift) / scale, x.shape)
 
   def fit(self, x_train, y_train, seed: int = 0) -> 'Attributor':
+    """Trains the network; returns self. Eager.
+
+    x_train: [N, H, W, C] or [N, ...] real numbers (numpy or a lazy array-like); y_train [N]:
+    labels, integers >= 0 or names (`check_labels`), at least two classes; seed: initialisation
+    and shuffling. Raises UserInputError / ValueError on bad labels, shapes or NaN rows.
+    """
     x = self._prepare(x_train)
-    self.classes_, yi = training.check_labels(y_train, x.shape[0], 'Attributor')
+    self.classes_, yi = check_labels(y_train, x.shape[0], 'Attributor')
     self.input_shape_ = tuple(x.shape[1:])
     # Pixels: one scalar shift/scale, as artifacts are differences with a tiny range and
     # per-pixel z-scores would amplify the empty border pixels; BatchNorm does the rest.
@@ -166,19 +177,25 @@ class Attributor:
         batch_size=min(256, self.block_rows * self.buffer_blocks))
 
   def predict_proba(self, x) -> np.ndarray:
+    """Class probabilities, float32 [N, K] in the order of classes_, for x [N, ...] shaped as
+    in fit. Eager."""
     return np.asarray(jax.nn.softmax(self._run(x), axis=-1))
 
   def predict(self, x) -> np.ndarray:
+    """The most probable class of each row of x: [N], labels as given to fit. Eager."""
     return self.classes_[self._run(x).argmax(-1)]
 
   def features(self, x) -> np.ndarray:
-    """Penultimate vectors of the trained network (used for FDR of the CNN baselines)."""
+    """Penultimate vectors [N, F] float32 of the trained network (the FDR of the CNN
+    baselines). Eager."""
     return self._run(x, method='features')
 
   def score(self, x, y) -> float:
-    return float(np.mean(self.predict(x) == np.asarray(y)))
+    """Accuracy (a float in [0, 1]) of predict(x) against labels y [N]. Eager."""
+    return accuracy(self.predict(x), y, 'Attributor')
 
   def save(self, path: str) -> None:
+    """Writes the trained network, options and input scaling to the folder path. Eager."""
     if self.model is None:
       raise ValueError('Attributor.save: nothing to save, call fit first')
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()}
@@ -190,6 +207,7 @@ class Attributor:
 
   @classmethod
   def load(cls, path: str, mesh=None) -> 'Attributor':
+    """The Attributor saved at path, to predict on mesh (None: all devices). Eager."""
     config = training.read_config(path)
     if config.get('type') != 'Attributor':
       raise ValueError(f'{path}: not an Attributor checkpoint (type={config.get("type")!r})')

@@ -8,6 +8,8 @@ retrained, and the standardization stays that of the known models.
 
 Evaluation splits every model's samples into enrolment / test parts (stratified, seeded,
 ``test_fraction``), or uses the ``train_mask`` you give.
+
+Everything here is eager float64 numpy on the host (features [N, ...] are flattened).
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import dataclasses
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from fpjax.models import training
 
 
 def _flat(features) -> np.ndarray:
@@ -26,7 +30,11 @@ def _flat(features) -> np.ndarray:
 
 @dataclasses.dataclass
 class PrototypeClassifier:
-  """Nearest-prototype attributor in the standardized feature space."""
+  """Nearest-prototype attributor in the standardized feature space (float64, eager).
+
+  mean, std [D]: the standardization of the known models' enrolment features; labels [K] and
+  prototypes [K, D] (standardized units): one per model.
+  """
   mean: np.ndarray
   std: np.ndarray
   labels: np.ndarray          # [K]
@@ -34,6 +42,7 @@ class PrototypeClassifier:
 
   @classmethod
   def fit(cls, features, labels) -> 'PrototypeClassifier':
+    """Standardization and one prototype per label from features [N, ...] and labels [N]."""
     x = _flat(features)
     labels = np.asarray(labels)
     mean = x.mean(0)
@@ -54,6 +63,7 @@ class PrototypeClassifier:
     return dataclasses.replace(self, labels=labels, prototypes=protos)
 
   def distances(self, features) -> np.ndarray:
+    """Euclidean (not squared) distances [N, K] to each prototype, standardized units."""
     z = self._z(features)
     d2 = (np.sum(z * z, 1)[:, None] - 2 * z @ self.prototypes.T
           + np.sum(self.prototypes ** 2, 1)[None])
@@ -64,6 +74,7 @@ class PrototypeClassifier:
     return self.distances(features).min(1)
 
   def predict(self, features) -> np.ndarray:
+    """The label of the nearest prototype of each row: [N]."""
     return self.labels[self.distances(features).argmin(1)]
 
 
@@ -86,15 +97,10 @@ def _split(labels, test_fraction, seed, train_mask):
     if train_mask.shape != labels.shape:
       raise ValueError(f'train_mask must have shape {labels.shape}, got {train_mask.shape}')
     return train_mask
-  rng = np.random.default_rng(seed)
-  mask = np.zeros(labels.shape, bool)
-  for c in np.unique(labels):
-    idx = rng.permutation(np.flatnonzero(labels == c))
-    n_test = int(round(test_fraction * len(idx)))
-    if len(idx) < 2 or n_test < 1 or n_test >= len(idx):
-      raise ValueError(f'model {c!r} has {len(idx)} samples: too few to split '
-                       f'{test_fraction:.0%} of them off for testing')
-    mask[idx[n_test:]] = True
+  _, test = training.stratified_split(labels, test_fraction, np.random.default_rng(seed),
+                                      strict=True)
+  mask = np.ones(labels.shape, bool)
+  mask[test] = False
   return mask
 
 

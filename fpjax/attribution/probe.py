@@ -10,6 +10,9 @@ x may be a numpy array or a lazy array-like (len, shape, dtype, contiguous slice
 it is never read whole: the z-score statistics come from one streamed float64 pass,
 training minibatches from a shuffle buffer of ``buffer_blocks`` x ``block_rows`` rows, and
 predictions a slice at a time (see fpjax.models.training).
+
+Everything here is eager: host numpy in and out, with jitted training steps and prediction
+batches on the device mesh inside; none of it can be called under jit.
 """
 from __future__ import annotations
 
@@ -19,11 +22,58 @@ import jax
 import numpy as np
 import optax
 
+from fpjax.errors import UserInputError
 from fpjax.models import resnet, training
+
+
+def check_labels(y, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """Validates a classifier's training labels; returns (classes [K], indices into classes [n]).
+
+  y [n]: model labels, integers >= 0 or names (strings); at least two distinct. Eager.
+  Raises UserInputError for float or bool labels (a float label would be truncated or make
+  a class of its own), negative integers (the artifact store's -1 marks a bad row: leave
+  those rows out), another shape, or fewer than two classes.
+  """
+  y = np.asarray(y)
+  if y.dtype.kind in 'fcb':
+    raise UserInputError(f'{name}.fit: labels must be integers >= 0 or names; got dtype '
+                         f'{y.dtype}')
+  if y.dtype.kind in 'iu' and y.shape == (n,) and n and y.min() < 0:
+    row = int(np.argmax(y < 0))
+    raise UserInputError(f'{name}.fit: label {y[row]} at row {row}: labels must be >= 0 (-1 '
+                         f'marks a bad row of the artifact store: leave those rows out)')
+  try:
+    return training.check_labels(y, n, name)
+  except ValueError as e:
+    raise UserInputError(str(e)) from None
+
+
+def check_options(name: str, *, epochs, batch_size, lr, val_fraction, patience) -> None:
+  """Refuses training options that would silently do something else (UserInputError): epochs
+  and batch_size must be integers >= 1 (epochs=0 returned an untrained model, batch_size=0
+  ran one row per device), lr > 0, 0 <= val_fraction < 1, patience None or an integer >= 1."""
+  for what, value in (('epochs', epochs), ('batch_size', batch_size)) + (
+      (('patience', patience),) if patience is not None else ()):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise UserInputError(f'{name}: {what} must be an integer >= 1; got {value!r}')
+  if not (np.isfinite(lr) and lr > 0):
+    raise UserInputError(f'{name}: lr must be > 0; got {lr!r}')
+  if not 0 <= val_fraction < 1:
+    raise UserInputError(f'{name}: val_fraction must be in [0, 1); got {val_fraction!r}')
 
 
 @dataclasses.dataclass
 class LinearProbe:
+  """Multinomial logistic regression on z-scored, flattened features (module doc). Eager.
+
+  l2: weight penalty 0.5 * l2 * ||W||^2 (>= 0); lr: Adam's learning rate; epochs: passes
+  over the training rows (>= 1); batch_size: rows per step (>= 1; rounded down to a multiple
+  of the mesh's 'data' axis, at most the training rows); val_fraction: stratified share of
+  the training rows kept for early stopping (0: none); patience: epochs without a better
+  validation loss before stopping (None: never); mesh: the device mesh (None: all devices);
+  block_rows / buffer_blocks: the shuffle buffer; per_dispatch: steps per device dispatch.
+  Fitted attributes: classes_ [K], mean_ / std_ [D] float32, history_ (dict).
+  """
   l2: float = 1e-4
   lr: float = 1e-2
   epochs: int = 300
@@ -36,6 +86,10 @@ class LinearProbe:
   per_dispatch: int | None = dataclasses.field(default=None, repr=False, compare=False)
 
   def __post_init__(self):
+    check_options('LinearProbe', epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                  val_fraction=self.val_fraction, patience=self.patience)
+    if not (np.isfinite(self.l2) and self.l2 >= 0):
+      raise UserInputError(f'LinearProbe: l2 must be >= 0; got {self.l2!r}')
     self.model = None
     self.classes_ = None
     self.mean_ = None
@@ -46,14 +100,16 @@ class LinearProbe:
     """x as a lazy [N, D] float32 array-like (flattened a slice at a time)."""
     x = training.as_rows(x)
     if len(x.shape) < 2:
-      raise ValueError(f'LinearProbe: x must be [N, ...] with N samples, got shape {tuple(x.shape)}')
+      raise UserInputError(f'LinearProbe: x must be [N, ...] with N samples, got shape '
+                           f'{tuple(x.shape)}')
     d = int(np.prod(x.shape[1:]))
     return training.MappedRows(x, lambda a: a.reshape(len(a), d).astype(np.float32),
                                (x.shape[0], d))
 
   def _standardize(self, x):
     if x.shape[1] != self.mean_.shape[0]:
-      raise ValueError(f'LinearProbe was fit on {self.mean_.shape[0]} features, got {x.shape[1]}')
+      raise UserInputError(f'LinearProbe was fit on {self.mean_.shape[0]} features, got '
+                           f'{x.shape[1]}')
     mean, std = self.mean_, self.std_
 
     def standardize(a):
@@ -65,11 +121,19 @@ class LinearProbe:
     return training.MappedRows(x, standardize, x.shape)
 
   def fit(self, x_train, y_train, seed: int = 0, val_rows=None) -> 'LinearProbe':
-    """Fits on x_train; val_rows (positions in x_train): the rows early stopping reads, which
-    the fit does not train on (None: a stratified val_fraction of the rows, drawn with seed).
-    The standardisation statistics come from every row of x_train either way."""
+    """Fits the probe; returns self. Eager.
+
+    Args:
+      x_train: [N, ...] real numbers (flattened to [N, D]; numpy or a lazy array-like).
+      y_train: [N] labels, integers >= 0 or names (`check_labels`); at least two classes.
+      seed: initialisation, shuffling and the validation draw.
+      val_rows: positions in x_train that early stopping reads and the fit does not train on
+        (None: a stratified val_fraction of the rows, drawn with seed).
+    The standardisation statistics come from every row of x_train either way. Raises
+    UserInputError / ValueError on bad labels or shapes, ValueError naming a NaN or inf row.
+    """
     x = self._prepare(x_train)
-    self.classes_, yi = training.check_labels(y_train, x.shape[0], 'LinearProbe')
+    self.classes_, yi = check_labels(y_train, x.shape[0], 'LinearProbe')
     # Statistics in float64 over a streamed pass: float32 sums lose digits on large N.
     mean, std = training.streamed_moments(x, 'LinearProbe.fit x_train', per_feature=True,
                                           block_rows=self.block_rows)
@@ -98,15 +162,21 @@ class LinearProbe:
                                    mesh=self.mesh)
 
   def predict_proba(self, x) -> np.ndarray:
+    """Class probabilities, float32 [N, K] in the order of classes_, for x [N, ...] shaped as
+    in fit. Eager."""
     return np.asarray(jax.nn.softmax(self._logits(x), axis=-1))
 
   def predict(self, x) -> np.ndarray:
+    """The most probable class of each row of x [N, ...]: [N], labels as given to fit (their
+    dtype). Eager."""
     return self.classes_[self._logits(x).argmax(-1)]
 
   def score(self, x, y) -> float:
-    return float(np.mean(self.predict(x) == np.asarray(y)))
+    """Accuracy (a float in [0, 1]) of predict(x) against labels y [N]. Eager."""
+    return accuracy(self.predict(x), y, 'LinearProbe')
 
   def save(self, path: str) -> None:
+    """Writes the fitted probe to the checkpoint folder path (orbax). Eager."""
     if self.model is None:
       raise ValueError('LinearProbe.save: nothing to save, call fit first')
     config = dict(type='LinearProbe', l2=self.l2, lr=self.lr, epochs=self.epochs,
@@ -117,6 +187,7 @@ class LinearProbe:
 
   @classmethod
   def load(cls, path: str, mesh=None) -> 'LinearProbe':
+    """The probe saved at path, to predict on mesh (None: all devices). Eager."""
     config = training.read_config(path)
     if config.get('type') != 'LinearProbe':
       raise ValueError(f'{path}: not a LinearProbe checkpoint (type={config.get("type")!r})')
@@ -130,3 +201,11 @@ class LinearProbe:
     probe.model, probe.classes_ = model, classes
     probe.mean_, probe.std_ = extra['mean'], extra['std']
     return probe
+
+
+def accuracy(predicted: np.ndarray, y, name: str) -> float:
+  """The share of predicted [N] equal to y [N] (a float); UserInputError if y is not [N]."""
+  y = np.asarray(y)
+  if y.shape != predicted.shape:
+    raise UserInputError(f'{name}.score: y must be [{len(predicted)}]; got shape {y.shape}')
+  return float(np.mean(predicted == y))

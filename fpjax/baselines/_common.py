@@ -1,4 +1,5 @@
-"""Shared plumbing of the baselines: input checks, batched jitted features, the two classifier kinds.
+"""Shared plumbing of the baselines: input checks, batched jitted features, the two classifier
+kinds.
 
 Linear baselines train the attribution LinearProbe on their hand-crafted features (one way
 of training linear models in fpjax); CNN baselines train an Attributor (ResNet / SmallCNN).
@@ -14,10 +15,11 @@ import numpy as np
 from fpjax.attribution.attributor import Attributor
 from fpjax.attribution.probe import LinearProbe
 from fpjax.models import training
+from fpjax.spaces import as_float_images
 
 
 def float_images(images, who: str) -> np.ndarray:
-  from fpjax.spaces import as_float_images
+  """Float images in [0, 1] (uint8 or float input), a ValueError naming the baseline."""
   try:
     return np.asarray(as_float_images(images))
   except ValueError as e:
@@ -35,11 +37,9 @@ def batched(fn, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
 
 def in_slices(fn, images) -> np.ndarray:
   """np.concatenate of fn(images[a:b]) over slices of SLICE_ROWS images."""
-  n = len(images)
-  if n == 0:
+  if len(images) == 0:
     raise ValueError('no images (N = 0)')
-  return np.concatenate([np.asarray(fn(np.asarray(images[a:a + SLICE_ROWS])))
-                         for a in range(0, n, SLICE_ROWS)])
+  return np.concatenate([np.asarray(fn(im)) for _, im in training.iter_slices(images, SLICE_ROWS)])
 
 
 def check_labels(x, labels, who):
@@ -121,7 +121,8 @@ class CNNBaseline(_Baseline):
 
   def _trained(self) -> Attributor:
     if self.attributor is None:
-      raise ValueError(f'{type(self).__name__}: features/predict need a trained network; call fit first')
+      raise ValueError(f'{type(self).__name__}: features/predict need a trained network; '
+                       'call fit first')
     return self.attributor
 
   def predict(self, images) -> np.ndarray:

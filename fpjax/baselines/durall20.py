@@ -1,4 +1,5 @@
-"""Durall20 ("Watch your up-convolution"): azimuthally averaged log power spectrum -> linear classifier.
+"""Durall20 ("Watch your up-convolution"): azimuthally averaged log power spectrum -> linear
+classifier.
 
 Per image: grayscale (channel mean), power spectrum |fftshift(FFT2)|^2, log(. + 1e-12),
 azimuthal average (fpjax.stats) to a 1-D profile of R radii, min-max normalised per image

@@ -1,4 +1,5 @@
-"""Frank20: orthonormal 2-D DCT-II per channel, log(|DCT| + 1e-12) -> z-score -> L2 logistic regression.
+"""Frank20: orthonormal 2-D DCT-II per channel, log(|DCT| + 1e-12) -> z-score -> L2 logistic
+regression.
 
 The DCT is fpjax's 'dct' embedding space (fpjax.spaces.dct); the LinearProbe z-scores each
 coefficient with the training mean/std and fits the L2-regularised logistic regression.

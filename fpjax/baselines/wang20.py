@@ -1,4 +1,5 @@
-"""Wang20 ("CNN-generated images are surprisingly easy to spot"): ResNet on images with blur and JPEG augmentation.
+"""Wang20 ("CNN-generated images are surprisingly easy to spot"): ResNet on images with blur and
+JPEG augmentation.
 
 Training batches are augmented on the host: with probability ``p_blur`` a Gaussian blur
 (sigma ~ U(0, max_sigma)), with probability ``p_jpeg`` a JPEG round trip through Pillow

@@ -1,4 +1,7 @@
-"""Data for fpjax: sources (arrays, image folders, TFDS), input pipeline, embedded real data."""
+"""Data for fpjax: sources (arrays, image folders, TFDS), input pipeline, embedded real data, and
+the bad-input list (skipped user files)."""
+from fpjax.data.bad_inputs import BadInputs
+from fpjax.data.bad_inputs import read_bad_inputs
 from fpjax.data.pipeline import make_pipeline
 from fpjax.data.pipeline import Pipeline
 from fpjax.data.real import load_real

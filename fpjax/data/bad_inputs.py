@@ -5,6 +5,8 @@ import json
 import os
 import sys
 
+import tqdm
+
 from fpjax.errors import BadInputError, UserInputError
 from fpjax.fileio import atomic_write
 
@@ -43,8 +45,9 @@ class BadInputs:
     self.found.append(entry)
     if self.echo:
       action = "skipped" if self.skip else "stopping at"
-      print(f"{self.prefix}: {action} bad input ({stage}): {path}: {reason}", file=sys.stderr,
-            flush=True)
+      # tqdm.write: a line of its own even while a progress bar is drawn on stderr.
+      tqdm.tqdm.write(f"{self.prefix}: {action} bad input ({stage}): {path}: {reason}",
+                      file=sys.stderr)
     if self.write:
       os.makedirs(os.path.dirname(self.path), exist_ok=True)
       line = (json.dumps(entry, sort_keys=True) + "\n").encode()

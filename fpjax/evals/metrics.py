@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
+from fpjax.models import training
 from fpjax.stats import fisher_discriminant_ratio
 
 __all__ = ['accuracy', 'mean_std', 'fisher_discriminant_ratio', 'confusion_matrix', 'nmi',
@@ -57,20 +58,17 @@ def nmi(labels_a, labels_b) -> float:
 def split_per_class(labels, train_fraction: float = 0.7, seed: int = 0) -> np.ndarray:
   """Boolean train mask: round(train_fraction * n_c) random samples of each class c (paper: 70/30).
 
-  The same mask is used by every method, so all rows of Table 1 see the same images.
+  The same mask is used by every method, so all rows of Table 1 see the same images. The rows
+  are `fpjax.models.training.stratified_split`'s second part (strict: a class too small to
+  split is a ValueError).
   """
   labels = np.asarray(labels)
   if not 0.0 < train_fraction < 1.0:
     raise ValueError(f'train_fraction must be in (0, 1), got {train_fraction}')
-  rng = np.random.default_rng(seed)
+  _, train = training.stratified_split(labels, train_fraction, np.random.default_rng(seed),
+                                       strict=True)
   mask = np.zeros(labels.shape[0], bool)
-  for c in np.unique(labels):
-    idx = np.flatnonzero(labels == c)
-    n_train = int(round(train_fraction * idx.size))
-    if n_train < 1 or n_train >= idx.size:
-      raise ValueError(f'class {c.item()!r} has {idx.size} samples: too few for a '
-                       f'{train_fraction:.0%}/{1 - train_fraction:.0%} split')
-    mask[rng.permutation(idx)[:n_train]] = True
+  mask[train] = True
   return mask
 
 
@@ -99,6 +97,10 @@ def paired_bootstrap(y_true_per_split, pred_a_per_split, pred_b_per_split, *,
   multinomial with the rows' proportions (the same distribution as drawing row indices), in
   O(num_resamples) memory whatever the split size. Deterministic for a seed.
   """
+  # Not scipy.stats.bootstrap: it resamples one set of observations, so splits of unequal
+  # sizes cannot each be resampled on their own (a stratified bootstrap), and it would hold
+  # num_resamples x rows indices per batch; for one split it gives the same interval
+  # (tests/test_metrics.py compares the two).
   ys, pas, pbs = list(y_true_per_split), list(pred_a_per_split), list(pred_b_per_split)
   if not ys or not len(ys) == len(pas) == len(pbs):
     raise ValueError(f'paired_bootstrap: need the same number (>= 1) of splits for y_true '

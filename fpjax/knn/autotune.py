@@ -16,7 +16,7 @@ logged once). The XLA scan is always the first candidate, so tuning never fails.
 
 No choice changes an answer in 'exact' precision: every configuration returns the same
 certified candidates or hands the query to the same fallback stages, whose answers are exact
-(tests/test_pallas_search.py checks identical indices, distances and certificates).
+(tests/test_knn_pallas_fused.py checks identical indices, distances and certificates).
 
 Switch: on by default on GPU and TPU, off on the CPU, where XLA's scan is the only fast
 variant (Pallas runs there only in interpret mode, for tests) and the default tile was
@@ -70,6 +70,7 @@ def enabled(argument: bool | None = None) -> bool:
 
 
 def cache_path() -> str:
+  """The autotuner's cache file: $FPJAX_CACHE_DIR/autotune.json (default ~/.cache/fpjax)."""
   root = os.environ.get("FPJAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
                                                            "fpjax")
   return os.path.join(root, "autotune.json")

@@ -11,7 +11,7 @@ bank is read in place as a strided [groups, GROUP, D] view: the sub-block of row
 groups g0..g0+tile_n is a 2-D TMA box with row stride GROUP*D, so no permuted copy of the
 bank is made (only bn, [rows] f32, is transposed to [GROUP, groups] in XLA). Nothing of size
 [q, rows] is ever written; the running top-c merge is left to XLA (lax.top_k) outside:
-``manifold._scan_tiles`` calls this kernel for each bank tile (autotune variant 'mosaic_gpu').
+``scan.scan_tiles`` calls this kernel for each bank tile (autotune variant 'mosaic_gpu').
 
 Why not the fused kernel of fpjax.knn.pallas_fused: under Mosaic GPU a pallas_call stages its
 blocks whole in shared memory, and a bank block with its full feature dimension does not fit
@@ -20,7 +20,7 @@ pipelined through shared memory instead (64 features a step, 4 steps in flight: 
 
 Checked: compiled ahead of time for an H100 at JAX 0.10.2 and 0.12.0 (tests/aot; custom call
 `mosaic_gpu_v2`, 176-184 registers, no spills), and in Mosaic GPU's interpret mode against
-float64 (tests/test_mosaic_gpu_search.py; JAX 0.10's interpreter lacks wgmma with a
+float64 (tests/test_knn_mosaic_gpu.py; JAX 0.10's interpreter lacks wgmma with a
 transposed operand, so there the test reads the bank pre-transposed, `bank_kn=True`, and the
 in-place form is interpreted in the JAX 0.12 environment of tests/aot). Not yet run on a GPU.
 """
@@ -35,7 +35,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-GROUP = 8  # rows per group: the same as manifold.GROUP
+GROUP = 8  # rows per group: the same as scan.GROUP
 
 
 def interpret_params():

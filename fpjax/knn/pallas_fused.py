@@ -1,6 +1,6 @@
 """The candidate search of the k-NN kernel as one fused Pallas kernel (GPU and TPU).
 
-It computes what the XLA tile scan in ``manifold._search`` computes: for each query, the
+It computes what the XLA tile scan in ``scan.search_slice`` computes: for each query, the
 `c` groups of GROUP bank rows with the smallest group minimum of the searched distance
     d(q, b) = ‖b‖² − 2 q·b        (‖q‖² is added by the caller),
 sorted by (minimum, group id), so on equal minima the lower group comes first. The grid runs
@@ -8,7 +8,7 @@ over (query blocks, bank blocks) with the bank axis innermost; the [block_q, c] 
 list is the output block, resident on chip across the bank axis, and is merged with each
 bank block's group minima by c rounds of (min, lowest rank) selection. No queries × tile
 distance block ever goes to HBM. The certificate, the exact re-rank and the fallback stages
-stay in ``manifold._search``; they see the same candidates as with the XLA scan.
+stay in ``scan.search_slice``; they see the same candidates as with the XLA scan.
 
 Layout. The bank block is stored as [GROUP, block_b / GROUP, dim]: row s of group g of the
 block sits at [s, g]. A group minimum is then the elementwise minimum of GROUP dot-product
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-GROUP = 8  # rows per group: the same as manifold.GROUP (checked there)
+GROUP = 8  # rows per group: the same as scan.GROUP (tested)
 _BIG_RANK = 2 ** 30  # rank of a list entry already taken (or a slot beyond c)
 
 

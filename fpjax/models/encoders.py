@@ -37,17 +37,12 @@ import numpy as np
 import optax
 from flax import nnx
 
+from fpjax.configs import defaults
 from fpjax.models import resnet
 from fpjax.models import training
+from fpjax.spaces import as_float_images
 
-# 'quick' keeps each encoder <= 60 s on 4,000 28x28 digits on 2 CPU cores (see the notes);
-# 'paper' is the attributor-sized ResNet (widths 16/32/64, 3 blocks) trained longer.
-PRESETS = {
-    'quick': dict(widths=(8, 16, 32), blocks_per_stage=1, sl_steps=250, ssl_steps=120,
-                  lr=3e-3, projector=(128, 128), barlow_lambda=5e-3),
-    'paper': dict(widths=(16, 32, 64), blocks_per_stage=3, sl_steps=4000, ssl_steps=4000,
-                  lr=1e-3, projector=(512, 512), barlow_lambda=5e-3),
-}
+PRESETS = defaults.ENCODER_PRESETS  # 'quick' and 'paper' (what each is for: defaults.py)
 
 
 def _import(path: str):
@@ -86,11 +81,11 @@ class Encoder:
   def _check(self, shape):
     want = self.config.get('image_shape')
     if want is not None and tuple(shape[1:]) != tuple(want):
-      raise ValueError(f'encoder {self.name!r} expects images of shape [N, {", ".join(map(str, want))}], '
+      dims = ', '.join(map(str, want))
+      raise ValueError(f'encoder {self.name!r} expects images of shape [N, {dims}], '
                        f'got {tuple(shape)}')
 
   def __call__(self, images) -> jax.Array:
-    from fpjax.spaces import as_float_images
     if isinstance(images, jax.core.Tracer):
       # Called inside someone's jit: apply directly, the caller bounds the batch.
       self._check(images.shape)
@@ -142,7 +137,8 @@ class BarlowTwins(nnx.Module):
 
 
 def barlow_twins_loss(z1: jax.Array, z2: jax.Array, lam: float) -> jax.Array:
-  """sum_i (1 - C_ii)^2 + lam * sum_{i != j} C_ij^2, C the batch cross-correlation of z-scored z1, z2."""
+  """sum_i (1 - C_ii)^2 + lam * sum_{i != j} C_ij^2, C the batch cross-correlation of z-scored
+  z1, z2."""
   n = z1.shape[0]
   z1 = (z1 - z1.mean(0)) / (z1.std(0) + 1e-5)
   z2 = (z2 - z2.mean(0)) / (z2.std(0) + 1e-5)
@@ -160,7 +156,8 @@ def augment(key: jax.Array, x: jax.Array) -> jax.Array:
   k_shift, k_con, k_bri, k_sig, k_noise = jax.random.split(key, 5)
   xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
   offs = jax.random.randint(k_shift, (n, 2), 0, 2 * pad + 1)
-  x = jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, x.shape[3])))(xp, offs)
+  crop = lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, x.shape[3]))
+  x = jax.vmap(crop)(xp, offs)
   mean = x.mean(axis=(1, 2, 3), keepdims=True)
   contrast = jax.random.uniform(k_con, (n, 1, 1, 1), minval=0.6, maxval=1.4)
   bright = jax.random.uniform(k_bri, (n, 1, 1, 1), minval=-0.1, maxval=0.1)
@@ -216,7 +213,8 @@ def _train_ssl(backbone, x, *, steps, seed, batch_size, cfg, mesh, per_dispatch=
   losses = np.asarray(jax.device_get(losses))
   if not np.all(np.isfinite(losses)):
     raise training.NonFiniteLossError(
-        f'ssl encoder: Barlow Twins loss became non-finite at step {int(np.argmax(~np.isfinite(losses)))}')
+        'ssl encoder: Barlow Twins loss became non-finite at step '
+        f'{int(np.argmax(~np.isfinite(losses)))}')
   nnx.update(model, jax.device_get(params), jax.device_get(rest))
   return model.backbone, losses
 
@@ -239,7 +237,6 @@ def train_encoder(kind: str, images, labels=None, *, steps: int | None = None, s
       training.steps_per_dispatch(): 1 on the CPU, a lax.scan of many on GPU/TPU); any value
       gives the same encoder up to float rounding.
   """
-  from fpjax.spaces import as_float_images
   if kind not in ('sl', 'ssl'):
     raise ValueError(f"encoder kind must be 'sl' or 'ssl', got {kind!r}")
   if preset not in PRESETS:

@@ -16,13 +16,14 @@ and keys in the same order and agree to float rounding.
 Streaming inputs: ``x`` may be a numpy array or any array-like with ``__len__``, ``.shape``,
 ``.dtype`` and contiguous slicing ``x[a:b] -> array`` (e.g. a lazy on-disk array). Nothing here
 reads x whole: checks and predictions go a slice at a time, and training minibatches come
-from a shuffle buffer (:func:`shuffled_minibatches`), so memory is bounded by the buffer, not N.
+from a shuffle buffer (fpjax.models.streaming), so memory is bounded by the buffer, not N.
+The streaming helpers and the module checkpoints (fpjax.models.checkpoints) are re-exported
+here, where the classifiers call them.
 """
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -31,10 +32,10 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-# Shuffle buffer: blocks of BLOCK_ROWS contiguous rows, BUFFER_BLOCKS blocks per buffer
-# (65,536 rows read and shuffled together).
-BLOCK_ROWS = 4096
-BUFFER_BLOCKS = 16
+from fpjax.models.checkpoints import load_checkpoint, read_config, save_checkpoint
+from fpjax.models.streaming import (BLOCK_ROWS, BUFFER_BLOCKS, MappedRows, as_rows, check_finite,
+                                    iter_slices, selected_chunks, shuffled_minibatches,
+                                    streamed_moments)
 
 STEPS_PER_DISPATCH_ENV = 'FPJAX_STEPS_PER_DISPATCH'
 # Steps per dispatch on GPU/TPU: enough that the launch overhead (~tens of us per step plus a
@@ -44,6 +45,16 @@ ACCELERATOR_STEPS_PER_DISPATCH = 100
 
 class NonFiniteLossError(FloatingPointError):
   """Training loss became NaN or inf."""
+
+
+# The names the classifiers call through this module (defined in streaming / checkpoints).
+__all__ = ['ACCELERATOR_STEPS_PER_DISPATCH', 'BLOCK_ROWS', 'BUFFER_BLOCKS', 'MappedRows',
+           'NonFiniteLossError', 'STEPS_PER_DISPATCH_ENV', 'StepLoop', 'apply_batched', 'as_rows',
+           'check_finite', 'check_labels', 'classifier_loss', 'data_size', 'default_mesh',
+           'fit_classifier', 'iter_slices', 'load_checkpoint', 'make_train_step',
+           'predict_logits', 'read_config', 'replicate', 'round_batch', 'save_checkpoint',
+           'shard_batch', 'shuffled_minibatches', 'steps_per_dispatch', 'stratified_split',
+           'streamed_moments']
 
 
 def steps_per_dispatch(override: int | None = None) -> int:
@@ -151,7 +162,8 @@ def data_size(mesh) -> int:
 
 
 def shard_batch(x: np.ndarray, mesh) -> jax.Array:
-  """Host batch (leading dim divisible by the device count) -> global array split over all mesh axes."""
+  """Host batch (leading dim divisible by the device count) -> global array split over all
+  mesh axes."""
   return jax.device_put(x, NamedSharding(mesh, P(tuple(mesh.axis_names))))
 
 
@@ -160,161 +172,17 @@ def replicate(tree: Any, mesh) -> Any:
 
 
 def round_batch(batch_size: int, n: int, mesh) -> int:
-  """Largest batch <= min(batch_size, n) that the 'data' axis divides (at least one row per device)."""
+  """Largest batch <= min(batch_size, n) that the 'data' axis divides (at least one row per
+  device)."""
   d = data_size(mesh)
   b = max(d, (min(int(batch_size), max(int(n), 1)) // d) * d)
   return b
 
 
-# ---------------------------------------------------------------------------------------
-# Streaming over array-likes: contiguous slices only, never the whole array.
-
-
-def as_rows(x):
-  """x itself if it is array-like enough to stream (len, shape, dtype, slicing), else np.asarray(x)."""
-  if all(hasattr(x, a) for a in ('__len__', 'shape', 'dtype', '__getitem__')):
-    return x
-  return np.asarray(x)
-
-
-class MappedRows:
-  """The array-like ``fn(x[a:b])`` of an array-like x, computed one slice at a time.
-
-  Used to reshape, cast and standardise inputs lazily: ``fn`` maps a numpy block of x's rows
-  to a block of the same number of rows of shape ``shape[1:]``.
-  """
-
-  def __init__(self, x, fn: Callable[[np.ndarray], np.ndarray], shape, dtype=np.float32):
-    self.x, self.fn = x, fn
-    self.shape = (int(x.shape[0]),) + tuple(int(s) for s in shape[1:])
-    self.dtype = np.dtype(dtype)
-
-  def __len__(self):
-    return self.shape[0]
-
-  def __getitem__(self, s):
-    if not isinstance(s, slice) or s.step not in (None, 1):
-      raise TypeError(f'MappedRows supports contiguous slices x[a:b] only, got {s!r}')
-    return np.asarray(self.fn(np.asarray(self.x[s])), self.dtype)
-
-
-def iter_slices(x, block_rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-  """(start, x[start:start+block_rows] as numpy) over x, in order."""
-  for a in range(0, int(x.shape[0]), int(block_rows)):
-    yield a, np.asarray(x[a:a + int(block_rows)])
-
-
-def _rows_ok(chunk: np.ndarray) -> np.ndarray:
-  return np.isfinite(chunk.reshape(chunk.shape[0], -1)).all(axis=1)
-
-
-def check_finite(x, what: str, block_rows: int = BLOCK_ROWS) -> None:
-  """Raises ValueError naming the first row with NaN or inf (a streamed pass over x)."""
-  for a, chunk in iter_slices(x, block_rows):
-    ok = _rows_ok(chunk)
-    if not ok.all():
-      raise ValueError(f'{what}: row {a + int(np.argmin(ok))} contains NaN or inf')
-
-
-def streamed_moments(x, what: str, *, per_feature: bool, block_rows: int = BLOCK_ROWS):
-  """Mean and standard deviation (ddof 0) of x in float64, in one streamed pass over slices.
-
-  per_feature: over rows, one value per feature of x.reshape(N, -1); otherwise one scalar
-  over all elements. Slices are merged with Chan et al.'s pairwise update (no
-  sum-of-squares cancellation). Raises ValueError naming the first row with NaN or inf.
-  """
-  count, mean, m2 = 0, 0.0, 0.0
-  for a, chunk in iter_slices(x, block_rows):
-    ok = _rows_ok(chunk)
-    if not ok.all():
-      raise ValueError(f'{what}: row {a + int(np.argmin(ok))} contains NaN or inf')
-    c = chunk.reshape(chunk.shape[0], -1).astype(np.float64)
-    if not per_feature:
-      c = c.reshape(-1, 1)
-    nc = c.shape[0]
-    mc = c.mean(0)
-    m2c = np.square(c - mc).sum(0)
-    delta = mc - mean
-    total = count + nc
-    mean = mean + delta * (nc / total)
-    m2 = m2 + m2c + np.square(delta) * (count * nc / total)
-    count = total
-  if count == 0:
-    raise ValueError(f'{what}: got 0 rows')
-  mean, std = np.asarray(mean), np.sqrt(np.asarray(m2) / count)
-  return (mean, std) if per_feature else (float(mean[0]), float(std[0]))
-
-
-def shuffled_minibatches(x, rows: np.ndarray, batch_size: int, rng: np.random.Generator, *,
-                         block_rows: int = BLOCK_ROWS, buffer_blocks: int = BUFFER_BLOCKS,
-                         ) -> Iterator[np.ndarray]:
-  """One epoch of minibatches (as row indices into x, with the rows) through a shuffle buffer.
-
-  The rows 0..N-1 of x are cut into contiguous blocks of ``block_rows``; the blocks are
-  visited in a random order, ``buffer_blocks`` at a time (in increasing order within a
-  buffer); of each buffer the rows listed in ``rows`` are shuffled and cut into minibatches
-  of ``batch_size``; the rows left over (< batch_size) join the next buffer. So every listed
-  row is used at most once per epoch, floor(len(rows) / batch_size) minibatches are yielded,
-  and when N <= block_rows * buffer_blocks it is one full shuffle of the rows.
-  Memory: one buffer array, allocated once per epoch and refilled in place one block read at
-  a time, so the host holds the buffer plus one block (not a concatenated copy of the buffer).
-  Yields (row indices [b], x rows [b, ...]) (copies: the buffer may be refilled later).
-  """
-  n = int(x.shape[0])
-  block_rows, buffer_blocks, batch_size = int(block_rows), int(buffer_blocks), int(batch_size)
-  wanted = np.zeros(n, bool)
-  wanted[rows] = True
-  nblocks = -(-n // block_rows)
-  order = rng.permutation(nblocks)
-  buf_x = None
-  buf_idx = np.empty(min(n, block_rows * buffer_blocks + batch_size), np.int64)
-  held = 0  # rows carried over from the previous buffer, at the front of buf_x / buf_idx
-  for g in range(0, nblocks, buffer_blocks):
-    filled = held
-    for c in np.sort(order[g:g + buffer_blocks]):
-      a, b = int(c) * block_rows, min(n, (int(c) + 1) * block_rows)
-      sel = np.flatnonzero(wanted[a:b])
-      if len(sel) == 0:
-        continue
-      chunk = np.asarray(x[a:b])
-      if buf_x is None:
-        buf_x = np.empty((len(buf_idx),) + chunk.shape[1:], chunk.dtype)
-      dst = slice(filled, filled + len(sel))
-      if len(sel) == b - a:
-        buf_x[dst] = chunk
-      else:
-        np.take(chunk, sel, axis=0, out=buf_x[dst])
-      buf_idx[dst] = a + sel
-      filled += len(sel)
-      del chunk
-    if filled == 0:
-      continue
-    perm = rng.permutation(filled)
-    full = filled // batch_size
-    for k in range(full):
-      p = perm[k * batch_size:(k + 1) * batch_size]
-      yield buf_idx[p], buf_x[p]
-    rest = perm[full * batch_size:]
-    held = len(rest)
-    buf_x[:held], buf_idx[:held] = buf_x[rest], buf_idx[rest]
-
-
-def _selected_chunks(x, rows: np.ndarray | None, read_rows: int) -> Iterator[np.ndarray]:
-  """x in slices of read_rows (with ``rows``, sorted indices: only those rows, in order)."""
-  if rows is None:
-    for _, chunk in iter_slices(x, read_rows):
-      yield chunk
-    return
-  rows = np.asarray(rows)
-  for a, chunk in iter_slices(x, read_rows):
-    lo, hi = np.searchsorted(rows, [a, a + len(chunk)])
-    if hi > lo:
-      yield chunk[rows[lo:hi] - a]
-
-
 def apply_batched(fn: Callable[[jax.Array], jax.Array], x, *, batch_size: int, mesh,
                   rows: np.ndarray | None = None, block_rows: int | None = None) -> np.ndarray:
-  """Runs a jitted ``fn`` over x in fixed-size, zero-padded batches (one compilation, bounded memory).
+  """Runs a jitted ``fn`` over x in fixed-size, zero-padded batches (one compilation, bounded
+  memory).
 
   x: array-like, read in slices of ``block_rows`` (default: the batch size); with ``rows``
   (sorted indices), only those rows.
@@ -331,7 +199,7 @@ def apply_batched(fn: Callable[[jax.Array], jax.Array], x, *, batch_size: int, m
       chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
     outs.append(np.asarray(fn(shard_batch(chunk, mesh)))[:b - pad])
 
-  for chunk in _selected_chunks(x, rows, block_rows or b):
+  for chunk in selected_chunks(x, rows, block_rows or b):
     pending.append(chunk)
     held += len(chunk)
     while held >= b:
@@ -422,23 +290,12 @@ def fit_classifier(model: nnx.Module, x, y: np.ndarray, *,
     raise ValueError(f'{name}: {x.shape[0]} inputs but {y.shape[0]} labels')
   check_finite(x, f'{name}.fit inputs', block_rows)
   rng = np.random.default_rng(seed)
-  if val_rows is None:
-    train_idx, val_idx = stratified_split(y, val_fraction, rng)
-  else:
-    val_idx = np.unique(np.asarray(val_rows, np.int64))
-    if len(val_idx) and (val_idx[0] < 0 or val_idx[-1] >= len(y)):
-      raise ValueError(f'{name}: val_rows outside the {len(y)} training rows')
-    train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
-    if not len(train_idx):
-      raise ValueError(f'{name}: val_rows leave no training rows')
+  train_idx, val_idx = _train_and_validation_rows(y, val_fraction, val_rows, rng, name)
   b = round_batch(batch_size, len(train_idx), mesh)
   steps_per_epoch = max(1, len(train_idx) // b)
-  if steps is None:
-    if epochs is None:
-      raise ValueError(f'{name}: give epochs or steps')
-    total_steps = int(epochs) * steps_per_epoch
-  else:
-    total_steps = int(steps)
+  if steps is None and epochs is None:
+    raise ValueError(f'{name}: give epochs or steps')
+  total_steps = int(epochs) * steps_per_epoch if steps is None else int(steps)
   tx = make_tx(total_steps, steps_per_epoch)
 
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -454,68 +311,113 @@ def fit_classifier(model: nnx.Module, x, y: np.ndarray, *,
   def eval_logits(params, rest, xb):
     return nnx.merge(graphdef, params, rest)(xb, train=False)
 
-  def epoch_batches(limit):
-    batches = shuffled_minibatches(x, train_idx, b, rng, block_rows=block_rows,
-                                   buffer_blocks=buffer_blocks)
-    for _, (idx, xb) in zip(range(limit), batches):
-      if augment is not None:
-        xb = augment(xb, rng)
-      yield np.asarray(xb, np.float32), y[idx]
-
   history = {'train_loss': [], 'val_loss': [], 'val_accuracy': [], 'best_epoch': None,
              'steps': 0}
-  best = (np.inf, None)
-  since_best = 0
+  best = _BestEpoch(patience)
   step = 0
   epoch = 0
   carry = (params, rest, opt_state)
   while step < total_steps:
     limit = min(steps_per_epoch, total_steps - step)
-    carry, losses = loop.run(carry, epoch_batches(limit))
+    batches = shuffled_minibatches(x, train_idx, b, rng, block_rows=block_rows,
+                                   buffer_blocks=buffer_blocks)
+    carry, losses = loop.run(carry, _labelled(batches, y, limit, augment, rng))
     losses = np.asarray(jax.device_get(losses))
+    _check_losses(losses, step, epoch, name)
     step += len(losses)
-    if not np.all(np.isfinite(losses)):
-      bad = step - len(losses) + int(np.argmax(~np.isfinite(losses)))
-      raise NonFiniteLossError(
-          f'{name}: training loss became {losses[~np.isfinite(losses)][0]} at step {bad} '
-          f'(epoch {epoch}); lower the learning rate or check the inputs')
     history['train_loss'].append(float(losses.mean()))
     if len(val_idx):
       params, rest, _ = carry
       logits = apply_batched(lambda xb: eval_logits(params, rest, xb), x, rows=val_idx,
                              batch_size=max(b, 256), mesh=mesh, block_rows=block_rows)
-      logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))
-      vloss = float(-np.mean(np.take_along_axis(np.asarray(logp), y[val_idx, None], 1)))
+      vloss, vacc = _loss_and_accuracy(logits, y[val_idx])
       history['val_loss'].append(vloss)
-      history['val_accuracy'].append(float(np.mean(logits.argmax(1) == y[val_idx])))
-      if vloss < best[0] - 1e-7:
-        best = (vloss, jax.device_get((params, rest)))
-        history['best_epoch'] = epoch
-        since_best = 0
-      else:
-        since_best += 1
-        if patience is not None and since_best >= patience:
-          break
+      history['val_accuracy'].append(vacc)
+      if best.stop(vloss, (params, rest), epoch):
+        break
     epoch += 1
-  history['steps'] = step
+  history['steps'], history['best_epoch'] = step, best.epoch
   params, rest, _ = carry
-  if best[1] is not None:
-    params, rest = best[1]
+  if best.state is not None:
+    params, rest = best.state
   nnx.update(model, jax.device_get(params), jax.device_get(rest))
   return history
 
 
-def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):
-  """Per class, ``fraction`` of the rows (at least one if the class has >= 2) go to the second split."""
+class _BestEpoch:
+  """The state of the epoch with the lowest validation loss, and early stopping after
+  `patience` epochs without an improvement (None: never)."""
+
+  def __init__(self, patience: int | None):
+    self.patience, self.loss, self.state, self.epoch, self.since = patience, np.inf, None, None, 0
+
+  def stop(self, loss: float, state, epoch: int) -> bool:
+    if loss < self.loss - 1e-7:
+      self.loss, self.state, self.epoch, self.since = loss, jax.device_get(state), epoch, 0
+      return False
+    self.since += 1
+    return self.patience is not None and self.since >= self.patience
+
+
+def _labelled(batches, y, limit: int, augment, rng):
+  """The first `limit` (float32 rows, labels) of shuffled_minibatches, augmented if asked."""
+  for _, (idx, xb) in zip(range(limit), batches):
+    if augment is not None:
+      xb = augment(xb, rng)
+    yield np.asarray(xb, np.float32), y[idx]
+
+
+def _check_losses(losses: np.ndarray, step: int, epoch: int, name: str) -> None:
+  """NonFiniteLossError at the first non-finite loss of the steps that started at `step`."""
+  if not np.all(np.isfinite(losses)):
+    bad = step + int(np.argmax(~np.isfinite(losses)))
+    raise NonFiniteLossError(
+        f'{name}: training loss became {losses[~np.isfinite(losses)][0]} at step {bad} '
+        f'(epoch {epoch}); lower the learning rate or check the inputs')
+
+
+def _train_and_validation_rows(y, val_fraction, val_rows, rng, name):
+  """fit_classifier's (training rows, validation rows): val_rows if given, else a stratified
+  split of val_fraction."""
+  if val_rows is None:
+    return stratified_split(y, val_fraction, rng)
+  val_idx = np.unique(np.asarray(val_rows, np.int64))
+  if len(val_idx) and (val_idx[0] < 0 or val_idx[-1] >= len(y)):
+    raise ValueError(f'{name}: val_rows outside the {len(y)} training rows')
+  train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
+  if not len(train_idx):
+    raise ValueError(f'{name}: val_rows leave no training rows')
+  return train_idx, val_idx
+
+
+def _loss_and_accuracy(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+  """Mean cross-entropy and accuracy of logits [N, C] for int labels y [N]."""
+  logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))
+  loss = float(-np.mean(np.take_along_axis(np.asarray(logp), y[:, None], 1)))
+  return loss, float(np.mean(logits.argmax(1) == y))
+
+
+def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator, *,
+                     strict: bool = False):
+  """Per class, ``fraction`` of the rows (at least one if the class has >= 2) go to the second
+  split.
+
+  The package's one stratified split (the evaluation's 70/30 splits, the open set's enrolment
+  split, validation splits). strict: a class whose second part would be empty or all of it is a
+  ValueError instead of being clamped. Returns (first, second) sorted row indices.
+  """
   if not 0.0 <= fraction < 1.0:
     raise ValueError(f'validation fraction must be in [0, 1), got {fraction}')
   all_idx = np.arange(len(y))
-  if fraction == 0.0:
+  if fraction == 0.0 and not strict:
     return all_idx, all_idx[:0]
   first, second = [], []
   for c in np.unique(y):
     idx = rng.permutation(np.flatnonzero(y == c))
     k = int(round(fraction * len(idx)))
+    if strict and not 1 <= k < len(idx):
+      raise ValueError(f'class {c.item()!r} has {len(idx)} samples: too few to split '
+                       f'{fraction:.0%} of them off')
     if len(idx) >= 2:
       k = min(max(k, 1), len(idx) - 1)
     else:
@@ -543,46 +445,3 @@ def predict_logits(model: nnx.Module, x, *, batch_size: int = 256, mesh=None,
   x = as_rows(x)
   x = MappedRows(x, lambda a: a.astype(np.float32, copy=False), x.shape)
   return apply_batched(lambda xb: f(state, xb), x, batch_size=batch_size, mesh=mesh)
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints: <path>/config.json (everything needed to rebuild the module) and
-# <path>/state (orbax StandardCheckpointer of the nnx state plus extra arrays).
-
-
-def save_checkpoint(path: str, model: nnx.Module, config: dict,
-                    extra: dict[str, np.ndarray] | None = None) -> None:
-  import orbax.checkpoint as ocp
-  path = os.path.abspath(os.fspath(path))
-  os.makedirs(path, exist_ok=True)
-  tree = {'model': nnx.state(model),
-          'extra': {k: np.asarray(v) for k, v in (extra or {}).items()}}
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.join(path, 'state'), tree, force=True)
-    ckptr.wait_until_finished()
-  if jax.process_index() == 0:
-    with open(os.path.join(path, 'config.json'), 'w') as f:
-      json.dump(config, f, indent=1, sort_keys=True)
-
-
-def read_config(path: str) -> dict:
-  cfg = os.path.join(os.path.abspath(os.fspath(path)), 'config.json')
-  if not os.path.exists(cfg):
-    raise ValueError(f'{cfg}: no config.json; not a checkpoint written by fpjax')
-  with open(cfg) as f:
-    return json.load(f)
-
-
-def load_checkpoint(path: str, build_fn: Callable[[], nnx.Module],
-                    extra_like: dict[str, jax.ShapeDtypeStruct] | None = None):
-  """Restores a module built by ``build_fn`` (shapes only, no init cost) and the extra arrays."""
-  import orbax.checkpoint as ocp
-  path = os.path.abspath(os.fspath(path))
-  abstract = nnx.eval_shape(build_fn)
-  graphdef, abstract_state = nnx.split(abstract)
-  target = {'model': abstract_state, 'extra': dict(extra_like or {})}
-  with ocp.StandardCheckpointer() as ckptr:
-    restored = ckptr.restore(os.path.join(path, 'state'), target)
-  model = nnx.merge(graphdef, restored['model'])
-  extra = {k: np.asarray(v) for k, v in restored['extra'].items()}
-  return model, extra

@@ -8,8 +8,8 @@ Layout of a compute_artifacts work directory (format "fpjax.artifacts/3"):
                                  <key> (fpjax/estimators.py: 'nn', 'knn_mean-k10', ...,
                                  'input' = φ(x)), one array per estimator, in index.json's
                                  `estimators` order
-      distance  float32 [N, k]   Euclidean distance to the k nearest bank rows  } only when a
-      index     int32   [N, k]   bank rows of the k nearest, nearest first      } search ran (k >= 1)
+      distance  float32 [N, k]   Euclidean distance to the k nearest bank rows  } only when
+      index     int32   [N, k]   bank rows of the k nearest, nearest first      } a search ran
       label     int32   [N]      generative-model label (class_names[label]);
                                  -1: a bad file, skipped (listed in bad_inputs.jsonl;
                                  its artifacts are 0, distance NaN, index -1)
@@ -44,30 +44,26 @@ artifact crosses hosts. Any zarr reader (zarr-python, tensorstore, xarray) reads
 i-th *good* file in `files` order. A label of -2 (the arrays' fill value) would be a row no
 process wrote; the reader refuses such a store.
 
-JSON and .npz files are written to a temporary name in the same folder and renamed into place
-(`os.replace` is atomic), so a reader never sees half a file under a final name. Chunks written
-after the last checkpoint of an interrupted run are written again, with the same bytes, by the
-resumed run; COMPLETE is written only once every process has flushed its chunks.
-
-Readers never unpickle: `load_array` reads .npy/.npz with allow_pickle=False and checks the
-header against the file size before allocating anything, so a corrupt or hostile file gives a
-ValueError naming the file instead of a crash, a huge allocation or code execution.
+JSON and .npz files are written atomically (fpjax.fileio), so a reader never sees half a file
+under a final name. Chunks written after the last checkpoint of an interrupted run are written
+again, with the same bytes, by the resumed run; COMPLETE is written only once every process has
+flushed its chunks. `ArtifactStore.open` refuses (StoreError) a directory without COMPLETE, of
+another format, or whose arrays disagree with index.json.
 """
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import functools
-import json
-import math
 import os
 from typing import Any
 
 import numpy as np
+import tensorstore as ts
 
 from fpjax.data.bad_inputs import read_bad_inputs
-from fpjax.errors import UserInputError
+from fpjax.errors import StoreError, UserInputError
 from fpjax.fileio import check_name, load_json, save_json
+from fpjax.store.rows import FileList, LazyRows
 
 FORMAT = "fpjax.artifacts/3"
 COMPLETE = "COMPLETE"
@@ -116,7 +112,6 @@ class ArtifactWriter:
   @classmethod
   def create(cls, workdir: str, num_rows: int, chunk_rows: int, embedding_shape, k: int,
              estimators=("nn",)):
-    import tensorstore as ts  # pylint: disable=g-import-not-at-top
     arrays = {}
     for field, (row_shape, dtype, fill) in _field_specs(embedding_shape, k, estimators).items():
       spec = dict(_zarr_spec(workdir, field), metadata={
@@ -127,7 +122,6 @@ class ArtifactWriter:
 
   @classmethod
   def open(cls, workdir: str, k: int, estimators=("nn",)):
-    import tensorstore as ts  # pylint: disable=g-import-not-at-top
     return cls({f: ts.open(_zarr_spec(workdir, f), open=True, write=True).result()
                 for f in _field_specs((), k, estimators)})
 
@@ -141,117 +135,6 @@ class ArtifactWriter:
     for fut in self._pending:
       fut.result()
     self._pending = []
-
-
-# The most bytes of array rows one scattered read (`LazyRows[sorted rows]`) spans: bounds the
-# chunks tensorstore holds decoded at once.
-READ_SPAN_BYTES = 64 * 2 ** 20
-
-
-class LazyRows:
-  """Rows of a zarr array, read on demand: len(), shape, dtype, ndim, `[a:b]`, `[sorted int
-  array]`, `[i]`, and np.asarray (reads everything). `rows` maps its row i to the array's row
-  rows[i] (the good rows of the store), increasing."""
-
-  def __init__(self, array, rows: np.ndarray):
-    self._array = array
-    self._rows = np.asarray(rows, np.int64)
-    self._identity = len(self._rows) == array.shape[0]  # no bad rows: row i is array row i
-    self.dtype = np.dtype(array.dtype.numpy_dtype)
-    self.shape = (len(self._rows), *array.shape[1:])
-    self.ndim = len(self.shape)
-
-  def __len__(self) -> int:
-    return self.shape[0]
-
-  def _read(self, phys: np.ndarray) -> np.ndarray:
-    if len(phys) == 0:
-      return np.zeros((0, *self.shape[1:]), self.dtype)
-    if phys[-1] - phys[0] + 1 == len(phys):  # one contiguous run: a plain slice
-      return self._array[int(phys[0]):int(phys[-1]) + 1].read().result()
-    # Scattered rows (e.g. a stratified sample of the whole store): tensorstore decodes every
-    # chunk that one read touches before it copies the rows out, so a 10,000-row sample of a
-    # 1M-row store held ~0.5 GB of chunks at once. Read in pieces that span at most
-    # READ_SPAN_BYTES of the array's rows, into one output.
-    row_bytes = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
-    span = max(1, READ_SPAN_BYTES // row_bytes)
-    if phys[-1] - phys[0] < span:
-      return self._array[phys].read().result()
-    out = np.empty((len(phys), *self.shape[1:]), self.dtype)
-    i = 0
-    while i < len(phys):
-      j = int(np.searchsorted(phys, phys[i] + span, side="left"))
-      out[i:j] = self._array[phys[i:j]].read().result()
-      i = j
-    return out
-
-  def __getitem__(self, key) -> np.ndarray:
-    if isinstance(key, (int, np.integer)):
-      i = int(key) + (len(self) if key < 0 else 0)
-      if not 0 <= i < len(self):
-        raise IndexError(f"row {key} out of range for {len(self)} rows")
-      return self._read(self._rows[i:i + 1])[0]
-    if isinstance(key, slice):
-      a, b, step = key.indices(len(self))
-      if step != 1:
-        raise IndexError("LazyRows takes contiguous slices (step 1) or sorted row arrays")
-      if self._identity:
-        return self._read(np.arange(a, max(a, b)))
-      return self._read(self._rows[a:b])
-    idx = np.asarray(key)
-    if idx.dtype == bool:
-      idx = np.flatnonzero(idx)
-    if idx.ndim != 1 or idx.dtype.kind not in "iu":
-      raise IndexError(f"LazyRows takes an int, a slice or a 1-D array of rows; got {key!r}")
-    if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
-      raise IndexError(f"rows out of range for {len(self)} rows")
-    if np.any(np.diff(idx) < 0):
-      raise IndexError("row arrays must be sorted (read in storage order)")
-    return self._read(self._rows[idx])
-
-  def __array__(self, dtype=None, copy=None):
-    out = self[0:len(self)]
-    return out if dtype is None else out.astype(dtype)
-
-
-class FileList(collections.abc.Sequence):
-  """The store's file paths (relative to gm_root), held as one numpy array of UTF-8 bytes.
-
-  A Python list costs a str object and a pointer per image (~80 bytes for 'model_00/0000000.png');
-  this costs the path's bytes (~20), which matters at millions of rows. Reads like a list of
-  str (len, [i], [a:b], iteration) and compares equal to a list, tuple or FileList of the same
-  paths.
-  """
-
-  def __init__(self, paths):
-    encoded = [p.encode("utf-8") for p in paths]
-    self._paths = np.array(encoded, dtype=bytes) if encoded else np.zeros(0, "S1")
-
-  def __len__(self) -> int:
-    return len(self._paths)
-
-  def __getitem__(self, key):
-    if isinstance(key, slice):
-      out = FileList([])
-      out._paths = self._paths[key]
-      return out
-    return self._paths[key].decode("utf-8")
-
-  def __iter__(self):
-    return (p.decode("utf-8") for p in self._paths)
-
-  def __eq__(self, other):
-    if isinstance(other, FileList):
-      return len(self) == len(other) and bool(np.array_equal(self._paths, other._paths))
-    if isinstance(other, (list, tuple)):
-      return len(self) == len(other) and all(a == b for a, b in zip(self, other))
-    return NotImplemented
-
-  __hash__ = None
-
-  def __repr__(self) -> str:
-    head = ", ".join(repr(f) for f in self[:3])
-    return f"FileList([{head}{', ...' if len(self) > 3 else ''}], {len(self)} paths)"
 
 
 @dataclasses.dataclass
@@ -315,36 +198,14 @@ class ArtifactStore:
 
   @classmethod
   def open(cls, workdir: str) -> "ArtifactStore":
-    import tensorstore as ts  # pylint: disable=g-import-not-at-top
+    """Reads index.json and the labels; StoreError if the directory is not a finished,
+    consistent store of this format."""
     workdir = os.path.abspath(workdir)
-    if not is_complete(workdir):
-      raise UserInputError(f"{workdir}: no {COMPLETE} marker: not a finished compute_artifacts "
-                           "run (rerun compute_artifacts with this --workdir to finish it).")
-    meta = load_json(os.path.join(workdir, "artifacts", "index.json"))
-    if meta.get("format") != FORMAT:
-      raise UserInputError(f"{workdir}/artifacts/index.json: format {meta.get('format')!r}, "
-                           f"expected {FORMAT!r}; recompute the artifacts.")
+    meta = _read_index(workdir)
     k, estimators = int(meta["k"]), list(meta["estimators"])
-    arrays = {}
-    for f in _field_specs((), k, estimators):
-      try:
-        arrays[f] = ts.open(_zarr_spec(workdir, f), open=True, read=True).result()
-      except ValueError as e:
-        raise UserInputError(f"{workdir}/artifacts/{f}: unreadable zarr array: {e}") from e
-      if arrays[f].shape[0] != meta["num_rows"]:
-        raise UserInputError(f"{workdir}/artifacts/{f}: {arrays[f].shape[0]} rows, index.json "
-                             f"says {meta['num_rows']}.")
+    arrays = _open_arrays(workdir, meta)
     label = arrays["label"].read().result()
-    if (label == UNWRITTEN).any():
-      raise UserInputError(f"{workdir}/artifacts/label: row {int(np.flatnonzero(label == UNWRITTEN)[0])}"
-                           " was never written; the store is incomplete.")
-    good = np.flatnonzero(label != BAD_LABEL)
-    if len(label) - len(good) != meta["num_bad_rows"]:
-      raise UserInputError(f"{workdir}/artifacts/label: {len(label) - len(good)} bad rows, "
-                           f"index.json says {meta['num_bad_rows']}.")
-    if (label[good] >= len(meta["class_names"])).any() or (label[good] < 0).any():
-      raise UserInputError(f"{workdir}/artifacts/label: labels outside the "
-                           f"{len(meta['class_names'])} models.")
+    good = _good_rows(workdir, meta, label)
     if k:
       distance = np.asarray(LazyRows(arrays["distance"], good))
       index = np.asarray(LazyRows(arrays["index"], good))
@@ -357,6 +218,51 @@ class ArtifactStore:
         labels=label[good].astype(np.int32), distance=distance, index=index,
         artifact_rows={e: LazyRows(arrays[artifact_field(e)], good) for e in estimators},
         num_bad_rows=int(meta["num_bad_rows"]))
+
+
+def _read_index(workdir: str) -> dict:
+  """index.json of a finished store of this format."""
+  if not is_complete(workdir):
+    raise StoreError(f"{workdir}: no {COMPLETE} marker: not a finished compute_artifacts run "
+                     "(rerun compute_artifacts with this --workdir to finish it).",
+                     os.path.join(workdir, COMPLETE))
+  path = os.path.join(workdir, "artifacts", "index.json")
+  meta = load_json(path)
+  if meta.get("format") != FORMAT:
+    raise StoreError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; recompute "
+                     "the artifacts.", path)
+  return meta
+
+
+def _open_arrays(workdir: str, meta: dict) -> dict:
+  """Every field's zarr array, each of index.json's number of rows."""
+  arrays = {}
+  for f in _field_specs((), int(meta["k"]), meta["estimators"]):
+    path = os.path.join(workdir, "artifacts", f)
+    try:
+      arrays[f] = ts.open(_zarr_spec(workdir, f), open=True, read=True).result()
+    except ValueError as e:
+      raise StoreError(f"{path}: unreadable zarr array: {e}", path) from e
+    if arrays[f].shape[0] != meta["num_rows"]:
+      raise StoreError(f"{path}: {arrays[f].shape[0]} rows, index.json says "
+                       f"{meta['num_rows']}.", path)
+  return arrays
+
+
+def _good_rows(workdir: str, meta: dict, label: np.ndarray) -> np.ndarray:
+  """The rows of good files, after checking every row was written with a label in range."""
+  path = os.path.join(workdir, "artifacts", "label")
+  unwritten = np.flatnonzero(label == UNWRITTEN)
+  if len(unwritten):
+    raise StoreError(f"{path}: row {int(unwritten[0])} was never written; the store is "
+                     "incomplete.", path)
+  good = np.flatnonzero(label != BAD_LABEL)
+  if len(label) - len(good) != meta["num_bad_rows"]:
+    raise StoreError(f"{path}: {len(label) - len(good)} bad rows, index.json says "
+                     f"{meta['num_bad_rows']}.", path)
+  if (label[good] >= len(meta["class_names"])).any() or (label[good] < 0).any():
+    raise StoreError(f"{path}: labels outside the {len(meta['class_names'])} models.", path)
+  return good
 
 
 def stats_path(workdir: str, key: str) -> str:

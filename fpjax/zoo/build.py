@@ -29,6 +29,7 @@ import os
 import shutil
 import threading
 import time
+from typing import Callable
 
 from absl import logging
 import jax
@@ -36,7 +37,7 @@ import numpy as np
 from PIL import Image
 import tqdm
 
-from fpjax.errors import UserInputError
+from fpjax.errors import ConfigMismatchError, UserInputError
 from fpjax import fileio
 from fpjax.data import load_image_folder, load_real
 from fpjax.data.sources import ImageSet
@@ -74,7 +75,7 @@ def _config(preset: recipes_lib.Preset, real: str, seed: int, num_samples: int,
             image_shape) -> dict:
   # The recipe hash changes whenever the preset's sizes or its recipes do, so a workdir trained
   # under an older definition is never resumed or reused as if it were this zoo.
-  spec = json.dumps([dataclasses.asdict(preset),
+  spec = json.dumps([recipes_lib.preset_dict(preset),
                      [dataclasses.asdict(r) for r in recipes_lib.recipes_for(preset)]],
                     sort_keys=True, default=str)
   return {'real': real, 'preset': preset.name, 'seed': seed, 'num_samples': num_samples,
@@ -89,9 +90,9 @@ def _check_config(path: str, config: dict) -> dict | None:
   with open(path, encoding='utf-8') as f:
     held = json.load(f)
   if {k: held.get(k) for k in config} != config:
-    raise UserInputError(
+    raise ConfigMismatchError(
         f'{path} holds a zoo built with {({k: held.get(k) for k in config})}, not {config}; '
-        'use another workdir.')
+        'use another workdir.', os.path.dirname(path))
   return held
 
 
@@ -104,19 +105,30 @@ def default_workers() -> int:
   return min(2, os.cpu_count() or 1)
 
 
-_worker_progress = None  # in a worker process: the queue of finished training steps (the bar)
+_worker_progress = None  # in a worker process: called with the steps of each checkpoint
 
 
-def _init_worker(progress_queue, cache_dir, cache_min_seconds) -> None:
+def _chunk_callback(progress, after_chunk):
+  """progress, then the caller's after_chunk hook, after each checkpoint of a training."""
+  if after_chunk is None:
+    return progress
+
+  def both(steps):
+    progress(steps)
+    after_chunk(steps)
+  return both
+
+
+def _init_worker(progress_queue, cache_dir, cache_min_seconds, after_chunk) -> None:
   global _worker_progress
-  _worker_progress = progress_queue
+  _worker_progress = _chunk_callback(progress_queue.put, after_chunk)
   if cache_dir:  # the parent's persistent compilation cache: a program compiles once per build
     jax.config.update('jax_compilation_cache_dir', cache_dir)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', cache_min_seconds)
 
 
 def _worker_job(recipes: list, *args) -> list[dict]:
-  return _train_and_sample(recipes, *args, progress=_worker_progress.put)
+  return _train_and_sample(recipes, *args, progress=_worker_progress)
 
 
 def _train_and_sample(recipes: list, preset, real: str, seed: int, num_samples: int,
@@ -206,16 +218,17 @@ class _ZooBuild:
       groups.setdefault(r.training_name, []).append(r)
     self.jobs = [sorted(g, key=lambda r: r.shares_training_with is not None)
                  for g in groups.values() if any(r.name not in self.entries for r in g)]
-    self.jobs.sort(key=lambda g: (-p.training_steps(g[0].family), -len(g), g[0].name))
+    self.jobs.sort(key=lambda g: (-recipes_lib.training_steps(p, g[0].family), -len(g),
+                                  g[0].name))
 
   @property
   def total_steps(self) -> int:
-    return sum(self.preset.training_steps(r.family) for r in self.recipes
+    return sum(recipes_lib.training_steps(self.preset, r.family) for r in self.recipes
                if r.shares_training_with is None) if self.zoo is None else 0
 
   @property
   def steps_left(self) -> int:
-    return sum(self.preset.training_steps(g[0].family) for g in self.jobs)
+    return sum(recipes_lib.training_steps(self.preset, g[0].family) for g in self.jobs)
 
   def make_reference(self) -> None:
     # Every path needs it (zoo.json's 'reference'); trained once, cached in WORKDIR/reference.
@@ -280,7 +293,7 @@ class ZooBuilds:
   the running ones end and keep their checkpoints, so a later build resumes them.
   """
 
-  def __init__(self, specs, progress: bool, workers: int | None):
+  def __init__(self, specs, progress: bool, workers: int | None, after_chunk=None):
     self._builds = [_ZooBuild(s) for s in specs]  # every spec checked before anything is written
     dirs = [os.path.abspath(s.workdir) for s in specs]
     twice = sorted({d for d in dirs if dirs.count(d) > 1})
@@ -305,6 +318,7 @@ class ZooBuilds:
     self._bar.update(total - sum(b.steps_left for b in todo))
     self._t_start = time.time()
     self._pool = None
+    self._after_chunk = after_chunk
     num_jobs = sum(len(b.jobs) for b in self._builds)
     if workers > 1 and num_jobs > 1:
       ctx = multiprocessing.get_context('spawn')
@@ -314,7 +328,7 @@ class ZooBuilds:
       self._pool = concurrent.futures.ProcessPoolExecutor(
           min(workers, num_jobs), mp_context=ctx, initializer=_init_worker,
           initargs=(self._steps_done, jax.config.jax_compilation_cache_dir,
-                    jax.config.jax_persistent_cache_min_compile_time_secs))
+                    jax.config.jax_persistent_cache_min_compile_time_secs, after_chunk))
       self._futures = [{self._pool.submit(_worker_job, g, *b.args): g for g in b.jobs}
                        for b in self._builds]
     self._gen = self._run()
@@ -326,8 +340,9 @@ class ZooBuilds:
   def _results(self, i: int):
     """(group, a call returning its results) for each job of zoo i, in job order."""
     if self._pool is None:  # trained here, when asked
+      progress = _chunk_callback(self._bar.update, self._after_chunk)
       return [(g, functools.partial(_train_and_sample, g, *self._builds[i].args,
-                                    progress=self._bar.update)) for g in self._builds[i].jobs]
+                                    progress=progress)) for g in self._builds[i].jobs]
     return [(g, f.result) for f, g in self._futures[i].items()]
 
   def _run(self):
@@ -390,10 +405,16 @@ def _terminate_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
     proc.join()
 
 
-def build_zoos(specs, progress: bool = True, workers: int | None = None) -> ZooBuilds:
+def build_zoos(specs, progress: bool = True, workers: int | None = None,
+               after_chunk: Callable[[int], None] | None = None) -> ZooBuilds:
   """Starts building several zoos with one pool of workers (specs: ZooSpec each; workers as in
-  build_zoo) and returns the ZooBuilds that yields them. Same zoos as one build_zoo per spec."""
-  return ZooBuilds(specs, progress, workers)
+  build_zoo) and returns the ZooBuilds that yields them. Same zoos as one build_zoo per spec.
+
+  after_chunk(steps): called in the process that trains, after each checkpoint of a training
+  (steps: the steps the checkpoint adds); picklable when workers > 1. For monitoring, and for
+  tests that must act at a known step (not after a time).
+  """
+  return ZooBuilds(specs, progress, workers, after_chunk)
 
 
 def build_zoo(workdir: str, preset: str = 'quick', real: str = 'mnist5k', seed: int = 0,

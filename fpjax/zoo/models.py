@@ -140,7 +140,7 @@ class ExPostPrior(nnx.Variable):
 class LatentMixture(nnx.Module):
   """The latent prior a decoder samples from: a Gaussian mixture of `components` components
   (log weights, means, Cholesky factors of the covariances). Until fitted
-  (fpjax.zoo.train.fit_ex_post_prior) every component is N(0, I)."""
+  (fpjax.zoo.families.vae.fit_ex_post_prior) every component is N(0, I)."""
 
   def __init__(self, latent_dim: int, components: int):
     self.latent_dim = latent_dim
@@ -193,7 +193,8 @@ class VAE(nnx.Module):
   Samples decode latents drawn from a Gaussian mixture of `prior_components` components
   (log weights, means, Cholesky factors of the covariances), the ex-post density estimate of
   Ghosh et al. (2020) once fitted to posterior draws z ~ q(z | x) of the training images
-  (fpjax.zoo.train.fit_ex_post_prior); until then every component is N(0, I), the ELBO's prior.
+  (fpjax.zoo.families.vae.fit_ex_post_prior); until then every component is N(0, I), the
+  ELBO's prior.
   """
 
   def __init__(self, latent_dim, image_shape, width, upsampling, normalization, nonlinearity, *,
@@ -239,7 +240,8 @@ def unsqueeze(x):
 
 
 class FlowStep(nnx.Module):
-  """Glow/RealNVP step: [actnorm] -> permutation (1x1 invertible conv or reverse) -> affine coupling."""
+  """Glow/RealNVP step: [actnorm] -> permutation (1x1 invertible conv or reverse) -> affine
+  coupling."""
 
   def __init__(self, ch, hidden, normalization, nonlinearity, permutation, *, rngs):
     if normalization not in ('actnorm', 'none'):

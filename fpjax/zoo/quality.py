@@ -35,7 +35,6 @@ import shutil
 
 from absl import logging
 from flax import nnx
-import jax
 import numpy as np
 import optax
 import scipy.linalg
@@ -44,6 +43,7 @@ import scipy.special
 import scipy.optimize
 
 from fpjax import fileio
+from fpjax.configs import defaults
 from fpjax.manifold import Manifold
 from fpjax.models import encoders
 from fpjax.models import resnet
@@ -80,7 +80,8 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     ||mu1 - mu2||^2 + tr(cov1) + tr(cov2) - 2 tr((cov1 cov2)^{1/2}).
 
   The square root is scipy.linalg.sqrtm's; a singular product (fewer samples than features)
-  gets the usual eps * I on both covariances, and the tiny imaginary part rounding leaves is dropped.
+  gets the usual eps * I on both covariances, and the tiny imaginary part rounding leaves is
+  dropped.
   """
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
   cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
@@ -240,7 +241,7 @@ class ManifoldDistance:
 
   def __call__(self, images: np.ndarray) -> float:
     proj = self.manifold.project(images)
-    return float(np.mean(np.asarray(proj.distance)[:, 0], dtype=np.float64))
+    return float(np.mean(np.sqrt(np.asarray(proj.sq_distance)[:, 0]), dtype=np.float64))
 
 
 class QualityReference:
@@ -249,7 +250,8 @@ class QualityReference:
   `cache_dir` (one folder each), so a resumed build reuses them."""
 
   def __init__(self, real, cache_dir: str, *, seed: int = 0, classifier_steps: int = 800,
-               encoder_steps: int = 250, num_samples: int = 200, num_reference: int = 1000):
+               encoder_steps: int = defaults.QUICK_SL_STEPS, num_samples: int = 200,
+               num_reference: int = 1000):
     train_x, train_y = real.train_images, real.train_labels
     test = real.test_images[:num_reference]
     self.distance = ManifoldDistance(train_x)

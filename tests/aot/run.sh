@@ -35,7 +35,7 @@ for version in ${AOT_PYTHONS:-3.11 3.12}; do
   echo "tests/aot: JAX $("$env/bin/python" -c 'import jax; print(jax.__version__)') on Python $version"
   # tests/aot, and the Mosaic GPU kernel in the interpreter of this JAX line (it differs by line).
   JAX_PLATFORMS=cpu TPU_SKIP_MDS_QUERY=1 "$env/bin/python" -m pytest -q -n 2 tests/aot \
-    tests/test_mosaic_gpu_search.py || status=1
+    tests/test_knn_mosaic_gpu.py || status=1
   ran=$((ran + 1))
 done
 [ "$ran" -gt 0 ] || { echo "tests/aot: no Python for any JAX line" >&2; exit 1; }

@@ -4,7 +4,8 @@ chip and an 8-chip slice), without any of them attached.
 What a user of a GPU or TPU relies on, checked where no GPU or TPU is: every configuration the
 autotuner may pick compiles, with the fused Pallas kernel in the program (not the XLA scan);
 the float32 stages keep HIGHEST precision; the projection fits the chip's memory at production
-shapes. The kernel's numbers are checked on the CPU (tests/test_pallas_search.py, interpret mode).
+shapes. The kernel's numbers are checked on the CPU (tests/test_knn_pallas_fused.py, interpret
+mode).
 """
 import re
 
@@ -15,9 +16,11 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fpjax import aot
-from fpjax.knn import autotune
-from fpjax import manifold
 from fpjax import parallel
+from fpjax.knn import autotune
+from fpjax.knn import bounds
+from fpjax.knn import placement as placement_lib
+from fpjax.knn import scan
 
 # The custom call each kernel variant leaves in a compiled program, by platform.
 KERNEL_CALL = {("pallas", "tpu"): "tpu_custom_call", ("pallas", "cuda"): "__gpu$xla.gpu.triton",
@@ -57,7 +60,7 @@ def _args(mesh, *, queries, bank_rows, dim, reduced_dim=None):
   args = (sds((queries, dim), P(parallel.DATA, None)), sds((rows, dim), P(parallel.BANK, None)),
           sds((dim,), P()), sds((), P(), jnp.int32), sds((), P(), jnp.int32))
   if reduced_dim is not None:
-    consts = manifold.ReducedConsts(*[sds((), P())] * 4)
+    consts = bounds.ReducedConsts(*[sds((), P())] * 4)
     args += ((sds((rows, reduced_dim + 1), P(parallel.BANK, None)), sds((rows,), P(parallel.BANK)),
               sds((dim, reduced_dim), P()), consts),)
   return args
@@ -65,8 +68,8 @@ def _args(mesh, *, queries, bank_rows, dim, reduced_dim=None):
 
 def _compile(target, mesh, config, *, k=1, search_dtype=jnp.bfloat16, reduced_dim=None,
              queries=1024, bank_rows=16384, dim=784):
-  fn = manifold.search_program(mesh, k=k, config=config, search_dtype=search_dtype,
-                               reduced=reduced_dim is not None)
+  fn = scan.search_program(mesh, k=k, config=config, search_dtype=search_dtype,
+                           reduced=reduced_dim is not None)
   args = _args(mesh, queries=queries, bank_rows=bank_rows, dim=dim, reduced_dim=reduced_dim)
   return aot.compile(target, fn, *args)
 
@@ -153,9 +156,9 @@ def test_float32_stages_keep_highest_precision(target):
   # reduced search's projection.
   mesh = aot.mesh(target)
   for kw in ({"search_dtype": jnp.float32}, {"reduced_dim": 319}):
-    fn = manifold.search_program(mesh, k=1, config=autotune.Config("xla", TILE),
-                                 search_dtype=kw.get("search_dtype", jnp.bfloat16),
-                                 reduced="reduced_dim" in kw)
+    fn = scan.search_program(mesh, k=1, config=autotune.Config("xla", TILE),
+                             search_dtype=kw.get("search_dtype", jnp.bfloat16),
+                             reduced="reduced_dim" in kw)
     args = _args(mesh, queries=1024, bank_rows=16384, dim=784, reduced_dim=kw.get("reduced_dim"))
     text = aot.lower(target, fn, *args).as_text()
     precisions = _dot_precisions(text)
@@ -210,5 +213,5 @@ def test_unknown_target_is_refused():
 def test_bank_padding_rows_match_the_placement():
   # The shapes these tests compile are the ones BankPlacement builds.
   mesh = jax.make_mesh((1, 1), (parallel.DATA, parallel.BANK), devices=jax.devices()[:1])
-  placement = manifold.BankPlacement(np.zeros((5000, 4), np.float32), mesh, TILE, None)
+  placement = placement_lib.BankPlacement(np.zeros((5000, 4), np.float32), mesh, TILE, None)
   assert placement.chunk_rows == _slice_rows(5000, 1)

@@ -9,7 +9,8 @@ The programs are the package's own jitted functions, lowered on abstract inputs
             (the artifacts split over every chip of the mesh, as fingerprinting feeds them).
   encoder   train_encoder's scanned training steps ('sl': fit_classifier on the ResNet;
             'ssl': Barlow Twins), the batch split over every chip (training.default_mesh).
-  zoo       fpjax.zoo.train's scanned training steps of one recipe per family at the quick
+  zoo       fpjax.zoo.train's scanned training steps (fpjax.zoo.families' step of each
+            family) of one recipe per family at the quick
             preset's shapes (one device: the zoo does not shard its training).
   probe     LinearProbe's scanned training steps (fit_classifier on resnet.Linear).
 
@@ -142,7 +143,7 @@ def _zoo(target, family):
   recipe = next(r for r in recipes.DEFAULT_ZOO if r.name == ZOO[family])
   assert recipe.family == family
   device = SingleDeviceSharding(aot.devices(target)[0])
-  conditional = family == "diffusion" and QUICK.class_conditional_diffusion
+  conditional = family == "diffusion" and recipes.class_conditional(QUICK)
   box = {}
 
   def state():
@@ -173,7 +174,8 @@ def _stats(target):
   args = (state, jax.ShapeDtypeStruct((n,) + IMAGE, jnp.float32, sharding=split),
           jax.ShapeDtypeStruct((n,), jnp.float32, sharding=split),  # distances
           jax.ShapeDtypeStruct((n,), jnp.int32, sharding=split))  # labels
-  return stats.FingerprintStats.update, args
+  # update checks its inputs at the eager boundary, then runs a jitted core: jit it whole.
+  return jax.jit(stats.FingerprintStats.update), args
 
 
 PROGRAMS = {

@@ -71,13 +71,13 @@ def test_projection_with_the_kernel_equals_the_xla_scan(k, search_dim, mnist):
   from fpjax.knn import autotune  # pylint: disable=g-import-not-at-top
   bank = np.asarray(fpjax.embed(mnist[0][:2048], "rgb")).reshape(2048, -1)
   queries = np.asarray(fpjax.embed(mnist[0][4000:4064], "rgb")).reshape(64, -1)
-  make = lambda: fpjax.Manifold.from_embeddings(bank, k=k, tile=1024, search_dim=search_dim,
+  make = lambda: fpjax.Manifold.from_embeddings(bank, tile=1024, search_dim=search_dim,
                                                 autotune=False)
   xla, mgpu = make(), make()
   config = autotune.Config("mosaic_gpu", 1024, 64, interpret=True)
-  mgpu._config = lambda q, search_dtype, reduced, tune=False: (
+  mgpu._config = lambda q, search_dtype, reduced, tune=False, **kw: (
       config if search_dtype is not None else autotune.Config("xla", 1024))
-  a, b = xla.project_embedded(queries), mgpu.project_embedded(queries)
+  a, b = xla.project_embedded(queries, k=k), mgpu.project_embedded(queries, k=k)
   np.testing.assert_array_equal(np.asarray(b.index), np.asarray(a.index))
-  np.testing.assert_array_equal(np.asarray(b.distance), np.asarray(a.distance))
+  np.testing.assert_array_equal(np.asarray(b.sq_distance), np.asarray(a.sq_distance))
   assert mgpu.stats["queries"] == xla.stats["queries"] == 64

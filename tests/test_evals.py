@@ -1,5 +1,7 @@
-"""fpjax.evals metrics, Table 3 clustering/NMI and the writers, against hand-computed values."""
+"""fpjax.evals: metrics, lazy rows, splits, the probe's selection, Table 1 and its paired
+differences, Table 3's clustering, against hand-computed values and numpy references."""
 import dataclasses
+import importlib
 import json
 import math
 
@@ -7,9 +9,17 @@ import numpy as np
 import pytest
 
 from fpjax import evals
-from fpjax.evals import metrics
-from fpjax.evals import protocols
 from fpjax import report
+from fpjax.errors import UserInputError
+from fpjax.evals import classifiers
+from fpjax.evals import encoders
+from fpjax.evals import features
+from fpjax.evals import metrics
+from fpjax.evals import splits as splits_lib
+from fpjax.evals import streamed
+from fpjax.evals import table1_accuracy
+from fpjax.evals import table3_knobs
+from fpjax.store.rows import RowSubset
 
 
 def test_accuracy_and_mean_std_hand_values():
@@ -37,8 +47,8 @@ def test_fdr_is_the_stats_implementation_and_hand_value():
 def test_confusion_matrix_hand_value():
   cm = metrics.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 3)
   np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
-  with pytest.raises(ValueError, match='outside'):
-    metrics.confusion_matrix([0, 3], [0, 1], 3)
+  with pytest.raises(ValueError):
+    metrics.confusion_matrix([0, 3], [0, 1], 3)   # label 3 of 3 classes
 
 
 def test_nmi_hand_values():
@@ -57,8 +67,28 @@ def test_split_per_class_is_70_30_and_deterministic():
   assert [int(m[labels == c].sum()) for c in range(3)] == [7, 14, 5]
   np.testing.assert_array_equal(m, metrics.split_per_class(labels, 0.7, seed=3))
   assert not np.array_equal(m, metrics.split_per_class(labels, 0.7, seed=4))
-  with pytest.raises(ValueError, match="class 1 has 1 samples"):
-    metrics.split_per_class(np.array([0, 0, 0, 1]), 0.7)
+  with pytest.raises(ValueError):
+    metrics.split_per_class(np.array([0, 0, 0, 1]), 0.7)   # class 1: one sample, no split
+  with pytest.raises(ValueError):
+    metrics.split_per_class(labels, 1.0)
+
+
+def test_split_per_class_is_the_stratified_split_the_open_set_uses():
+  """One stratified split: the evaluation's train mask and the open set's enrolment mask are
+  the two parts of `training.stratified_split` (strict), drawn from the same seeded rng."""
+  from fpjax.attribution import openset
+  from fpjax.models import training
+  y = np.random.default_rng(0).integers(0, 5, 300)
+  _, second = training.stratified_split(y, 0.7, np.random.default_rng(9), strict=True)
+  np.testing.assert_array_equal(np.flatnonzero(metrics.split_per_class(y, 0.7, 9)), second)
+  first, _ = training.stratified_split(y, 0.5, np.random.default_rng(9), strict=True)
+  np.testing.assert_array_equal(np.flatnonzero(openset._split(y, 0.5, 9, None)), first)
+  # Not strict, a one-row class stays whole in the first part; strict, it is an error.
+  y1 = np.array([0, 0, 0, 0, 1])
+  first, second = training.stratified_split(y1, 0.5, np.random.default_rng(0))
+  assert 4 in first and len(second) == 2
+  with pytest.raises(ValueError):
+    training.stratified_split(y1, 0.5, np.random.default_rng(0), strict=True)
 
 
 def test_knob_nmi_recovers_the_knob_that_shapes_the_features():
@@ -73,7 +103,7 @@ def test_knob_nmi_recovers_the_knob_that_shapes_the_features():
   centre = {'nearest': 0.0, 'bilinear': 50.0, 'n/a': 25.0}
   x = np.stack([np.full(2, centre[tags[names[l]]['upsampling']]) for l in labels])
   x += 0.1 * rng.normal(size=x.shape)
-  out = protocols.knob_nmi(x, labels, names, tags, knobs=('upsampling', 'loss', 'sampler'))
+  out = table3_knobs.knob_nmi(x, labels, names, tags, knobs=('upsampling', 'loss', 'sampler'))
   assert out['upsampling'] == pytest.approx(1.0)   # 'd' (n/a) left out, clusters = knob values
   assert out['loss'] < 0.2
   assert out['sampler'] is None                    # every model 'n/a' (missing) -> no value
@@ -107,20 +137,22 @@ def test_write_json_has_documented_fields_and_no_nan(tmp_path):
   assert obj['rows'][1]['fdr'] is None
   assert obj['rows'][0]['fdr'] == 2.5
   assert obj['rows'][3]['nmi'] == {'upsampling': 0.5, 'loss': None, 'model': 0.7}
-  with pytest.raises(ValueError, match='row 0 lacks'):
-    report.write_json(path, [{'table': '1'}])
+  with pytest.raises(ValueError):
+    report.write_json(path, [{'table': '1'}])     # a row without ROW_FIELDS
 
 
 def test_markdown_tables_and_discussion_say_when_a_baseline_wins():
   md = report.markdown_tables(_rows())
-  for title in ('Table 1', 'Table 2', 'Table 3', 'Open set'):
-    assert title in md
-  assert '80.0 ± 1.0' in md     # the layout is report.py's (tests/test_report.py)
-  assert '| RGB | 0.500 | 0.700 |' in md          # the all-None 'loss' column is dropped
-  with pytest.raises(ValueError, match='unknown row fields'):
+  assert md.count('### ') == 4                     # Tables 1, 2, 3 and the open set
+  cells = [[c.strip() for c in l.strip('|').split('|')] for l in md.splitlines()
+           if l.startswith('|')]
+  assert ['RGB', 'probe', '—', '—', '80.0 ± 1.0', '2.5'] in cells
+  assert ['RGB', '0.500', '0.700'] in cells        # the all-None 'loss' column is dropped
+  with pytest.raises(ValueError):
     report.make_row(table='1', acuracy=0.5)
-  text = '\n'.join(report.discussion(_rows()))
-  assert 'A baseline beats ManiFPT' in text and 'Durall20' in text
+  # The baseline (90 %) beats the best ManiFPT row (80 %) by 10 points: said, with both.
+  line = [l for l in report.discussion(_rows()) if 'Durall20' in l and 'ManiFPT' in l]
+  assert len(line) == 1 and '90.0 ± 0.0' in line[0] and '10.0' in line[0]
 
 
 def test_nmi_columns_follow_the_zoo_tags_with_model_last():
@@ -128,12 +160,16 @@ def test_nmi_columns_follow_the_zoo_tags_with_model_last():
           report.make_row(table='3', nmi={'family': 0.1, 'sampler': None, 'model': 0.3})]
   assert report.nmi_columns(rows) == ['family', 'loss', 'sampler', 'model']
   tags = {'a': dict(family='gan', upsampling='nearest'), 'b': dict(family='vae', loss='elbo')}
-  assert protocols.knob_names(tags) == ['family', 'upsampling', 'loss']
+  assert table3_knobs.knob_names(tags) == ['family', 'upsampling', 'loss']
 
 
-def test_spaces_come_from_the_core():
+def test_core_spaces_need_no_encoder_and_unknown_spaces_are_refused(tmp_path):
   from fpjax import spaces
-  assert protocols.MANIFPT_SPACES == tuple(spaces.SPACES) + ('sl', 'ssl')
+  core = list(spaces.SPACES)
+  assert encoders.make_encoders(core, 'digits', workdir=str(tmp_path)) == dict.fromkeys(core)
+  assert not (tmp_path / 'encoders').exists()      # nothing trained, nothing written
+  with pytest.raises(UserInputError):
+    encoders.make_encoders(['rgb', 'fft'], 'digits', workdir=str(tmp_path))
 
 
 class _Counting:
@@ -162,7 +198,7 @@ def test_lazy_rows_match_numpy_indexing():
   x = rng.normal(size=(50, 3, 2)).astype(np.float32)
   base = _Counting(x)
   rows = np.sort(rng.choice(50, 20, replace=False))
-  v = protocols.RowSubset(base, rows)
+  v = RowSubset(base, rows)
   assert v.shape == (20, 3, 2) and v.dtype == np.float32 and v.ndim == 3 and len(v) == 20
   np.testing.assert_array_equal(v[3:11], x[rows[3:11]])
   np.testing.assert_array_equal(v[np.array([7, 1, 15])], x[rows[[7, 1, 15]]])  # any order
@@ -170,21 +206,28 @@ def test_lazy_rows_match_numpy_indexing():
   np.testing.assert_array_equal(np.asarray(v), x[rows])
   w = v.take(np.array([2, 5, 6]))
   np.testing.assert_array_equal(w[:], x[rows[[2, 5, 6]]])
-  np.testing.assert_array_equal(protocols.RowSubset(base)[10:14], x[10:14])
+  np.testing.assert_array_equal(RowSubset(base)[10:14], x[10:14])
   assert base.reads[-1] == 4   # a contiguous range is one slice read
+  np.testing.assert_array_equal(v[-1], x[rows[-1]])
+  np.testing.assert_array_equal(RowSubset(base)[-1], x[-1])
+  np.testing.assert_array_equal(v[np.array([-2, 0])], x[rows[[-2, 0]]])
+  np.testing.assert_array_equal(v[np.arange(20) % 3 == 0], x[rows[::3]])
+  with pytest.raises(IndexError):
+    v[20]
+  with pytest.raises(IndexError):
+    RowSubset(base)[np.array([0, 50])]
 
 
 @pytest.mark.parametrize('rows', [1, 7, 4096])
-def test_streamed_fdr_equals_the_in_memory_reference(rows, monkeypatch):
+def test_streamed_fdr_equals_the_in_memory_reference(rows):
   from fpjax.stats import fisher_discriminant_ratio
-  monkeypatch.setattr(protocols, 'SLICE_ROWS', rows)
   rng = np.random.default_rng(1)
   y = rng.integers(0, 4, 300)
   x = (rng.normal(size=(300, 5, 2)) + 3.0 * y[:, None, None] + 100.0).astype(np.float32)
   ref = fisher_discriminant_ratio(x, y)   # float64 numpy on all rows at once
-  got = protocols.streamed_fdr(protocols.RowSubset(_Counting(x)), y, 4)
+  got = streamed.streamed_fdr(RowSubset(_Counting(x)), y, 4, rows=rows)
   assert got == pytest.approx(ref, rel=1e-9)
-  count, mean, var = protocols.class_moments(x, y, 4, rows=rows)
+  count, mean, var = streamed.class_moments(x, y, 4, rows=rows)
   for c in range(4):
     xc = x[y == c].astype(np.float64).reshape(-1, 10)
     np.testing.assert_allclose(mean[c], xc.mean(0), rtol=1e-12)
@@ -194,18 +237,18 @@ def test_streamed_fdr_equals_the_in_memory_reference(rows, monkeypatch):
 
 def test_stratified_sample_caps_each_class_and_is_seeded():
   y = np.repeat(np.arange(3), [5, 50, 20])
-  s = protocols.stratified_sample(y, 10, seed=0)
+  s = splits_lib.stratified_sample(y, 10, seed=0)
   assert np.all(np.diff(s) > 0)
   assert np.bincount(y[s]).tolist() == [5, 10, 10]
-  np.testing.assert_array_equal(s, protocols.stratified_sample(y, 10, seed=0))
-  assert not np.array_equal(s, protocols.stratified_sample(y, 10, seed=1))
+  np.testing.assert_array_equal(s, splits_lib.stratified_sample(y, 10, seed=0))
+  assert not np.array_equal(s, splits_lib.stratified_sample(y, 10, seed=1))
 
 
 # ----------------------------------------------------------------------------- splits, selection
 
 def test_splits_differ_each_has_its_seed_and_inner_rows_come_from_its_training_part():
   y = np.repeat(np.arange(3), [20, 30, 25])
-  splits = protocols.make_splits(y, 3, seed=5)
+  splits = splits_lib.make_splits(y, 3, seed=5)
   assert [s.seed for s in splits] == [5, 6, 7] and [s.index for s in splits] == [0, 1, 2]
   for s in splits:
     np.testing.assert_array_equal(
@@ -219,10 +262,10 @@ def test_splits_differ_each_has_its_seed_and_inner_rows_come_from_its_training_p
         round(0.25 * n) for n in np.bincount(y[s.train])]
   assert not np.array_equal(splits[0].val, splits[1].val)
   assert not np.array_equal(splits[1].val, splits[2].val)
-  assert [c['split_seed'] for c in protocols.split_config(splits)] == [5, 6, 7]
+  assert [c['split_seed'] for c in splits_lib.split_config(splits)] == [5, 6, 7]
   for bad in (0, -1, 1.5, True):
-    with pytest.raises(evals.protocols.UserInputError, match='need at least 1'):
-      protocols.make_splits(y, bad)
+    with pytest.raises(UserInputError):
+      splits_lib.make_splits(y, bad)
 
 
 class _Reads:
@@ -270,23 +313,23 @@ def _features(poison_rows=None, seed=0):
     if poison_rows is not None:   # its own generator: the other rows stay as they were
       x[poison_rows] = np.random.default_rng(99).normal(size=(len(poison_rows), 6)) * 1e3
     arrays[key] = _Reads(x)
-  gm = protocols.GMData('fake', '', '', ['m0', 'm1', 'm2'], None, (6,), 0)
-  return protocols.Features(gm, y, {'rgb': _Store(arrays)}, None,
-                            {'rgb': ('nn', 'knn_mean', 'input')})
+  gm = evals.GMData('fake', '', '', ['m0', 'm1', 'm2'], None, (6,), 0)
+  return features.Features(gm, y, {'rgb': _Store(arrays)}, None,
+                           {'rgb': ('nn', 'knn_mean', 'input')})
 
 
 def test_selection_reads_only_the_inner_rows_and_ignores_poisoned_validation_rows():
   feats = _features()
-  split = protocols.make_splits(feats.labels, 2)[1]
+  split = splits_lib.make_splits(feats.labels, 2)[1]
   read = lambda key: feats.artifacts('rgb', key)
-  clean = protocols.select_probe(read, feats.keys('knn_mean'), feats.labels, split, SEL)
+  clean = splits_lib.select_probe(read, feats.keys('knn_mean'), feats.labels, split, SEL)
   assert clean.key == 'knn_mean-k5'            # the informative candidate wins
   assert clean.fits == 3 + 1 and clean.l2 in SEL['selection']['l2']
   assert 1 <= clean.epochs <= SEL['selection']['max_epochs']
   assert 0.0 <= clean.inner_accuracy <= 1.0
   # The probe's early stopping holds out exactly split.inner_val: its kept epoch's accuracy
   # there is the chosen candidate's inner score.
-  probe = protocols._probe(SEL, clean.l2)
+  probe = classifiers.make_probe(SEL, clean.l2)
   probe.fit(read(clean.key).take(split.train), feats.labels[split.train], seed=split.seed,
             val_rows=np.searchsorted(split.train, split.inner_val))
   assert probe.history_['best_epoch'] + 1 == clean.epochs
@@ -299,21 +342,21 @@ def test_selection_reads_only_the_inner_rows_and_ignores_poisoned_validation_row
   assert not store.arrays['nn'].rows          # other estimators are not read
   # The reported validation rows poisoned: the same choice and the same inner score.
   poisoned = _features(poison_rows=split.val)
-  got = protocols.select_probe(lambda key: poisoned.artifacts('rgb', key),
-                               poisoned.keys('knn_mean'), poisoned.labels, split, SEL)
+  got = splits_lib.select_probe(lambda key: poisoned.artifacts('rgb', key),
+                                poisoned.keys('knn_mean'), poisoned.labels, split, SEL)
   assert (got.key, got.l2, got.epochs, got.inner_accuracy) == (
       clean.key, clean.l2, clean.epochs, clean.inner_accuracy)
   # Poisoning an inner-validation row does change what the selection sees.
   moved = _features(poison_rows=split.inner_val)
-  other = protocols.select_probe(lambda key: moved.artifacts('rgb', key), moved.keys('knn_mean'),
-                                 moved.labels, split, SEL)
+  other = splits_lib.select_probe(lambda key: moved.artifacts('rgb', key),
+                                  moved.keys('knn_mean'), moved.labels, split, SEL)
   assert other.inner_accuracy != clean.inner_accuracy
 
 
 def test_table1_has_estimator_and_control_rows_and_diff_rows_with_intervals():
   feats = _features()
-  splits = protocols.make_splits(feats.labels, 2, seed=3)
-  t1 = protocols.table1(feats, splits, baselines=(), classifiers=('probe',), cfg=SEL)
+  splits = splits_lib.make_splits(feats.labels, 2, seed=3)
+  t1 = table1_accuracy.table1(feats, splits, baselines=(), classifiers=('probe',), cfg=SEL)
   rows = t1['rows']
   assert [(r['estimator'], r['classifier']) for r in rows] == [
       ('nn', 'probe'), ('knn_mean', 'probe'), ('input', 'probe')]
@@ -330,14 +373,15 @@ def test_table1_has_estimator_and_control_rows_and_diff_rows_with_intervals():
     assert r['num_train'] == len(splits[0].train) and r['num_test'] == len(splits[0].val)
   knn = rows[1]
   assert knn['estimator_params'] == ['knn_mean-k5', 'knn_mean-k5']
-  assert rows[0]['estimator_params'] == ['nn', 'nn'] and rows[2]['estimator_params'] == ['input'] * 2
+  assert rows[0]['estimator_params'] == ['nn', 'nn']
+  assert rows[2]['estimator_params'] == ['input'] * 2
   # FDR of split 0's validation rows of the chosen key (float64 numpy reference).
   x = feats.stores['rgb'].arrays['knn_mean-k5'].x
   assert knn['fdr'] == pytest.approx(metrics.fisher_discriminant_ratio(
       x[splits[0].val], feats.labels[splits[0].val]), rel=1e-9)
   assert t1['selection_fits'] == sum(c.fits for c in t1['choices'].values()) == 2 * (2 + 4 + 2)
 
-  diffs = protocols.diff_rows(t1, num_resamples=200)
+  diffs = table1_accuracy.diff_rows(t1, num_resamples=200)
   # No baseline: no best-vs-baseline row; the best estimator (knn_mean) vs the runner-up (nn)
   # once (overall and in RGB probe it is the same pair), then each estimator vs its control.
   assert [(d['a'], d['b']) for d in diffs] == [
@@ -376,8 +420,8 @@ def test_diff_rows_compare_the_best_manifpt_row_with_the_best_baseline():
   preds = {'ManiFPT RGB nn (probe)': right, 'RGB input (probe)': wrong, 'Yu19': wrong,
            'Marra18': half, 'ManiFPT SL nn (probe)': half, 'ManiFPT SL kernel (probe)': wrong,
            'ManiFPT SL best (attributor)': wrong}
-  diffs = protocols.diff_rows({'rows': rows, 'y_true': y, 'predictions': preds},
-                              num_resamples=100)
+  diffs = table1_accuracy.diff_rows({'rows': rows, 'y_true': y, 'predictions': preds},
+                                    num_resamples=100)
   # Best vs best baseline; the best row vs the best row of another estimator (SL kernel);
   # per space and classifier the best estimator vs the runner-up (SL: nn vs kernel; RGB probe
   # has one estimator; 'best' takes no part); each estimator vs its control.
@@ -388,10 +432,13 @@ def test_diff_rows_compare_the_best_manifpt_row_with_the_best_baseline():
       ('ManiFPT RGB nn (probe)', 'RGB input (probe)')]
   assert diffs[1]['diff_mean'] == 1.0 and diffs[1]['ci_low'] == 1.0 and diffs[1]['significant']
   assert diffs[2]['diff_mean'] == 0.5 and diffs[3]['diff_mean'] == 1.0
-  lines = '\n'.join(report.discussion(rows + diffs))
-  assert ('Best estimator vs the runner-up: ManiFPT RGB nn (probe) leads the best row of '
-          'another estimator, ManiFPT SL kernel (probe)') in lines and 'significantly;' in lines
-  assert 'SL probe: nn − kernel +50.0' in lines
+  # The discussion names both pairs with their differences and intervals (in points).
+  lines = report.discussion(rows + diffs)
+  top = [l for l in lines if 'ManiFPT RGB nn (probe)' in l and 'ManiFPT SL kernel (probe)' in l
+         and '[+100.0, +100.0]' in l]
+  assert len(top) == 1 and 'by 100.0' in top[0]
+  per = [l for l in lines if 'SL probe' in l]
+  assert len(per) == 1 and '+50.0' in per[0]
 
 
 def test_features_hold_small_arrays_in_memory_within_the_budget_and_stream_the_rest():
@@ -409,31 +456,38 @@ def test_features_hold_small_arrays_in_memory_within_the_budget_and_stream_the_r
 
 
 def test_selection_options_are_checked():
-  for bad, match in [(dict(epochs=(30,)), "unknown options \\['epochs'\\]"),
-                     (dict(l2=()), 'at least one candidate'),
-                     (dict(max_epochs=0), 'max_epochs must be an integer >= 1'),
-                     (dict(patience=1.5), 'patience must be an integer >= 1')]:
-    with pytest.raises(evals.protocols.UserInputError, match=match):
-      protocols._selection({'selection': bad})
+  # Each error names the option at fault.
+  for bad, name in [(dict(epochs=(30,)), 'epochs'), (dict(l2=()), 'l2'),
+                    (dict(max_epochs=0), 'max_epochs'), (dict(patience=1.5), 'patience')]:
+    with pytest.raises(UserInputError, match=name):
+      classifiers.selection_options({'selection': bad})
+  # The defaults are an argument (a config's values); cfg['selection'] overrides them.
+  mine = dict(l2=[1.0, 2.0], max_epochs=3, patience=1, inner_fraction=0.5)
+  assert classifiers.selection_options({'selection': {'patience': 2}}, mine) == dict(
+      mine, l2=(1.0, 2.0), patience=2)
+  assert classifiers.selection_options(None) == dict(classifiers.SELECTION,
+                                                     l2=tuple(classifiers.SELECTION['l2']))
+  probe = classifiers.make_probe({'selection': mine}, epochs=None)
+  assert (probe.l2, probe.epochs, probe.patience) == (1.0, 3, 1)
 
 
 def test_demo_coverage_says_what_ran_and_what_was_left_out():
-  import importlib
-  ev = importlib.import_module('fpjax.evals.evaluate')
-  cfg = ev.DEMO_CONFIG
-  got = ev.demo_coverage(protocols.MANIFPT_SPACES, ['all'], cfg['estimator_spaces'],
-                         protocols.CLASSIFIERS, cfg['attributor_estimators'], cfg['baselines'],
-                         ('nn',), cfg['cross_baselines'], cfg['cross_classifiers'], True)
-  assert got['ran'][0] == ('Table 1, the linear probe: the estimators nn, knn_mean, local_pca, '
-                           'kernel, learned and the input control in RGB; nn and the input '
-                           'control in FREQ, DCT, SL, SSL.')
-  assert got['left_out'] == [
-      'Table 1: the estimators knn_mean, local_pca, kernel, learned in FREQ, DCT, SL, SSL (run '
-      'them with --estimator_spaces=rgb,freq,dct,sl,ssl).',
-      'Table 1: the attributor on the other estimators one by one (run them with '
-      '--attributor_estimators=all).',
-      'Baselines Nataraj19, Wang20 (run them with --baselines=all).',
-      'Table 2: the attributor (run it with --cross_classifiers=probe,attributor).']
-  full = ev.demo_coverage(protocols.MANIFPT_SPACES, ['all'], None, protocols.CLASSIFIERS, None,
-                          None, ('nn',), None, None, True)
-  assert full['left_out'] == []
+  from fpjax.evals import demo
+  evaluate = importlib.import_module('fpjax.evals.evaluate')   # the module, not the function
+  got = demo.demo_coverage(evaluate.settings({}, 'demo'), True)
+  # What ran: the estimators of RGB, nn and the control elsewhere; what was left out, each
+  # with the setting that runs it.
+  ran = got['ran'][0]
+  for name in ('nn', 'knn_mean', 'local_pca', 'kernel', 'learned', 'RGB', 'FREQ', 'SSL'):
+    assert name in ran
+  left = got['left_out']
+  assert len(left) == 4
+  for line, names in zip(left, [('knn_mean', 'learned', 'estimator_spaces=rgb,freq,dct,sl,ssl'),
+                                ('attributor_estimators=all',),
+                                ('Nataraj19', 'Wang20', 'baselines=all'),
+                                ('cross_classifiers=probe,attributor',)]):
+    assert all(n in line for n in names), (line, names)
+  full = evaluate.settings(dict(estimator_spaces='all', attributor_estimators='all',
+                                baselines='all', cross_baselines=None,
+                                cross_classifiers=None), 'demo')
+  assert demo.demo_coverage(full, True)['left_out'] == []

@@ -16,7 +16,7 @@ import pytest
 
 import fpjax
 from fpjax.knn import autotune
-from fpjax import manifold as manifold_lib
+from fpjax.knn import scan
 from fpjax.knn import pallas_fused
 
 ON_CPU = jax.default_backend() == "cpu"
@@ -25,7 +25,7 @@ cpu_only = pytest.mark.skipif(not ON_CPU, reason="bitwise candidate identity is 
 
 def _xla_candidates(qs, bs, bn, c, tile, search_dtype):
   precision = jax.lax.Precision.HIGHEST if search_dtype == jnp.float32 else None
-  return jax.jit(lambda q, b, n: manifold_lib._scan_tiles(
+  return jax.jit(lambda q, b, n: scan.scan_tiles(
       q, q, b, None, n, tile=tile, c=c, search_dtype=search_dtype, precision=precision))(qs, bs, bn)
 
 
@@ -62,7 +62,7 @@ def test_kernel_matches_xla_scan_with_padding_and_ties(search_dtype, rng):
 def _force(manifold, config):
   """Makes `manifold` run `config` for its matmul stages (the direct stage stays XLA)."""
   xla = autotune.Config("xla", manifold.tile)
-  manifold._config = lambda q, search_dtype, reduced, tune=False: (
+  manifold._config = lambda q, search_dtype, reduced, tune=False, **kw: (
       config if search_dtype is not None else xla)
   return manifold
 
@@ -71,23 +71,23 @@ def _pallas(manifold, block_q=64):
   return autotune.Config("pallas", manifold.tile, block_q, interpret=True)
 
 
-def _project_both(make, queries, batch_size=None, block_q=64):
+def _project_both(make, queries, batch_size=None, block_q=64, k=1):
   xla = make()
   pal = make()
   _force(pal, _pallas(pal, block_q))
-  a = xla.project_embedded(queries, batch_size=batch_size)
-  b = pal.project_embedded(queries, batch_size=batch_size)
+  a = xla.project_embedded(queries, k=k, batch_size=batch_size)
+  b = pal.project_embedded(queries, k=k, batch_size=batch_size)
   np.testing.assert_array_equal(np.asarray(b.index), np.asarray(a.index))
-  np.testing.assert_array_equal(np.asarray(b.distance), np.asarray(a.distance))
+  np.testing.assert_array_equal(np.asarray(b.sq_distance), np.asarray(a.sq_distance))
   if ON_CPU:
     assert pal.stats == xla.stats  # the same queries were certified at every stage
   return xla, pal, a
 
 
-def _certificates_equal(xla, pal, queries, search_dtype, reduced):
+def _certificates_equal(xla, pal, queries, search_dtype, reduced, k=1):
   q = jnp.asarray(queries.reshape(len(queries), -1), jnp.float32)
-  a = xla._search_all(q, search_dtype, xla._reduced if reduced else None)
-  b = pal._search_all(q, search_dtype, pal._reduced if reduced else None)
+  a = xla._search_all(q, search_dtype, xla._reduced if reduced else None, k=k)
+  b = pal._search_all(q, search_dtype, pal._reduced if reduced else None, k=k)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
   return np.asarray(a[2])
@@ -98,21 +98,21 @@ def test_digits_reduced_and_full_space_identical(k, mnist):
   bank = np.asarray(fpjax.embed(mnist[0][:2000], "rgb")).reshape(2000, -1)
   queries = np.asarray(fpjax.embed(mnist[0][4000:4200], "rgb")).reshape(200, -1)
   for search_dim in ("auto", None):
-    make = lambda: fpjax.Manifold.from_embeddings(bank, k=k, tile=512, search_dim=search_dim)
-    xla, pal, _ = _project_both(make, queries)
+    make = lambda: fpjax.Manifold.from_embeddings(bank, tile=512, search_dim=search_dim)
+    xla, pal, _ = _project_both(make, queries, k=k)
     assert (xla.basis is not None) == (search_dim == "auto")
     if ON_CPU:
-      certified = _certificates_equal(xla, pal, queries, jnp.bfloat16, xla.basis is not None)
+      certified = _certificates_equal(xla, pal, queries, jnp.bfloat16, xla.basis is not None, k)
       assert certified.mean() > 0.9
-      _certificates_equal(xla, pal, queries[:64], jnp.float32, False)
+      _certificates_equal(xla, pal, queries[:64], jnp.float32, False, k)
 
 
 def test_random_rows_large_k_padded_batch(rng):
   # k = 20: 6 candidate groups more than the default 16; 150 queries in batches of 64 (padded).
   bank = rng.random((1500, 40)).astype(np.float32)
   queries = rng.random((150, 40)).astype(np.float32)
-  make = lambda: fpjax.Manifold.from_embeddings(bank, k=20, tile=512)
-  _, _, proj = _project_both(make, queries, batch_size=64, block_q=32)
+  make = lambda: fpjax.Manifold.from_embeddings(bank, tile=512)
+  _, _, proj = _project_both(make, queries, batch_size=64, block_q=32, k=20)
   ref = np.argsort(((queries[:, None].astype(np.float64) - bank[None]) ** 2).sum(-1), axis=1,
                    kind="stable")[:, :20]
   np.testing.assert_array_equal(np.asarray(proj.index), ref)
@@ -123,9 +123,9 @@ def test_streamed_bank_and_uncertified_fallbacks(rng):
   base = np.where(np.arange(900)[:, None] % 2, 1.0, -1.0) * np.ones((1, 64))
   bank = (base + rng.normal(scale=1e-4, size=(900, 64))).astype(np.float32)
   queries = (base[:40] + rng.normal(scale=1e-4, size=(40, 64))).astype(np.float32)
-  make = lambda: fpjax.Manifold.from_embeddings(bank, k=2, tile=512,
+  make = lambda: fpjax.Manifold.from_embeddings(bank, tile=512,
                                                 device_bank_bytes=512 * 64 * 4)
-  xla, pal, _ = _project_both(make, queries, batch_size=32, block_q=16)
+  xla, pal, _ = _project_both(make, queries, batch_size=32, block_q=16, k=2)
   assert pal.bank is None and pal.chunk_rows < 900
   assert pal.stats["float32"] > 0
 
@@ -140,18 +140,18 @@ def test_compiled_kernel_gives_the_xla_answers(mnist):
   bank = np.asarray(fpjax.embed(images, "rgb")).reshape(16384, -1)
   queries = np.asarray(fpjax.embed(mnist[0][4096:4608], "rgb")).reshape(512, -1)
   for search_dim in ("auto", None):
-    make = lambda: fpjax.Manifold.from_embeddings(bank, k=3, tile=2048, search_dim=search_dim,
+    make = lambda: fpjax.Manifold.from_embeddings(bank, tile=2048, search_dim=search_dim,
                                                   autotune=False)
     xla = make()
-    a = xla.project_embedded(queries)
+    a = xla.project_embedded(queries, k=3)
     dim = xla.dim if xla.basis is None else xla.basis.shape[1] + 1
     kernels = [c for c in xla._candidate_configs(512, dim) if c.variant != "xla"]
     assert kernels
     for config in kernels:
       pal = _force(make(), config)
-      b = pal.project_embedded(queries)
+      b = pal.project_embedded(queries, k=3)
       np.testing.assert_array_equal(np.asarray(b.index), np.asarray(a.index), err_msg=str(config))
-      np.testing.assert_array_equal(np.asarray(b.distance), np.asarray(a.distance))
+      np.testing.assert_array_equal(np.asarray(b.sq_distance), np.asarray(a.sq_distance))
 
 
 # ---- autotuning ------------------------------------------------------------------------------
@@ -185,8 +185,8 @@ def test_autotune_drops_uncompilable_and_wrong_candidates_caches_and_never_chang
   monkeypatch.delenv("FPJAX_AUTOTUNE", raising=False)
   bank = np.asarray(fpjax.embed(mnist[0][:1500], "rgb")).reshape(1500, -1)
   queries = np.asarray(fpjax.embed(mnist[0][4000:4100], "rgb")).reshape(100, -1)
-  off = fpjax.Manifold.from_embeddings(bank, k=2, tile=512, search_dim=None, autotune=False)
-  want = off.project_embedded(queries, batch_size=128)
+  off = fpjax.Manifold.from_embeddings(bank, tile=512, search_dim=None, autotune=False)
+  want = off.project_embedded(queries, k=2, batch_size=128)
 
   # The XLA scan at two tiles, the Pallas kernel in interpret mode (right, and wrong at
   # block_q 32), and the Pallas kernel compiled for real, which cannot lower on the CPU.
@@ -203,11 +203,11 @@ def test_autotune_drops_uncompilable_and_wrong_candidates_caches_and_never_chang
       lambda config, run, repeats: timed.append(config) or real_time(config, run, repeats)))
 
   with caplog.at_level("WARNING"):
-    on = fpjax.Manifold.from_embeddings(bank, k=2, tile=512, search_dim=None, autotune=True)
-    got = on.project_embedded(queries, batch_size=128)
-    got2 = on.project_embedded(queries[:50], batch_size=128)  # same shape: no new tuning
+    on = fpjax.Manifold.from_embeddings(bank, tile=512, search_dim=None, autotune=True)
+    got = on.project_embedded(queries, k=2, batch_size=128)
+    got2 = on.project_embedded(queries[:50], k=2, batch_size=128)  # same shape: no new tuning
   np.testing.assert_array_equal(np.asarray(got.index), np.asarray(want.index))
-  np.testing.assert_array_equal(np.asarray(got.distance), np.asarray(want.distance))
+  np.testing.assert_array_equal(np.asarray(got.sq_distance), np.asarray(want.sq_distance))
   np.testing.assert_array_equal(np.asarray(got2.index), np.asarray(want.index)[:50])
 
   path = tmp_path / "autotune.json"
@@ -227,8 +227,8 @@ def test_autotune_drops_uncompilable_and_wrong_candidates_caches_and_never_chang
   assert len([r for r in caplog.records if "dropping" in r.getMessage()]) == 2
   # A new Manifold of the same shape reuses the cached choice: nothing is checked or timed.
   timed.clear()
-  again = fpjax.Manifold.from_embeddings(bank, k=2, tile=512, search_dim=None, autotune=True)
-  got3 = again.project_embedded(queries, batch_size=128)
+  again = fpjax.Manifold.from_embeddings(bank, tile=512, search_dim=None, autotune=True)
+  got3 = again.project_embedded(queries, k=2, batch_size=128)
   assert timed == []
   np.testing.assert_array_equal(np.asarray(got3.index), np.asarray(want.index))
 
@@ -302,3 +302,8 @@ def test_candidates_by_platform_dimension_and_generation():
                      if c.variant == "pallas"]
   assert len(tpu(3072)) < len(tpu(784))
   assert max(c.tile * c.block_q for c in tpu(3072)) < max(c.tile * c.block_q for c in tpu(784))
+
+
+def test_kernel_groups_rows_like_the_scan():
+  # The candidates are groups of GROUP rows; the kernel and the scan must mean the same groups.
+  assert pallas_fused.GROUP == scan.GROUP
