@@ -156,7 +156,9 @@ def lowering(name: str, mesh: jax.sharding.Mesh | None = None):
   if t.platform != "cuda" or not hasattr(jax.sharding, "AbstractDevice"):
     yield
     return
-  from jax.sharding import AbstractDevice, AbstractMesh, AxisType  # pylint: disable=g-import-not-at-top
+  # Looked up here: AbstractDevice exists only from JAX 0.11 on.
+  AbstractDevice, AbstractMesh, AxisType = (  # pylint: disable=invalid-name
+      jax.sharding.AbstractDevice, jax.sharding.AbstractMesh, jax.sharding.AxisType)
   if mesh is not None:  # a mesh over the target's devices knows them already
     abstract = mesh.abstract_mesh
   else:

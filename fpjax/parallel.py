@@ -7,6 +7,7 @@ batches), axis 'bank' splits the rows of the real bank. The search also takes us
 from __future__ import annotations
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -75,7 +76,6 @@ def global_batch(local: np.ndarray, mesh: jax.sharding.Mesh, spec: P | None = No
 def to_host(x) -> np.ndarray:
   """A numpy copy of x on every process, also when x spans several hosts."""
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)
 

@@ -217,6 +217,7 @@ class FingerprintStats:
         other labels are left out like -1, and non-finite rows make `finalize` raise.
     """
     artifact, distance, labels = self._checked_batch(artifact, distance, labels)
+    artifact, distance, labels = (_unsharded(a) for a in (artifact, distance, labels))
     if artifact.shape[0] == 0:
       return self
     state, problems = _update(self, artifact, distance, labels)
@@ -315,6 +316,20 @@ class FingerprintStats:
       out["power_spectrum"] = spec
       out["radial_profile"] = azimuthal_average(spec.mean(axis=1))
     return out
+
+
+def _unsharded(x):
+  """x gathered whole when its batch is sharded over Explicit mesh axes (a user's
+  jax.make_mesh mesh); a no-op otherwise. The per-model sums are scatter-adds, and in Explicit
+  mode JAX cannot infer their output sharding from a sharded batch; one batch is small."""
+  if x is None:
+    return x
+  sharding = jax.typeof(x).sharding
+  mesh = getattr(sharding, "mesh", None)
+  if (mesh is None or mesh.empty or jax.sharding.AxisType.Explicit not in mesh.axis_types
+      or all(p is None for p in sharding.spec)):
+    return x
+  return jax.sharding.reshard(x, jax.sharding.PartitionSpec())
 
 
 def _first(mask) -> jax.Array:

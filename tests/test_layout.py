@@ -13,10 +13,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "fpjax"
 
 # Layer of each top-level part, in data-flow order: a module may import its own layer or lower.
 LAYERS = {
-    "configs": 0, "errors": 0, "fileio": 0, "parallel": 0, "progress": 0,
+    "configs": 0, "errors": 0, "fileio": 0, "parallel": 0, "progress": 0, "progress": 0,
     "data": 1, "spaces": 1, "stats": 1,
     "knn": 2,
-    "models": 3, "estimators": 3, "manifold": 3, "aot": 3,
+    "models": 3, "estimators": 3, "manifold": 3, "aot": 3, "geometry": 3,
     "zoo": 4, "store": 4,
     "artifact_job": 5,
     "attribution": 6, "baselines": 6,

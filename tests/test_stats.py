@@ -7,6 +7,10 @@ covariance in a basis is the GPU-sensitive one: the data's mean (3) is large aga
 spread, so TF32 matmuls miss it by percents; `precision=HIGHEST` keeps it within 1e-4 (the
 structural check of that is tests/test_precision.py).
 """
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -318,3 +322,34 @@ def test_update_inside_a_jitted_scan_equals_eager(batch):
     np.testing.assert_allclose(np.asarray(got[key], np.float64),
                                np.asarray(want[key], np.float64), rtol=1e-5, atol=1e-4,
                                err_msg=key)
+
+
+def test_update_under_a_users_explicit_mesh_matches_unsharded():
+  """A user's jax.make_mesh mesh (Explicit axes, JAX's default) with the batch sharded over it:
+  update works under jit and eagerly and gives the unsharded statistics."""
+  code = textwrap.dedent("""
+      import os
+      os.environ['JAX_NUM_CPU_DEVICES'] = '4'
+      import jax, numpy as np
+      from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+      import fpjax
+      mesh = jax.make_mesh((4,), ('data',), axis_types=(AxisType.Explicit,))
+      rng = np.random.RandomState(0)
+      art = rng.randn(16, 8, 8, 1).astype(np.float32)
+      lab = (np.arange(16) % 3).astype(np.int32)
+      edges = np.linspace(0, 20, 65)
+      ref = fpjax.FingerprintStats.init(3, (8, 8, 1), distance_edges=edges).update(
+          art, None, lab).finalize()
+      with jax.set_mesh(mesh):
+        a = jax.device_put(art, NamedSharding(mesh, P('data')))
+        l = jax.device_put(lab, NamedSharding(mesh, P('data')))
+        s = fpjax.FingerprintStats.init(3, (8, 8, 1), distance_edges=edges)
+        jitted = jax.jit(lambda s, a, l: s.update(a, None, l))(s, a, l).finalize()
+        eager = s.update(a, None, l).finalize()
+      for got in (jitted, eager):
+        for key in ('count', 'mean', 'var', 'distance_hist'):
+          np.testing.assert_allclose(got[key], ref[key], rtol=1e-6, atol=1e-7)
+      print('ok')
+  """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

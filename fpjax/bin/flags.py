@@ -205,10 +205,13 @@ def run(main, binary: str | None = None) -> None:
         help_string=f"ConfigDict file (default fpjax/configs/{binary}.py; a NAME among "
                     f"{', '.join(configs.NAMES)}); --config.KEY=VALUE overrides one key.")
   except (AttributeError, KeyError) as e:  # an override of a key the config does not have
-    _refuse(program, f"--config: no key {str(e).strip(chr(34))} in the config (its keys: "
-            f"python -m fpjax.bin.{binary} --helpfull, or fpjax/configs/{binary}.py)")
+    _refuse(program, f"--config: no key {str(e).strip(chr(34))} in the config (the keys of "
+            f"the default one: fpjax/configs/{binary}.py)")
   except (flags.Error, OSError, TypeError, ValueError) as e:
     _refuse(program, f"--config: {str(e).strip().splitlines()[0]} (see --help)")
+  for name in ("config", "workdir", "coordinator_address", "num_processes", "process_id"):
+    # --help lists the main module's key flags: these, not the earlier flags' shorthands.
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
   def wrapped(args):
     try:

@@ -16,11 +16,16 @@ _int = lambda: ml_collections.config_dict.placeholder(int)
 def classifier_config(selection=None, attributor=None,
                       attributor_preset: str = 'quick') -> ml_collections.ConfigDict:
   """config.cfg: the probe's inner-validation selection (keys of defaults.SELECTION), the
-  Attributor preset ('quick' | 'paper', defaults.ATTRIBUTOR_PRESETS) and overrides of it
-  (e.g. epochs, milestones, widths), LinearProbe keyword arguments (`probe`)."""
+  Attributor preset ('quick' | 'paper', defaults.ATTRIBUTOR_PRESETS) and overrides of its
+  options (e.g. epochs, milestones, widths; None: the preset's), LinearProbe keyword arguments
+  (`probe`)."""
+  # Every Attributor option, None (the preset's value) unless given.
+  options = {k: ml_collections.config_dict.placeholder(int if v is None else type(v))
+             for k, v in defaults.ATTRIBUTOR_PRESETS['quick'].items()}
+  options.update(attributor or {})
   return ml_collections.ConfigDict(dict(
       selection=dict(defaults.SELECTION, **(selection or {})),
-      attributor_preset=attributor_preset, attributor=dict(attributor or {}), probe={}))
+      attributor_preset=attributor_preset, attributor=options, probe={}))
 
 
 def get_config() -> ml_collections.ConfigDict:

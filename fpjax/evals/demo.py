@@ -13,12 +13,14 @@ from fpjax import estimators as est_lib
 from fpjax import zoo as zoo_lib
 from fpjax.baselines import BASELINES
 from fpjax.estimators import CONTROL
-from fpjax.evals import evaluate as evaluate_lib
+# Names, not the module: `fpjax.evals.evaluate` is also the function's name in the package.
+from fpjax.evals.evaluate import (Evaluation, check_settings, names_of, record_time, run,
+                                  settings)
 from fpjax.evals.gm_data import load_gm
 from fpjax.evals.table1_accuracy import BEST
 
 
-def run_demo(config, workdir: str) -> evaluate_lib.Evaluation:
+def run_demo(config, workdir: str) -> Evaluation:
   """The main job: build (or reuse) the zoos, then the whole evaluation, printed and written.
 
   WORKDIR/zoo (config.preset on config.real) is the Table 1/3 dataset (config.zoo: another zoo
@@ -27,9 +29,9 @@ def run_demo(config, workdir: str) -> evaluate_lib.Evaluation:
   complete in its folder is reused. tables.json's config['demo'] records what ran and what was
   left out.
   """
-  s = evaluate_lib.settings(config, base='demo')
-  evaluate_lib.check_settings(s)  # bad settings are refused before the zoo is built
-  cross_reals = evaluate_lib.names_of(s['cross_reals'])
+  s = settings(config, base='demo')
+  check_settings(s)  # bad settings are refused before the zoo is built
+  cross_reals = names_of(s['cross_reals'])
   timings = {}
   t, c = time.time(), time.process_time()
   zoo_dir = s['zoo'] or os.path.join(workdir, 'zoo')
@@ -43,7 +45,7 @@ def run_demo(config, workdir: str) -> evaluate_lib.Evaluation:
   try:
     if s['zoo'] is None:
       next(zoos)
-    evaluate_lib.record_time(timings, 'zoo', t, c)
+    record_time(timings, 'zoo', t, c)
 
     def cross_pairs():  # Table 2's pairs, once their zoos are complete
       t = time.time()
@@ -59,8 +61,8 @@ def run_demo(config, workdir: str) -> evaluate_lib.Evaluation:
     s['real'] = None if s['zoo'] else s['real']
     demo = dict(preset=s['preset'], zoo=s['zoo'], cross_preset=s['cross_preset'],
                 cross_num_samples=s['cross_num_samples'], **demo_coverage(s, has_cross))
-    return evaluate_lib.run(s, workdir, gm=zoo_dir, cross=cross_pairs() if has_cross else [],
-                            timings=timings, extra_config=dict(demo=demo))
+    return run(s, workdir, gm=zoo_dir, cross=cross_pairs() if has_cross else [],
+               timings=timings, extra_config=dict(demo=demo))
   finally:
     zoos.close()  # the pool ends (jobs not started are cancelled)
 

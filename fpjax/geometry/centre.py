@@ -15,9 +15,13 @@ log_m(z_j) (to first order), vanishes. fpjax solves it that way, with L-BFGS in 
 ``lax.while_loop`` (:func:`fpjax.geometry.geodesic.minimise`), rather than alternating a
 gradient step on m with k inner geodesic solves: the same stationary point, no nested loops
 (each of which, under vmap, runs as long as its slowest query). Start: the Euclidean mean and
-straight lines. The centre is `converged` when the optimiser's tests hold AND the first-order
-condition read off the curves does, ||mean_j log_m(z_j)|| <= tol * mean_j ||log_m(z_j)|| + atol
-(latent coordinates; log maps from :func:`fpjax.geometry.geodesic.log_map`).
+straight lines. The centre is `converged` when the optimiser's tests hold (they include the
+gradient in m) AND the first-order condition read off the curves does,
+||mean_j log_m(z_j)|| <= tol * mean_j ||log_m(z_j)|| + atol (latent coordinates; log maps from
+:func:`fpjax.geometry.geodesic.log_map`). The discrete optimum meets the continuous condition
+only up to the discretisation (about 1e-3 on the sphere and up to ~1e-2 on a digits VAE's
+metric at T = 8), so ``tol`` = 5e-2 catches gross failures (a curve stuck away from a
+geodesic), not rounding; ``Centre.stationarity`` reports the ratio itself.
 
 Artifact of a query x with embedding phi(x) and latent code z_x: phi(x) - decode(m*) (the
 decoded centre, in the space's units), beside the extra feature row log_{m*}(z_x), the
@@ -49,7 +53,7 @@ class CentreConfig:
   """
   geodesic: GeodesicConfig = GeodesicConfig()
   max_steps: int = 300
-  tol: float = 1e-2      # ||mean log|| / mean ||log|| (T = 8 discretises at ~1e-3)
+  tol: float = 5e-2      # ||mean log|| / mean ||log||: discretisation-limited (see the doc)
   atol: float = 1e-6     # latent units; neighbours that coincide with the centre
 
   def __post_init__(self):
@@ -63,6 +67,7 @@ class Centre(NamedTuple):
   steps: jax.Array               # [] int32 L-BFGS updates taken
   log_maps: jax.Array            # [k, d] log_m(z_j) at the returned centre
   distances: jax.Array           # [k] d_g(m, z_j), lengths of the decoded curves
+  stationarity: jax.Array        # [] ||mean_j log_m(z_j)|| / mean_j ||log_m(z_j)||
 
 
 def _curves(m, neighbours, interior):
@@ -99,7 +104,8 @@ def centre_of_mass(decoder: Decoder, neighbours: jax.Array, config: CentreConfig
   stationary = safe_norm(v) <= config.tol * spread + config.atol
   seg = decoder.features(curves)
   return Centre(centre=x['m'], converged=ok & stationary, steps=steps, log_maps=logs,
-                distances=jnp.sum(safe_norm(seg[:, 1:] - seg[:, :-1]), axis=-1))
+                distances=jnp.sum(safe_norm(seg[:, 1:] - seg[:, :-1]), axis=-1),
+                stationarity=safe_norm(v) / jnp.maximum(spread, 1e-30))
 
 
 class RiemannianArtifacts(NamedTuple):

@@ -2,18 +2,19 @@
 
 A curve with fixed ends z_0, z_1 and T interior points, initialised on the straight line (or
 warm-started) and parametrised as the line plus the preconditioned sine modes of
-:func:`fpjax.geometry.metric.curve_basis`, minimises the discretised energy of :mod:`fpjax.geometry.metric` with L-BFGS
-(optax, zoom line search) in a ``lax.while_loop`` that stops at a tolerance or after
-``max_steps`` iterations (:func:`minimise`, shared with the centre of mass). Its length is
-the geodesic distance; the curve's initial velocity is the Riemannian logarithm
-log_{z_0}(z_1) (latent coordinates, a second-order one-sided difference of the first three
-points).
+:func:`fpjax.geometry.metric.curve_basis`, minimises the discretised energy of
+:mod:`fpjax.geometry.metric` with L-BFGS (optax, zoom line search) in a ``lax.while_loop``
+that stops at a tolerance or after ``max_steps`` iterations (:func:`minimise`, shared with the
+centre of mass). Its length is the geodesic distance; the curve's initial velocity is the
+Riemannian logarithm log_{z_0}(z_1) (latent coordinates, a second-order one-sided difference
+of the first three points).
 
 Every geodesic carries a ``converged`` flag, like the k-NN certificate: the relative energy
 change of the last iteration is at most ``rtol`` AND the gradient is small in the dimensionless
-sense ||dE/dw|| * ||z_1 - z_0|| <= gtol * E (w: the preconditioned coordinates) (plus ``atol`` on both sides, so that a curve
-between coincident points, E = 0, converges). A budget that ends before both hold leaves the
-flag False; the curve is still returned, for the caller to count and set aside.
+sense ||dE/dw|| * ||z_1 - z_0|| <= gtol * E (w: the preconditioned coordinates; plus ``atol``
+on both sides, so that a curve between coincident points, E = 0, converges). A budget that
+ends before both hold leaves the flag False; the curve is still returned, for the caller to
+count and set aside.
 
 Under vmap each pair keeps its own stopping test (finished pairs are frozen while the others
 run), but the batch's shape changes XLA's float rounding, which L-BFGS carries to its
@@ -138,5 +139,3 @@ def geodesics(decoder: Decoder, starts: jax.Array, ends: jax.Array, config: Geod
     return jax.vmap(lambda a, b: geodesic(decoder, a, b, config))(starts, ends)
   return jax.vmap(lambda a, b, c: geodesic(decoder, a, b, config, c))(starts, ends, init)
 
-
-geodesics_jit = jax.jit(geodesics, static_argnames=('config',))
