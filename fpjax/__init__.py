@@ -26,6 +26,7 @@ _LAZY = {
     "models": ("fpjax.models", None),
     "attribution": ("fpjax.attribution", None),
     "baselines": ("fpjax.baselines", None),
+    "configs": ("fpjax.configs", None),
     "errors": ("fpjax.errors", None),
     "fileio": ("fpjax.fileio", None),
     "store": ("fpjax.store", None),

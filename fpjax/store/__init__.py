@@ -4,4 +4,4 @@ from fpjax.store import rows
 from fpjax.store.artifact_store import (BAD_LABEL, COMPLETE, FORMAT, ArtifactStore,
                                         ArtifactWriter, artifact_field, is_complete, stats_path,
                                         write_index)
-from fpjax.store.rows import FileList, LazyRows, RowSubset
+from fpjax.store.rows import FileList, RowSubset, ZarrRows, store_rows

@@ -63,7 +63,7 @@ import tensorstore as ts
 from fpjax.data.bad_inputs import read_bad_inputs
 from fpjax.errors import StoreError, UserInputError
 from fpjax.fileio import check_name, load_json, save_json
-from fpjax.store.rows import FileList, LazyRows
+from fpjax.store.rows import FileList, RowSubset, store_rows
 
 FORMAT = "fpjax.artifacts/3"
 COMPLETE = "COMPLETE"
@@ -142,7 +142,7 @@ class ArtifactStore:
   """A finished compute_artifacts work directory, read lazily (format in the module docstring).
 
   Rows are the good files, in `files` order; labels, distance and index are read whole (small;
-  [N, 0] when no search ran), `artifacts(key)` is a `LazyRows` of estimator `key`'s artifacts
+  [N, 0] when no search ran), `artifacts(key)` is a lazy `RowSubset` of estimator `key`'s artifacts
   that reads only the rows asked for (`artifact`: the first estimator's); `files` is a compact
   `FileList`.
   """
@@ -158,10 +158,10 @@ class ArtifactStore:
   labels: np.ndarray
   distance: np.ndarray
   index: np.ndarray
-  artifact_rows: dict  # key -> LazyRows
+  artifact_rows: dict  # key -> RowSubset
   num_bad_rows: int
 
-  def artifacts(self, key: str) -> LazyRows:
+  def artifacts(self, key: str) -> RowSubset:
     """The artifacts of estimator `key` (rows as `labels`)."""
     if key not in self.artifact_rows:
       raise UserInputError(f"{self.workdir}: no artifacts of estimator {key!r}; this store holds "
@@ -169,7 +169,7 @@ class ArtifactStore:
     return self.artifact_rows[key]
 
   @property
-  def artifact(self) -> LazyRows:
+  def artifact(self) -> RowSubset:
     """The first estimator's artifacts."""
     return self.artifacts(self.estimators[0])
 
@@ -207,8 +207,8 @@ class ArtifactStore:
     label = arrays["label"].read().result()
     good = _good_rows(workdir, meta, label)
     if k:
-      distance = np.asarray(LazyRows(arrays["distance"], good))
-      index = np.asarray(LazyRows(arrays["index"], good))
+      distance = np.asarray(store_rows(arrays["distance"], good))
+      index = np.asarray(store_rows(arrays["index"], good))
     else:
       distance, index = np.zeros((len(good), 0), np.float32), np.zeros((len(good), 0), np.int32)
     return cls(
@@ -216,7 +216,7 @@ class ArtifactStore:
         embedding_shape=tuple(meta["embedding_shape"]), class_names=list(meta["class_names"]),
         gm_root=meta["gm_root"], files=FileList(meta["files"][i] for i in good),
         labels=label[good].astype(np.int32), distance=distance, index=index,
-        artifact_rows={e: LazyRows(arrays[artifact_field(e)], good) for e in estimators},
+        artifact_rows={e: store_rows(arrays[artifact_field(e)], good) for e in estimators},
         num_bad_rows=int(meta["num_bad_rows"]))
 
 

@@ -1,6 +1,6 @@
-"""Lazy views of a store's rows: `LazyRows` (rows of a zarr array, read on demand) and
-`FileList` (the rows' file paths, held compactly), and `RowSubset` (any rows, in any order, of
-such an array-like: what the evaluation's classifiers read).
+"""The one lazy view of rows, `RowSubset` (any rows, in any order, of an array-like, read on
+demand: a store's good rows, a split, a sample), its zarr row source `ZarrRows`, and `FileList`
+(the rows' file paths, held compactly).
 
 A store hides the rows of bad files, so its row i is the array's row `rows[i]`; both views read
 only what is asked for, which keeps a million-row store's analysis within memory.
@@ -11,36 +11,36 @@ import collections.abc
 
 import numpy as np
 
-# The most bytes of array rows one scattered read (`LazyRows[sorted rows]`) spans: bounds the
+# The most bytes of array rows one scattered read (`ZarrRows[sorted rows]`) spans: bounds the
 # chunks tensorstore holds decoded at once.
 READ_SPAN_BYTES = 64 * 2 ** 20
 
 
-class LazyRows:
-  """Rows of a zarr array, read on demand: len(), shape, dtype, ndim, `[a:b]`, `[sorted int
-  array]`, `[i]`, and np.asarray (reads everything). `rows` maps its row i to the array's row
-  rows[i] (the good rows of the store), increasing."""
+class ZarrRows:
+  """A zarr (tensorstore) array as the row source of a `RowSubset`: len(), shape, dtype, and
+  `[a:b]` / `[sorted int array]` -> numpy, read on demand.
 
-  def __init__(self, array, rows: np.ndarray):
+  Scattered rows (e.g. a stratified sample of the whole store) are read in pieces that span at
+  most READ_SPAN_BYTES of the array's rows: tensorstore decodes every chunk one read touches
+  before it copies the rows out, so a 10,000-row sample of a 1M-row store held ~0.5 GB of chunks
+  at once in one read.
+  """
+
+  def __init__(self, array):
     self._array = array
-    self._rows = np.asarray(rows, np.int64)
-    self._identity = len(self._rows) == array.shape[0]  # no bad rows: row i is array row i
     self.dtype = np.dtype(array.dtype.numpy_dtype)
-    self.shape = (len(self._rows), *array.shape[1:])
-    self.ndim = len(self.shape)
+    self.shape = tuple(array.shape)
 
   def __len__(self) -> int:
     return self.shape[0]
 
-  def _read(self, phys: np.ndarray) -> np.ndarray:
+  def __getitem__(self, key) -> np.ndarray:
+    if isinstance(key, slice):
+      a, b, _ = key.indices(len(self))
+      return self._array[a:max(a, b)].read().result()
+    phys = np.asarray(key, np.int64)
     if len(phys) == 0:
       return np.zeros((0, *self.shape[1:]), self.dtype)
-    if phys[-1] - phys[0] + 1 == len(phys):  # one contiguous run: a plain slice
-      return self._array[int(phys[0]):int(phys[-1]) + 1].read().result()
-    # Scattered rows (e.g. a stratified sample of the whole store): tensorstore decodes every
-    # chunk that one read touches before it copies the rows out, so a 10,000-row sample of a
-    # 1M-row store held ~0.5 GB of chunks at once. Read in pieces that span at most
-    # READ_SPAN_BYTES of the array's rows, into one output.
     row_bytes = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
     span = max(1, READ_SPAN_BYTES // row_bytes)
     if phys[-1] - phys[0] < span:
@@ -53,33 +53,12 @@ class LazyRows:
       i = j
     return out
 
-  def __getitem__(self, key) -> np.ndarray:
-    if isinstance(key, (int, np.integer)):
-      i = int(key) + (len(self) if key < 0 else 0)
-      if not 0 <= i < len(self):
-        raise IndexError(f"row {key} out of range for {len(self)} rows")
-      return self._read(self._rows[i:i + 1])[0]
-    if isinstance(key, slice):
-      a, b, step = key.indices(len(self))
-      if step != 1:
-        raise IndexError("LazyRows takes contiguous slices (step 1) or sorted row arrays")
-      if self._identity:
-        return self._read(np.arange(a, max(a, b)))
-      return self._read(self._rows[a:b])
-    idx = np.asarray(key)
-    if idx.dtype == bool:
-      idx = np.flatnonzero(idx)
-    if idx.ndim != 1 or idx.dtype.kind not in "iu":
-      raise IndexError(f"LazyRows takes an int, a slice or a 1-D array of rows; got {key!r}")
-    if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
-      raise IndexError(f"rows out of range for {len(self)} rows")
-    if np.any(np.diff(idx) < 0):
-      raise IndexError("row arrays must be sorted (read in storage order)")
-    return self._read(self._rows[idx])
 
-  def __array__(self, dtype=None, copy=None):
-    out = self[0:len(self)]
-    return out if dtype is None else out.astype(dtype)
+def store_rows(array, rows: np.ndarray) -> "RowSubset":
+  """The rows `rows` (the store's good rows, increasing) of a zarr array, as the one lazy row
+  view (`RowSubset`); no row map when every row is good."""
+  rows = np.asarray(rows, np.int64)
+  return RowSubset(ZarrRows(array), None if len(rows) == array.shape[0] else rows)
 
 
 class FileList(collections.abc.Sequence):
@@ -128,7 +107,7 @@ class RowSubset:
   read on demand: the evaluation's view of a split's or a sample's rows.
 
   `base` needs len(), .shape, .dtype and [sorted int array] / [a:b] -> np.ndarray (a
-  `LazyRows`, the evaluation's `SourceImages`, an ndarray). A view supports what the classifiers
+  `ZarrRows`, the evaluation's `SourceImages`, an ndarray). A view supports what the classifiers
   read: len(), .shape, .dtype, .ndim, [i], slices [a:b] and int or bool array indexing in any
   order (-> numpy; the base is always read in sorted order, a contiguous run as one slice), and
   `take` (a view of a view is one view of the base). `np.asarray(view)` reads every row.
