@@ -3,7 +3,7 @@ import setuptools
 
 setuptools.setup(
     name="fpjax",
-    version="0.1.0",
+    version="0.2.0",
     description="Manifold fingerprints of generative models (ManiFPT) in JAX/Flax.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

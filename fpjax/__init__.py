@@ -17,7 +17,7 @@ from fpjax.manifold import Manifold, Projection
 from fpjax.spaces import SPACES, as_float_images, embed
 from fpjax.stats import FingerprintStats, fisher_discriminant_ratio
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # name -> (module, attribute or None for the module itself), loaded on first access.
 _LAZY = {
