@@ -83,3 +83,18 @@ def to_host(x) -> np.ndarray:
 def is_chief() -> bool:
   """Process 0 writes files and metrics; the others only compute."""
   return jax.process_index() == 0
+
+
+def gather_processes(x) -> np.ndarray:
+  """[P, ...]: every process's small host array x, in process order (a collective: every
+  process calls it; local in a single process)."""
+  x = np.asarray(x)
+  if jax.process_count() == 1:
+    return x[None]
+  return np.asarray(multihost_utils.process_allgather(x))
+
+
+def barrier(name: str) -> None:
+  """Every JAX process waits here until all have arrived (a no-op in a single process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

@@ -17,7 +17,7 @@ Modules, in the order the job runs them:
   batch.py        one block: embed -> search -> estimators -> rows and statistics
   loop.py         the batch loop: stop flags, commit, progress, checkpoints, SIGTERM
   outputs.py      merged statistics, fingerprint/, summary.json, index.json, COMPLETE
-  collectives.py  gather and barrier between processes
+(what processes exchange goes through fpjax.parallel: gather_processes, barrier)
 
 Estimators: `estimators` takes keys ('knn_mean-k10'), names (a name stands for its whole
 `estimators.grid`: the candidates an evaluation chooses from) or Estimator objects. The search
@@ -45,10 +45,9 @@ Only small things are exchanged: two stop flags per batch, the histogram range o
 batch, and the per-process statistics at checkpoints and at the end, so every process ends
 with the same FingerprintStats.
 """
-from fpjax.artifact_job.collectives import barrier, gather
 from fpjax.artifact_job.inputs import load_bank_images, open_generated, resolve_space
 from fpjax.artifact_job.job import compute_artifacts
 from fpjax.errors import Preempted
 
 __all__ = ["compute_artifacts", "load_bank_images", "open_generated", "resolve_space",
-           "barrier", "gather", "Preempted"]
+           "Preempted"]

@@ -16,7 +16,7 @@ import numpy as np
 from fpjax import estimators as estimators_lib
 from fpjax import spaces as spaces_lib
 from fpjax import store as store_lib
-from fpjax.artifact_job.collectives import gather
+from fpjax.parallel import gather_processes
 from fpjax.artifact_job.state import Job, RunState
 from fpjax.stats import FingerprintStats
 
@@ -69,7 +69,7 @@ def _first_stats(job: Job, norms, good, basis, distance_max) -> tuple[list, np.n
   """Empty statistics whose histogram ranges come from the first block, the same on every
   process (a collective)."""
   tops = np.array([float(n[good].max()) if good.any() else 0.0 for n in norms])
-  top = gather(tops).max(0)
+  top = gather_processes(tops).max(0)
   stats = [FingerprintStats.init(job.num_models, job.manifold.embedding_shape, basis=basis,
                                  distance_edges=np.linspace(
                                      0.0, distance_max or max(1.0, float(np.ceil(2 * t))),

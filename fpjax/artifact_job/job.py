@@ -19,7 +19,7 @@ from fpjax import fileio
 from fpjax import parallel
 from fpjax import spaces as spaces_lib
 from fpjax import store as store_lib
-from fpjax.artifact_job.collectives import barrier
+from fpjax.parallel import barrier
 from fpjax.artifact_job.inputs import load_bank_images, open_generated, resolve_space
 from fpjax.artifact_job.loop import run_batches
 from fpjax.artifact_job.outputs import write_outputs

@@ -19,7 +19,7 @@ import numpy as np
 
 from fpjax import progress as progress_lib
 from fpjax.artifact_job.batch import Block, project_block
-from fpjax.artifact_job.collectives import gather
+from fpjax.parallel import gather_processes
 from fpjax.artifact_job.state import Job, RunState, checkpoint
 from fpjax.errors import Preempted, UserInputError
 
@@ -44,7 +44,7 @@ def _stop_flags(job: Job, local: dict, block: Block, term: threading.Event) -> n
   for t in np.flatnonzero(block.bad):
     row = int(local["row"][t])
     job.bad.record(job.pipe.path_of(row), str(local["error"][t]), "decode", row=row)
-  return gather(np.array([term.is_set(), block.bad.any() and not job.bad.skip])).any(0)
+  return gather_processes(np.array([term.is_set(), block.bad.any() and not job.bad.skip])).any(0)
 
 
 def _stop_on_bad_input(job: Job, run: RunState) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from fpjax import fileio
 from fpjax import parallel
 from fpjax import store as store_lib
-from fpjax.artifact_job.collectives import barrier, gather
+from fpjax.parallel import barrier, gather_processes
 from fpjax.artifact_job.state import Job, RunState, checkpoint, local_arrays, stats_of
 from fpjax.errors import UserInputError
 from fpjax.stats import FingerprintStats
@@ -63,7 +63,7 @@ def write_outputs(job: Job, run: RunState, t0: float) -> dict:
   """Merges the processes' statistics; writes fingerprints, index.json, then COMPLETE.
   Returns summary.json's content."""
   checkpoint(job, run)  # the tail's rows flushed; a crash below resumes with nothing to redo
-  arrays = {f: gather(v) for f, v in local_arrays(run).items()}
+  arrays = {f: gather_processes(v) for f, v in local_arrays(run).items()}
   bad_rows = int(arrays["bad_rows"].sum())
   if bad_rows == len(job.source):
     raise UserInputError(f"{job.source.root}: no readable image ({bad_rows} bad files, listed in "

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 
 from fpjax import data
 from fpjax import store as store_lib
-from fpjax.artifact_job.collectives import gather
+from fpjax.parallel import gather_processes
 from fpjax.data.bad_inputs import BadInputs
 from fpjax.errors import StoreError, UserInputError
 from fpjax.manifold import Manifold
@@ -146,7 +146,7 @@ def checkpoint(job: Job, run: RunState) -> None:
   # orbax refuses zero-size arrays (no covariance basis, vector artifacts' spectrum): those are
   # left out and come back from the template on restore. The gather is also a barrier: every
   # process has flushed its rows.
-  arrays = {f: gather(v) for f, v in local_arrays(run).items() if v.size}
+  arrays = {f: gather_processes(v) for f, v in local_arrays(run).items() if v.size}
   meta = {"config": job.config, "batches_done": run.batches_done,
           "pipeline": dict(job.pipe.get_state(), next_batch=run.batches_done),
           "basis_dim": int(run.stats[0].basis.shape[1]),

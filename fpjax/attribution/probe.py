@@ -24,28 +24,7 @@ import optax
 
 from fpjax.errors import UserInputError
 from fpjax.models import resnet, training
-
-
-def check_labels(y, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-  """Validates a classifier's training labels; returns (classes [K], indices into classes [n]).
-
-  y [n]: model labels, integers >= 0 or names (strings); at least two distinct. Eager.
-  Raises UserInputError for float or bool labels (a float label would be truncated or make
-  a class of its own), negative integers (the artifact store's -1 marks a bad row: leave
-  those rows out), another shape, or fewer than two classes.
-  """
-  y = np.asarray(y)
-  if y.dtype.kind in 'fcb':
-    raise UserInputError(f'{name}.fit: labels must be integers >= 0 or names; got dtype '
-                         f'{y.dtype}')
-  if y.dtype.kind in 'iu' and y.shape == (n,) and n and y.min() < 0:
-    row = int(np.argmax(y < 0))
-    raise UserInputError(f'{name}.fit: label {y[row]} at row {row}: labels must be >= 0 (-1 '
-                         f'marks a bad row of the artifact store: leave those rows out)')
-  try:
-    return training.check_labels(y, n, name)
-  except ValueError as e:
-    raise UserInputError(str(e)) from None
+from fpjax.models.training import check_labels  # re-exported: the classifiers' label check
 
 
 def check_options(name: str, *, epochs, batch_size, lr, val_fraction, patience) -> None:

@@ -100,7 +100,7 @@ def make_encoders(names, real: str, *, workdir: str, encoder_steps: dict | None 
                  time.time() - t0)
     if parallel.is_chief():
       enc.save(path)
-    artifact_job.barrier(f'encoder {path}')  # process 0 has written what the others read
+    parallel.barrier(f'encoder {path}')  # process 0 has written what the others read
     out[n] = path
   return out
 
@@ -112,7 +112,7 @@ def _copy_encoder(folder: str, path: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(folder, tmp)
     os.replace(tmp, path)
-  artifact_job.barrier(f'encoder {path}')
+  parallel.barrier(f'encoder {path}')
 
 
 def _zoo_reference_encoder(reference: str | None, kind: str, real: str, steps: int | None,

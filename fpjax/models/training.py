@@ -32,6 +32,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from fpjax.errors import UserInputError
 from fpjax.models.checkpoints import load_checkpoint, read_config, save_checkpoint
 from fpjax.models.streaming import (BLOCK_ROWS, BUFFER_BLOCKS, MappedRows, as_rows, check_finite,
                                     iter_slices, selected_chunks, shuffled_minibatches,
@@ -213,14 +214,27 @@ def apply_batched(fn: Callable[[jax.Array], jax.Array], x, *, batch_size: int, m
   return np.concatenate(outs)
 
 
-def check_labels(y_train, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-  """Validates a classifier's labels; returns (classes, integer labels)."""
-  y = np.asarray(y_train)
+def check_labels(y, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """Validates a classifier's training labels; returns (classes [K], indices into classes [n]).
+
+  y [n]: model labels, integers >= 0 or names (strings); at least two distinct. Eager.
+  Raises UserInputError for float or bool labels (a float label would be truncated or make
+  a class of its own), negative integers (the artifact store's -1 marks a bad row: leave
+  those rows out), another shape, or fewer than two classes.
+  """
+  y = np.asarray(y)
+  if y.dtype.kind in 'fcb':
+    raise UserInputError(f'{name}.fit: labels must be integers >= 0 or names; got dtype '
+                         f'{y.dtype}')
+  if y.dtype.kind in 'iu' and y.shape == (n,) and n and y.min() < 0:
+    row = int(np.argmax(y < 0))
+    raise UserInputError(f'{name}.fit: label {y[row]} at row {row}: labels must be >= 0 (-1 '
+                         f'marks a bad row of the artifact store: leave those rows out)')
   if y.shape != (n,):
-    raise ValueError(f'{name}.fit: y_train must have shape [{n}], got {y.shape}')
+    raise UserInputError(f'{name}.fit: y_train must have shape [{n}], got {y.shape}')
   classes, yi = np.unique(y, return_inverse=True)
   if len(classes) < 2:
-    raise ValueError(f'{name}.fit: need at least 2 classes')
+    raise UserInputError(f'{name}.fit: need at least 2 classes')
   return classes, yi
 
 
